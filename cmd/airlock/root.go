@@ -22,7 +22,7 @@ Start here:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd())
+	root.AddCommand(newWrapCmd(), newServeCmd(), newVersionCmd())
 	return root
 }
 

@@ -1,0 +1,683 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/airlock-mcp/airlock/broker/wire"
+)
+
+// Protocol versions Airlock relays. The newest, 2026-07-28, is not among
+// them: it replaces the initialize handshake with server/discover and
+// changes the HTTP transport, and many servers fail on it. A client offering
+// it is negotiated down to LatestProtocolVersion.
+const LatestProtocolVersion = "2025-11-25"
+
+// SupportedProtocolVersions lists the versions Airlock accepts, newest first.
+var SupportedProtocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+
+func supportedVersion(v string) bool {
+	for _, s := range SupportedProtocolVersions {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// clientSide is how a session reaches its MCP client.
+type clientSide interface {
+	// send delivers msg to the client. related is the client's request that
+	// msg answers or belongs to (progress, or an upstream request made while
+	// serving it); it is invalid for messages that belong to none. The
+	// streamable HTTP transport uses it to pick the response stream.
+	send(msg jsonrpc.Message, related jsonrpc.ID) error
+}
+
+// A Session relays one client session to one upstream session. Messages pass
+// untouched, with three exceptions: request ids are renumbered on the way up
+// (so Airlock can make requests of its own), initialize is held to a
+// protocol version Airlock supports, and tools/call goes through the gate.
+type Session struct {
+	id        string
+	b         *Broker
+	up        *Upstream
+	conn      mcp.Connection
+	client    clientSide
+	principal Principal
+	log       *slog.Logger
+
+	nextID atomic.Int64
+
+	mu       sync.Mutex
+	calls    map[int64]*call      // requests in flight upstream, by the id we gave them
+	byClient map[jsonrpc.ID]*call // client requests not yet answered, by the client's id
+	progress map[string]*call     // progress tokens (their JSON text) of calls in flight
+	tools    toolCache
+	info     ClientInfo
+	closed   bool
+
+	done chan struct{}
+	err  error // why the session ended; set before done is closed
+}
+
+// call is one request a session is relaying, or one of Airlock's own.
+type call struct {
+	clientID jsonrpc.ID // invalid for Airlock's own requests
+	upID     int64      // 0 until forwarded
+	method   string
+	token    string // the client's progress token as JSON text, if any
+	started  time.Time
+
+	// reply receives the upstream's answer to Airlock's own requests.
+	reply chan *jsonrpc.Response
+
+	// cancel ends a tools/call that has not been forwarded yet.
+	cancel context.CancelFunc
+
+	// heartbeats counts progress notifications Airlock itself sent with the
+	// client's token while the call was held; upstream progress is shifted
+	// by it so that the client sees progress increase.
+	heartbeats atomic.Int64
+}
+
+// ClientInfo is what the client said about itself in initialize.
+type ClientInfo struct {
+	Name            string          `json:"name"`
+	Version         string          `json:"version"`
+	ProtocolVersion string          `json:"protocol_version"`
+	Capabilities    json.RawMessage `json:"capabilities,omitempty"`
+}
+
+// Principal is who is behind a client session.
+type Principal struct {
+	ID string `json:"id"`
+	// Source says how the identity was established: "token" (a bearer
+	// token from config), "os" (the user running a stdio client), or
+	// "anonymous".
+	Source string `json:"source"`
+}
+
+func newSessionID() string { return rand.Text() }
+
+// startSession dials the upstream and starts relaying its messages to client.
+func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSide, p Principal) (*Session, error) {
+	conn, err := up.Dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("broker: start upstream %s: %w", up.Name, err)
+	}
+	s := &Session{
+		id:        newSessionID(),
+		b:         b,
+		up:        up,
+		conn:      conn,
+		client:    client,
+		principal: p,
+		calls:     make(map[int64]*call),
+		byClient:  make(map[jsonrpc.ID]*call),
+		progress:  make(map[string]*call),
+		done:      make(chan struct{}),
+	}
+	s.log = b.log.With("session", s.id, "server", up.Name)
+	go s.readUpstream()
+	s.log.Info("session started", "principal", p.ID)
+	return s, nil
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err says why the session ended: nil when the client closed it, the
+// upstream's failure otherwise.
+func (s *Session) Err() error {
+	<-s.done
+	return s.err
+}
+
+// handle processes one message from the client. It does not wait for the
+// upstream's answer, which comes back through client.send.
+func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
+	switch m := msg.(type) {
+	case *jsonrpc.Response:
+		// The client answering one of the upstream's requests (sampling,
+		// elicitation, roots): upstream ids pass through unchanged.
+		s.write(ctx, m)
+	case *jsonrpc.Request:
+		if !m.IsCall() {
+			s.handleNotification(ctx, m)
+			return
+		}
+		c, ok := s.accept(m)
+		if !ok {
+			return
+		}
+		switch m.Method {
+		case "tools/call":
+			// The gate may wait (for the tool list, later for a person),
+			// and must not stall the client's other messages meanwhile.
+			ctx, c.cancel = context.WithCancel(ctx)
+			go s.toolsCall(ctx, c, m)
+		case "initialize":
+			s.initialize(ctx, c, m)
+		case "server/discover":
+			// The 2026-07-28 handshake; clients fall back to initialize.
+			s.answerError(c, jsonrpc.CodeMethodNotFound, "server/discover is not supported; use initialize")
+		default:
+			s.forward(ctx, c, m)
+		}
+	}
+}
+
+// accept registers a client request, refusing a second request with the id
+// of one still in flight.
+func (s *Session) accept(m *jsonrpc.Request) (*call, bool) {
+	c := &call{clientID: m.ID, method: m.Method, started: time.Now()}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.client.send(errorResponse(m.ID, jsonrpc.CodeInternalError, "session closed"), m.ID)
+		return nil, false
+	}
+	if _, dup := s.byClient[m.ID]; dup {
+		s.mu.Unlock()
+		s.client.send(errorResponse(m.ID, jsonrpc.CodeInvalidRequest, "a request with this id is already in flight"), m.ID)
+		return nil, false
+	}
+	s.byClient[m.ID] = c
+	s.mu.Unlock()
+	return c, true
+}
+
+func (s *Session) handleNotification(ctx context.Context, m *jsonrpc.Request) {
+	if m.Method == "notifications/cancelled" {
+		s.clientCancelled(ctx, m)
+		return
+	}
+	s.write(ctx, m)
+}
+
+// forward sends a client request upstream under a fresh id.
+func (s *Session) forward(ctx context.Context, c *call, m *jsonrpc.Request) {
+	if tok := progressToken(m.Params); tok != "" {
+		c.token = tok
+	}
+	upID := s.nextID.Add(1)
+	s.mu.Lock()
+	if s.closed || s.byClient[c.clientID] != c {
+		// Closed or cancelled while it waited at the gate.
+		s.mu.Unlock()
+		return
+	}
+	c.upID = upID
+	s.calls[upID] = c
+	if c.token != "" {
+		s.progress[c.token] = c
+	}
+	s.mu.Unlock()
+	err := s.conn.Write(ctx, &jsonrpc.Request{ID: upstreamID(upID), Method: m.Method, Params: m.Params})
+	if err != nil {
+		s.log.Warn("forward failed", "method", m.Method, "err", err)
+		if s.takeUp(upID) != nil {
+			s.answerError(c, jsonrpc.CodeInternalError, "upstream "+s.up.Name+" is unavailable: "+err.Error())
+		}
+	}
+}
+
+// request makes a request of Airlock's own to the upstream and waits for the
+// answer.
+func (s *Session) request(ctx context.Context, method string, params any) (json.RawMessage, error) {
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return nil, err
+	}
+	c := &call{method: method, started: time.Now(), reply: make(chan *jsonrpc.Response, 1)}
+	upID := s.nextID.Add(1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errSessionClosed
+	}
+	s.calls[upID] = c
+	s.mu.Unlock()
+	if err := s.conn.Write(ctx, &jsonrpc.Request{ID: upstreamID(upID), Method: method, Params: raw}); err != nil {
+		s.takeUp(upID)
+		return nil, err
+	}
+	select {
+	case r := <-c.reply:
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		return r.Result, nil
+	case <-ctx.Done():
+		if s.takeUp(upID) != nil {
+			s.write(context.WithoutCancel(ctx), cancelledNotification(upstreamID(upID), "Airlock stopped waiting"))
+		}
+		return nil, ctx.Err()
+	case <-s.done:
+		return nil, errSessionClosed
+	}
+}
+
+var errSessionClosed = errors.New("broker: session closed")
+
+// takeUp removes a forwarded call, reporting nil if someone else already did.
+func (s *Session) takeUp(upID int64) *call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.calls[upID]
+	if c == nil {
+		return nil
+	}
+	delete(s.calls, upID)
+	s.forgetLocked(c)
+	return c
+}
+
+func (s *Session) forgetLocked(c *call) {
+	if c.clientID.IsValid() && s.byClient[c.clientID] == c {
+		delete(s.byClient, c.clientID)
+	}
+	if c.token != "" && s.progress[c.token] == c {
+		delete(s.progress, c.token)
+	}
+}
+
+// takeClient removes a client request that may not have been forwarded.
+func (s *Session) takeClient(c *call) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byClient[c.clientID] != c {
+		return false
+	}
+	if c.upID != 0 {
+		delete(s.calls, c.upID)
+	}
+	s.forgetLocked(c)
+	return true
+}
+
+// answer sends the client the response to c, unless c was already answered
+// or cancelled.
+func (s *Session) answer(c *call, resp *jsonrpc.Response) {
+	if !s.takeClient(c) {
+		return
+	}
+	resp.ID = c.clientID
+	s.send(resp, c.clientID)
+}
+
+func (s *Session) answerError(c *call, code int64, msg string) {
+	s.answer(c, errorResponse(c.clientID, code, msg))
+}
+
+// answerResult answers c with a result Airlock built itself.
+func (s *Session) answerResult(c *call, result any) {
+	raw, err := json.Marshal(result)
+	if err != nil {
+		s.answerError(c, jsonrpc.CodeInternalError, "encoding result: "+err.Error())
+		return
+	}
+	s.answer(c, &jsonrpc.Response{Result: raw})
+}
+
+func (s *Session) send(msg jsonrpc.Message, related jsonrpc.ID) {
+	if err := s.client.send(msg, related); err != nil {
+		s.log.Debug("send to client failed", "err", err)
+	}
+}
+
+// write sends a message upstream as it is.
+func (s *Session) write(ctx context.Context, msg jsonrpc.Message) {
+	if err := s.conn.Write(ctx, msg); err != nil {
+		s.log.Warn("write upstream failed", "err", err)
+	}
+}
+
+// clientCancelled handles notifications/cancelled from the client: a call
+// still at the gate is dropped and never forwarded; a forwarded one is
+// cancelled upstream under the id the upstream knows.
+func (s *Session) clientCancelled(ctx context.Context, m *jsonrpc.Request) {
+	var p struct {
+		RequestID any    `json:"requestId"`
+		Reason    string `json:"reason,omitempty"`
+	}
+	if err := json.Unmarshal(m.Params, &p); err != nil {
+		return
+	}
+	id, err := jsonrpc.MakeID(p.RequestID)
+	if err != nil {
+		return
+	}
+	s.cancelClientRequest(ctx, id, p.Reason)
+}
+
+// cancelClientRequest gives up on the client's request id: the client will
+// not read an answer (it cancelled, or it went away).
+func (s *Session) cancelClientRequest(ctx context.Context, id jsonrpc.ID, reason string) {
+	s.mu.Lock()
+	c := s.byClient[id]
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	upID := c.upID
+	if !s.takeClient(c) {
+		return
+	}
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if upID != 0 {
+		s.write(context.WithoutCancel(ctx), cancelledNotification(upstreamID(upID), reason))
+	}
+	s.log.Debug("request cancelled", "method", c.method, "reason", reason)
+}
+
+func cancelledNotification(id jsonrpc.ID, reason string) *jsonrpc.Request {
+	params, _ := json.Marshal(struct {
+		RequestID any    `json:"requestId"`
+		Reason    string `json:"reason,omitempty"`
+	}{id.Raw(), reason})
+	return &jsonrpc.Request{Method: "notifications/cancelled", Params: params}
+}
+
+// readUpstream relays the upstream's messages until it goes away.
+func (s *Session) readUpstream() {
+	ctx := context.Background()
+	for {
+		msg, err := s.conn.Read(ctx)
+		if err != nil {
+			var pe *wire.ParseError
+			if errors.As(err, &pe) {
+				s.log.Warn("bad message from upstream", "err", err)
+				continue
+			}
+			s.close(fmt.Errorf("upstream %s: %w", s.up.Name, err))
+			return
+		}
+		switch m := msg.(type) {
+		case *jsonrpc.Response:
+			s.upstreamResponse(m)
+		case *jsonrpc.Request:
+			s.upstreamRequest(m)
+		}
+	}
+}
+
+func (s *Session) upstreamResponse(m *jsonrpc.Response) {
+	upID, ok := m.ID.Raw().(int64)
+	if !ok {
+		s.log.Warn("upstream answered an id Airlock never sent", "id", m.ID.Raw())
+		return
+	}
+	c := s.takeUp(upID)
+	if c == nil {
+		return // cancelled, or answered already
+	}
+	if c.reply != nil {
+		c.reply <- m
+		return
+	}
+	switch c.method {
+	case "initialize":
+		s.initialized(c, m)
+	case "tools/list":
+		if m.Error == nil {
+			s.tools.record(m.Result, s.b.now())
+		}
+	}
+	s.send(&jsonrpc.Response{ID: c.clientID, Result: m.Result, Error: m.Error}, c.clientID)
+}
+
+func (s *Session) upstreamRequest(m *jsonrpc.Request) {
+	var related jsonrpc.ID
+	switch m.Method {
+	case "notifications/progress":
+		related, m = s.relayProgress(m)
+		if m == nil {
+			return
+		}
+	case "notifications/tools/list_changed":
+		s.tools.invalidate()
+	case "notifications/resources/list_changed", "notifications/prompts/list_changed",
+		"notifications/resources/updated", "notifications/roots/list_changed":
+		// Session-wide news: no request to attach it to.
+	default:
+		// Upstream requests (sampling, elicitation, roots/list, ping) and
+		// log messages arrive without saying which client request they
+		// serve. When only one is in flight, it is that one; the HTTP
+		// transport then carries them on that request's stream.
+		related = s.soleRequest()
+	}
+	s.send(m, related)
+}
+
+// soleRequest returns the client's only request in flight, if there is
+// exactly one.
+func (s *Session) soleRequest() jsonrpc.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.byClient) != 1 {
+		return jsonrpc.ID{}
+	}
+	for id := range s.byClient {
+		return id
+	}
+	return jsonrpc.ID{}
+}
+
+// relayProgress attaches upstream progress to the client request that gave
+// its token, shifting it past Airlock's own heartbeats if there were any.
+func (s *Session) relayProgress(m *jsonrpc.Request) (jsonrpc.ID, *jsonrpc.Request) {
+	tok := progressTokenOf(m.Params)
+	s.mu.Lock()
+	c := s.progress[tok]
+	s.mu.Unlock()
+	if c == nil {
+		return jsonrpc.ID{}, m
+	}
+	if n := c.heartbeats.Load(); n > 0 {
+		var p map[string]json.RawMessage
+		if json.Unmarshal(m.Params, &p) == nil {
+			shift(p, "progress", n)
+			shift(p, "total", n)
+			if raw, err := json.Marshal(p); err == nil {
+				m = &jsonrpc.Request{Method: m.Method, Params: raw}
+			}
+		}
+	}
+	return c.clientID, m
+}
+
+func shift(p map[string]json.RawMessage, key string, by int64) {
+	var v float64
+	if raw, ok := p[key]; ok && json.Unmarshal(raw, &v) == nil {
+		p[key], _ = json.Marshal(v + float64(by))
+	}
+}
+
+// progressToken returns the JSON text of params._meta.progressToken, or "".
+func progressToken(params json.RawMessage) string {
+	if !bytes.Contains(params, []byte(`"progressToken"`)) {
+		return "" // the common case, without decoding
+	}
+	var p struct {
+		Meta struct {
+			Token json.RawMessage `json:"progressToken"`
+		} `json:"_meta"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return ""
+	}
+	return compactJSON(p.Meta.Token)
+}
+
+// progressTokenOf returns the JSON text of a progress notification's token.
+func progressTokenOf(params json.RawMessage) string {
+	var p struct {
+		Token json.RawMessage `json:"progressToken"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return ""
+	}
+	return compactJSON(p.Token)
+}
+
+func compactJSON(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return ""
+	}
+	return b.String()
+}
+
+// close ends the session: every unanswered client request gets an error,
+// the upstream session is closed (a child process is stopped). err is nil
+// when the client ended the session.
+func (s *Session) close(err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	pending := make([]*call, 0, len(s.byClient))
+	for _, c := range s.byClient {
+		pending = append(pending, c)
+	}
+	s.byClient = map[jsonrpc.ID]*call{}
+	s.calls = map[int64]*call{}
+	s.progress = map[string]*call{}
+	s.mu.Unlock()
+
+	s.err = err
+	msg := "session closed"
+	if err != nil {
+		msg = err.Error()
+		s.log.Warn("session ended", "err", err)
+	} else {
+		s.log.Info("session ended")
+	}
+	for _, c := range pending {
+		if c.cancel != nil {
+			c.cancel()
+		}
+		s.send(errorResponse(c.clientID, jsonrpc.CodeInternalError, msg), c.clientID)
+	}
+	s.conn.Close()
+	close(s.done)
+}
+
+func errorResponse(id jsonrpc.ID, code int64, msg string) *jsonrpc.Response {
+	return &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: code, Message: msg}}
+}
+
+// initialize forwards the client's initialize, offering the upstream no
+// newer protocol version than Airlock relays. Capabilities pass untouched,
+// so the upstream is never told the client can do what it cannot.
+func (s *Session) initialize(ctx context.Context, c *call, m *jsonrpc.Request) {
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(m.Params, &p); err != nil {
+		s.answerError(c, jsonrpc.CodeInvalidParams, "initialize: "+err.Error())
+		return
+	}
+	var info struct {
+		ProtocolVersion string `json:"protocolVersion"`
+		ClientInfo      struct {
+			Name    string `json:"name"`
+			Version string `json:"version"`
+		} `json:"clientInfo"`
+	}
+	_ = json.Unmarshal(m.Params, &info)
+	if info.ProtocolVersion > LatestProtocolVersion {
+		p["protocolVersion"], _ = json.Marshal(LatestProtocolVersion)
+		params, err := json.Marshal(p)
+		if err != nil {
+			s.answerError(c, jsonrpc.CodeInvalidParams, "initialize: "+err.Error())
+			return
+		}
+		m = &jsonrpc.Request{ID: m.ID, Method: m.Method, Params: params}
+	}
+	s.mu.Lock()
+	s.info = ClientInfo{Name: info.ClientInfo.Name, Version: info.ClientInfo.Version, Capabilities: p["capabilities"]}
+	s.mu.Unlock()
+
+	s.forward(ctx, c, m)
+	if d := s.b.initTimeout; d > 0 {
+		time.AfterFunc(d, func() {
+			if s.takeClient(c) {
+				err := fmt.Errorf("upstream %s did not answer initialize within %s", s.up.Name, d)
+				s.send(errorResponse(c.clientID, jsonrpc.CodeInternalError, err.Error()), c.clientID)
+				s.close(err)
+			}
+		})
+	}
+}
+
+// initialized checks the upstream's answer to initialize.
+func (s *Session) initialized(c *call, m *jsonrpc.Response) {
+	if m.Error != nil {
+		return
+	}
+	var res struct {
+		ProtocolVersion string `json:"protocolVersion"`
+	}
+	_ = json.Unmarshal(m.Result, &res)
+	s.mu.Lock()
+	s.info.ProtocolVersion = res.ProtocolVersion
+	s.mu.Unlock()
+	if !supportedVersion(res.ProtocolVersion) {
+		s.log.Warn("upstream chose a protocol version Airlock does not relay", "protocol_version", res.ProtocolVersion)
+	}
+}
+
+// Info returns what the client said about itself.
+func (s *Session) Info() ClientInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info
+}
+
+// ID is the session's id, which the streamable HTTP transport hands to the
+// client.
+func (s *Session) ID() string { return s.id }
+
+// errorJSON is a JSON-RPC error response with a null id, for input that
+// could not be read as a message at all, or refused before it was.
+func errorJSON(code int64, msg string) []byte {
+	raw, _ := json.Marshal(struct {
+		JSONRPC string `json:"jsonrpc"`
+		ID      any    `json:"id"`
+		Error   struct {
+			Code    int64  `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}{JSONRPC: "2.0", Error: struct {
+		Code    int64  `json:"code"`
+		Message string `json:"message"`
+	}{code, msg}})
+	return raw
+}
+
+// upstreamID makes the id of a request Airlock sends upstream. (The SDK
+// exports no constructor for integer ids; counters stay far below 2^53, so
+// the float64 path is exact.)
+func upstreamID(n int64) jsonrpc.ID {
+	id, _ := jsonrpc.MakeID(float64(n))
+	return id
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultListen is where serve and wrap listen when the config says nothing.
+const DefaultListen = "127.0.0.1:7420"
+
+// Config is airlock.yaml. Every field has a usable zero value, so an empty
+// file (or none) runs on the embedded defaults.
+type Config struct {
+	// Listen is the address of the HTTP listener (MCP endpoints, UI, API).
+	Listen string `yaml:"listen"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// InitTimeout bounds an upstream's answer to initialize (default 30s).
+	InitTimeout time.Duration `yaml:"init_timeout"`
+	// SessionIdle closes HTTP sessions without requests for this long,
+	// stopping their child process (default 1h).
+	SessionIdle time.Duration `yaml:"session_idle"`
+	// AllowedOrigins lists browser origins, besides the listener's own
+	// host, that may call the MCP endpoints.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// Servers are the upstream MCP servers, by name.
+	Servers map[string]*ServerConfig `yaml:"servers"`
+	// MCPServers accepts the "mcpServers" block of claude_desktop_config.json
+	// (and .mcp.json) as it is.
+	MCPServers map[string]*ServerConfig `yaml:"mcpServers"`
+}
+
+// ServerConfig is one upstream: a command for stdio, or a URL for
+// streamable HTTP.
+type ServerConfig struct {
+	Type    string            `yaml:"type"` // optional: stdio, http (or streamable-http)
+	Command string            `yaml:"command"`
+	Args    []string          `yaml:"args"`
+	Env     map[string]string `yaml:"env"`
+	Cwd     string            `yaml:"cwd"`
+	URL     string            `yaml:"url"`
+	Headers map[string]string `yaml:"headers"`
+	// TrustAnnotations lets the policy believe the server's tool
+	// annotations (readOnlyHint…). Default true.
+	TrustAnnotations *bool `yaml:"trust_annotations"`
+}
+
+var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// loadConfig reads the config file; an empty path gives the defaults.
+func loadConfig(path string) (*Config, error) {
+	cfg := &Config{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := decodeConfig(data, cfg); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	if err := cfg.resolve(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func decodeConfig(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(cfg)
+	if err == nil || errors.Is(err, io.EOF) { // an empty file is fine
+		return nil
+	}
+	return friendlyYAMLError(err)
+}
+
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type`)
+
+// friendlyYAMLError rewrites the decoder's Go-flavoured messages so that
+// they name the key the user wrote.
+func friendlyYAMLError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		if m := unknownField.FindStringSubmatch(e); m != nil {
+			msgs = append(msgs, fmt.Sprintf("line %s: unknown key %q", m[1], m[2]))
+			continue
+		}
+		msgs = append(msgs, e)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// resolve merges mcpServers into servers, applies defaults, expands ${VAR}
+// references and checks every key, naming the first bad one.
+func (c *Config) resolve() error {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("config: listen: %q is not host:port", c.Listen)
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.InitTimeout < 0 {
+		return fmt.Errorf("config: init_timeout: must not be negative")
+	}
+	if c.SessionIdle < 0 {
+		return fmt.Errorf("config: session_idle: must not be negative")
+	}
+	if c.Servers == nil {
+		c.Servers = map[string]*ServerConfig{}
+	}
+	for name, s := range c.MCPServers {
+		if _, dup := c.Servers[name]; dup {
+			return fmt.Errorf("config: mcpServers.%s: also defined under servers", name)
+		}
+		c.Servers[name] = s
+	}
+	c.MCPServers = nil
+	for _, name := range c.serverNames() {
+		if err := c.Servers[name].resolve(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) serverNames() []string {
+	names := make([]string, 0, len(c.Servers))
+	for name := range c.Servers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (s *ServerConfig) resolve(name string) error {
+	key := "servers." + name
+	if !serverName.MatchString(name) {
+		return fmt.Errorf("config: %s: a server name may only use letters, digits, '.', '_' and '-'", key)
+	}
+	if s == nil {
+		return fmt.Errorf("config: %s: needs command (stdio) or url (streamable HTTP)", key)
+	}
+	switch s.Type {
+	case "", "stdio", "http", "streamable-http", "streamableHttp":
+	case "sse":
+		return fmt.Errorf("config: %s.type: the legacy SSE transport is not supported; use the server's streamable HTTP endpoint", key)
+	default:
+		return fmt.Errorf("config: %s.type: %q is not stdio or http", key, s.Type)
+	}
+	switch {
+	case s.Command != "" && s.URL != "":
+		return fmt.Errorf("config: %s: set command or url, not both", key)
+	case s.Command == "" && s.URL == "":
+		return fmt.Errorf("config: %s: needs command (stdio) or url (streamable HTTP)", key)
+	case s.Command != "" && s.Type != "" && s.Type != "stdio":
+		return fmt.Errorf("config: %s.type: %q does not go with command", key, s.Type)
+	case s.URL != "" && s.Type == "stdio":
+		return fmt.Errorf("config: %s.type: stdio does not go with url", key)
+	}
+	if s.URL != "" {
+		u, err := url.Parse(s.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("config: %s.url: %q is not an http(s) URL", key, s.URL)
+		}
+		if len(s.Args) > 0 || len(s.Env) > 0 || s.Cwd != "" {
+			return fmt.Errorf("config: %s: args, env and cwd only apply to a command", key)
+		}
+	}
+	if s.Command != "" && len(s.Headers) > 0 {
+		return fmt.Errorf("config: %s.headers: only apply to a url", key)
+	}
+	for k, v := range s.Env {
+		x, err := expandVars(v)
+		if err != nil {
+			return fmt.Errorf("config: %s.env.%s: %w", key, k, err)
+		}
+		s.Env[k] = x
+	}
+	for k, v := range s.Headers {
+		x, err := expandVars(v)
+		if err != nil {
+			return fmt.Errorf("config: %s.headers.%s: %w", key, k, err)
+		}
+		s.Headers[k] = x
+	}
+	return nil
+}
+
+// trustAnnotations defaults to true: the operator chose the server.
+func (s *ServerConfig) trustAnnotations() bool {
+	return s.TrustAnnotations == nil || *s.TrustAnnotations
+}
+
+var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandVars replaces ${VAR} with the environment variable's value. An
+// unset variable is an error rather than an empty string: a header like
+// "Bearer ${TOKEN}" must not quietly become "Bearer ".
+func expandVars(s string) (string, error) {
+	var missing []string
+	out := varRef.ReplaceAllStringFunc(s, func(ref string) string {
+		name := ref[2 : len(ref)-1]
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return v
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("environment variable %s is not set", strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+// loopbackListen reports whether addr listens on loopback only.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/wire"
+)
+
+func newWrapCmd() *cobra.Command {
+	var name, configPath string
+	cmd := &cobra.Command{
+		Use:   "wrap [--name NAME] [-c airlock.yaml] -- CMD [ARGS...]",
+		Short: "Guard one stdio MCP server: run it as a child and serve it on stdio",
+		Long: `wrap starts CMD as a child process speaking MCP over stdio, and serves it to
+the MCP client on Airlock's own stdin and stdout. Use it in place of the
+server's command in your client's config. stdout carries only the protocol;
+logs and the server's stderr go to stderr.
+
+When the client closes stdin, the server is stopped (stdin closed, then
+SIGTERM, then SIGKILL) and airlock exits 0. If the server dies, calls in
+flight get an error and airlock exits 1, naming the server's exit status.`,
+		Example: `  airlock wrap -- npx -y @modelcontextprotocol/server-filesystem /srv/data
+  airlock wrap --name github -c airlock.yaml -- github-mcp-server stdio`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = guessName(args)
+			}
+			sc := cfg.Servers[name]
+			if sc == nil {
+				sc = &ServerConfig{}
+			}
+			// The command line decides what runs; the config may add env,
+			// cwd and trust settings for a server of the same name.
+			sc.Command, sc.Args, sc.URL = args[0], args[1:], ""
+			log := newLogger(os.Stderr, cfg.LogLevel)
+			b, err := broker.New(broker.Options{Logger: log, InitTimeout: cfg.InitTimeout},
+				newUpstream(name, sc, log, os.Stderr))
+			if err != nil {
+				return err
+			}
+			conn := wire.NewLineConn(os.Stdin, os.Stdout, os.Stdin, 0)
+			err = b.ServeConn(cmd.Context(), name, conn, osPrincipal())
+			if err != nil {
+				var ee *wire.ExitError
+				if errors.As(err, &ee) {
+					return &exitError{code: 1, msg: fmt.Sprintf("upstream %s %s", name, strings.TrimPrefix(ee.Error(), "upstream process "))}
+				}
+				return &exitError{code: 1, msg: err.Error()}
+			}
+			return nil
+		},
+	}
+	// Everything after CMD belongs to CMD, even without "--".
+	cmd.Flags().SetInterspersed(false)
+	cmd.Flags().StringVar(&name, "name", "", "the server's name in policy, logs and approvals (default: derived from CMD)")
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "config file (airlock.yaml); optional")
+	return cmd
+}
+
+var versionSuffix = regexp.MustCompile(`@[^/@]*$`)
+
+// guessName derives a server name from its command line: the package a
+// launcher like npx or uvx runs, or the program itself.
+func guessName(args []string) string {
+	prog := filepath.Base(args[0])
+	switch prog {
+	case "npx", "uvx", "bunx", "pnpx", "node", "python", "python3", "deno", "bun", "docker":
+		for _, a := range args[1:] {
+			if strings.HasPrefix(a, "-") || a == "run" || a == "dlx" {
+				continue
+			}
+			prog = filepath.Base(versionSuffix.ReplaceAllString(a, ""))
+			prog = strings.TrimSuffix(strings.TrimSuffix(prog, ".js"), ".py")
+			break
+		}
+	}
+	clean := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			return r
+		}
+		return '-'
+	}, prog)
+	clean = strings.TrimLeft(clean, "-_.")
+	if clean == "" {
+		return "server"
+	}
+	return clean
+}
+
+// osPrincipal is the user running a stdio client: whoever can write to our
+// stdin runs as this user.
+func osPrincipal() broker.Principal {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return broker.Principal{ID: u.Username, Source: "os"}
+	}
+	return broker.Principal{ID: fmt.Sprintf("uid:%d", os.Getuid()), Source: "os"}
+}
