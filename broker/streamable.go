@@ -507,10 +507,9 @@ func (hs *httpSession) stopIdleTimer() {
 	hs.mu.Unlock()
 }
 
-// postStream is one HTTP response carrying messages to the client. A
-// request's response starts undecided: if its answer comes first it is sent
-// as plain JSON, and only when something else must go out first does it
-// become an SSE stream.
+// postStream is one HTTP response carrying messages to the client: an SSE
+// stream when the client accepts one, else a single JSON answer. Headers
+// wait for the first message, so that a quick answer leaves in one write.
 type postStream struct {
 	mu        sync.Mutex
 	w         http.ResponseWriter
@@ -521,10 +520,13 @@ type postStream struct {
 	done      chan struct{}
 }
 
+// startSSE sends the headers of an SSE stream at once, for the standalone
+// stream, which may stay quiet for a long time.
 func (ps *postStream) startSSE() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	ps.startSSELocked()
+	http.NewResponseController(ps.w).Flush()
 }
 
 func (ps *postStream) startSSELocked() {
@@ -537,7 +539,6 @@ func (ps *postStream) startSSELocked() {
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
 	ps.w.WriteHeader(http.StatusOK)
-	http.NewResponseController(ps.w).Flush()
 }
 
 // event sends a message that is not the answer; it reports false if this
@@ -563,7 +564,8 @@ func (ps *postStream) respond(data []byte) {
 		return
 	}
 	ps.answered = true
-	if ps.sse {
+	if ps.acceptSSE {
+		ps.startSSELocked()
 		ps.w.Write(wire.AppendEvent(nil, "", data))
 		http.NewResponseController(ps.w).Flush()
 	} else {
@@ -607,4 +609,3 @@ func writeJSON(w http.ResponseWriter, status int, msg jsonrpc.Message) {
 	w.WriteHeader(status)
 	w.Write(data)
 }
-

@@ -110,6 +110,14 @@ func (c *HTTPConn) Write(_ context.Context, msg jsonrpc.Message) error {
 		}
 	}
 
+	if req != nil && req.Method == "notifications/initialized" {
+		// Open the stream for server-initiated messages first, as the
+		// go-sdk client does: a server may speak as soon as it is
+		// initialized, and it does not queue messages for a stream that
+		// is not there yet.
+		c.startStandalone()
+	}
+
 	// A request's stream lives until its response or until the request is
 	// cancelled; it must not depend on the caller's context, which may end
 	// as soon as Write returns.
@@ -132,9 +140,6 @@ func (c *HTTPConn) Write(_ context.Context, msg jsonrpc.Message) error {
 	case resp.StatusCode == http.StatusAccepted || (!callID.IsValid() && resp.StatusCode < 300):
 		drain(resp)
 		cancel()
-		if req != nil && req.Method == "notifications/initialized" {
-			c.startStandalone()
-		}
 		return nil
 	case resp.StatusCode >= 300:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -383,7 +388,8 @@ func (c *HTTPConn) abandonStream(params json.RawMessage) {
 
 // startStandalone opens the GET stream on which the upstream sends messages
 // that belong to no request (list_changed, resource updates, its own
-// requests), once the session is initialized.
+// requests). It returns once the first attempt has its response headers;
+// the stream is then read, and reopened, in the background.
 func (c *HTTPConn) startStandalone() {
 	c.mu.Lock()
 	if c.standalone || c.closed {
@@ -392,43 +398,56 @@ func (c *HTTPConn) startStandalone() {
 	}
 	c.standalone = true
 	c.mu.Unlock()
+	resp, ok := c.openStandalone("")
+	if !ok {
+		return
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.standaloneLoop()
+		c.standaloneLoop(resp)
 	}()
 }
 
-func (c *HTTPConn) standaloneLoop() {
+// openStandalone sends the GET. It reports false when the upstream has no
+// such stream (405, or another refusal) or the connection is closing; a
+// network error yields a nil response to retry later.
+func (c *HTTPConn) openStandalone(lastID string) (*http.Response, bool) {
+	hreq, err := http.NewRequestWithContext(c.ctx, http.MethodGet, c.t.URL, nil)
+	if err != nil {
+		return nil, false
+	}
+	c.setHeaders(hreq)
+	hreq.Header.Set("Accept", "text/event-stream")
+	if lastID != "" {
+		hreq.Header.Set(HeaderLastEventID, lastID)
+	}
+	resp, err := c.client.Do(hreq)
+	switch {
+	case err != nil:
+		if c.ctx.Err() != nil {
+			return nil, false
+		}
+		c.log.Warn("upstream event stream failed", "err", err)
+		return nil, true
+	case resp.StatusCode == http.StatusNotFound:
+		drain(resp)
+		c.fail(ErrSessionGone)
+		return nil, false
+	case resp.StatusCode != http.StatusOK:
+		// 405 says the server has no such stream; other refusals are
+		// treated the same way rather than retried forever.
+		drain(resp)
+		return nil, false
+	}
+	return resp, true
+}
+
+func (c *HTTPConn) standaloneLoop(resp *http.Response) {
 	lastID := ""
-	for attempt := 0; c.ctx.Err() == nil; attempt++ {
-		hreq, err := http.NewRequestWithContext(c.ctx, http.MethodGet, c.t.URL, nil)
-		if err != nil {
-			return
-		}
-		c.setHeaders(hreq)
-		hreq.Header.Set("Accept", "text/event-stream")
-		if lastID != "" {
-			hreq.Header.Set(HeaderLastEventID, lastID)
-		}
-		resp, err := c.client.Do(hreq)
+	for attempt := 0; ; attempt++ {
 		retry := 0
-		switch {
-		case err != nil:
-			if c.ctx.Err() != nil {
-				return
-			}
-			c.log.Warn("upstream event stream failed", "err", err)
-		case resp.StatusCode == http.StatusNotFound:
-			drain(resp)
-			c.fail(ErrSessionGone)
-			return
-		case resp.StatusCode != http.StatusOK:
-			// 405 says the server has no such stream; other refusals are
-			// treated the same way rather than retried forever.
-			drain(resp)
-			return
-		default:
+		if resp != nil {
 			attempt = 0
 			er := NewEventReader(resp.Body, c.maxMessage())
 			er.LastID = lastID
@@ -448,6 +467,10 @@ func (c *HTTPConn) standaloneLoop() {
 			lastID = er.LastID
 		}
 		if !sleepCtx(c.ctx, backoff(attempt, retry)) {
+			return
+		}
+		var ok bool
+		if resp, ok = c.openStandalone(lastID); !ok {
 			return
 		}
 	}
