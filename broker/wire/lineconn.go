@@ -91,6 +91,9 @@ func (c *LineConn) Read(context.Context) (jsonrpc.Message, error) {
 func (c *LineConn) readLine() ([]byte, error) {
 	line, err := c.r.ReadSlice('\n')
 	if err == nil {
+		if len(line) > c.max+1 {
+			return nil, &ParseError{Err: fmt.Errorf("message larger than %d bytes", c.max), TooLarge: true}
+		}
 		return line, nil
 	}
 	if !errors.Is(err, bufio.ErrBufferFull) {
