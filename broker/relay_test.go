@@ -83,7 +83,9 @@ var paths = map[string]path{
 }
 
 func memoryUpstream(_ *testing.T, s *brokertest.Server) *broker.Upstream { return s.Upstream("test") }
-func httpUpstream(t *testing.T, s *brokertest.Server) *broker.Upstream  { return s.HTTPUpstream(t, "test") }
+func httpUpstream(t *testing.T, s *brokertest.Server) *broker.Upstream {
+	return s.HTTPUpstream(t, "test")
+}
 
 // stdioClient connects c to the broker over a pair of pipes carrying
 // newline-delimited JSON, as a stdio client would.
@@ -376,7 +378,9 @@ func TestListChanged(t *testing.T) {
 		// The client must have listed for the SDK to announce changes.
 		cs.ListTools(ctxT(t), nil)
 		srv.AddTool(&mcp.Tool{Name: "late", InputSchema: json.RawMessage(`{"type":"object"}`)},
-			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil })
+			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return &mcp.CallToolResult{}, nil
+			})
 		wait(t, ev.toolsChg, "tools/list_changed")
 		srv.AddResource(&mcp.Resource{URI: "test://late", Name: "late"}, nil)
 		wait(t, ev.resChanged, "resources/list_changed")
@@ -434,4 +438,3 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
