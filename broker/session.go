@@ -620,10 +620,12 @@ func (s *Session) initialize(ctx context.Context, c *call, m *jsonrpc.Request) {
 	s.forward(ctx, c, m)
 	if d := s.b.initTimeout; d > 0 {
 		time.AfterFunc(d, func() {
-			if s.takeClient(c) {
-				err := fmt.Errorf("upstream %s did not answer initialize within %s", s.up.Name, d)
-				s.send(errorResponse(c.clientID, jsonrpc.CodeInternalError, err.Error()), c.clientID)
-				s.close(err)
+			s.mu.Lock()
+			pending := s.byClient[c.clientID] == c
+			s.mu.Unlock()
+			if pending {
+				// Closing answers the pending initialize with this error.
+				s.close(fmt.Errorf("upstream %s did not answer initialize within %s", s.up.Name, d))
 			}
 		})
 	}

@@ -48,7 +48,9 @@ func (b *Broker) ServeConn(ctx context.Context, server string, conn mcp.Connecti
 			s.log.Warn("client connection failed", "err", err)
 		}
 		s.close(nil)
-		return nil
+		// The session may have failed first, and the client hung up
+		// because of it: the failure is the news.
+		return s.Err()
 	case <-s.Done():
 		return s.Err()
 	case <-ctx.Done():

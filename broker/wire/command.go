@@ -169,11 +169,15 @@ type ExitError struct {
 	State *os.ProcessState
 }
 
-func (e *ExitError) Error() string {
+func (e *ExitError) Error() string { return "process " + e.Status() }
+
+// Status says how the process ended: "exited with status 3", "was killed
+// by signal 9 (killed)".
+func (e *ExitError) Status() string {
 	if e.State == nil {
-		return fmt.Sprintf("upstream process ended: %v", e.Err)
+		return fmt.Sprintf("ended: %v", e.Err)
 	}
-	return "upstream process " + describeExit(e.State)
+	return describeExit(e.State)
 }
 
 func (e *ExitError) Unwrap() error { return e.Err }

@@ -57,7 +57,7 @@ flight get an error and airlock exits 1, naming the server's exit status.`,
 			if err != nil {
 				var ee *wire.ExitError
 				if errors.As(err, &ee) {
-					return &exitError{code: 1, msg: fmt.Sprintf("upstream %s %s", name, strings.TrimPrefix(ee.Error(), "upstream process "))}
+					return &exitError{code: 1, msg: fmt.Sprintf("upstream %s %s", name, ee.Status())}
 				}
 				return &exitError{code: 1, msg: err.Error()}
 			}
@@ -77,6 +77,14 @@ var versionSuffix = regexp.MustCompile(`@[^/@]*$`)
 // launcher like npx or uvx runs, or the program itself.
 func guessName(args []string) string {
 	prog := filepath.Base(args[0])
+	if prog == "env" {
+		// env VAR=value… prog: name it after prog.
+		for i, a := range args[1:] {
+			if !strings.HasPrefix(a, "-") && !strings.Contains(a, "=") {
+				return guessName(args[1+i:])
+			}
+		}
+	}
 	switch prog {
 	case "npx", "uvx", "bunx", "pnpx", "node", "python", "python3", "deno", "bun", "docker":
 		for _, a := range args[1:] {
