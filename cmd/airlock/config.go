@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,20 +78,29 @@ func loadConfig(path string) (*Config, error) {
 }
 
 func decodeConfig(data []byte, cfg *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(cfg)
-	if err == nil || errors.Is(err, io.EOF) { // an empty file is fine
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return err
+	}
+	if root.Kind == 0 { // an empty file is fine
 		return nil
 	}
-	return friendlyYAMLError(err)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return friendlyYAMLError(err, &root)
+	}
+	return nil
 }
 
-var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type`)
+var (
+	unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+	lineError    = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
 
 // friendlyYAMLError rewrites the decoder's Go-flavoured messages so that
 // they name the key the user wrote.
-func friendlyYAMLError(err error) error {
+func friendlyYAMLError(err error, root *yaml.Node) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return err
@@ -99,11 +109,41 @@ func friendlyYAMLError(err error) error {
 	for _, e := range te.Errors {
 		if m := unknownField.FindStringSubmatch(e); m != nil {
 			msgs = append(msgs, fmt.Sprintf("line %s: unknown key %q", m[1], m[2]))
-			continue
+		} else if m := lineError.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			msgs = append(msgs, fmt.Sprintf("line %d: %s: %s", line, keyAtLine(root, line, ""), m[2]))
+		} else {
+			msgs = append(msgs, e)
 		}
-		msgs = append(msgs, e)
 	}
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+// keyAtLine returns the dotted path of the key whose value is on line.
+func keyAtLine(n *yaml.Node, line int, prefix string) string {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			if k := keyAtLine(c, line, prefix); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			path := key.Value
+			if prefix != "" {
+				path = prefix + "." + key.Value
+			}
+			if val.Line == line && val.Kind == yaml.ScalarNode {
+				return path
+			}
+			if k := keyAtLine(val, line, path); k != "" {
+				return k
+			}
+		}
+	}
+	return ""
 }
 
 // resolve merges mcpServers into servers, applies defaults, expands ${VAR}

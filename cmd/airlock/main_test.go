@@ -225,3 +225,5 @@ func callText(t *testing.T, cs *mcp.ClientSession, tool string, args any) string
 	}
 	return strings.Join(parts, "\n")
 }
+
+func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
