@@ -17,9 +17,9 @@ import (
 )
 
 func newServeCmd() *cobra.Command {
-	var configPath string
+	var configPath, listen string
 	cmd := &cobra.Command{
-		Use:   "serve [-c airlock.yaml]",
+		Use:   "serve [-c airlock.yaml] [--listen ADDR]",
 		Short: "Run the broker daemon: every configured server over streamable HTTP",
 		Long: `serve hosts every server in the config and serves each over MCP's streamable
 HTTP transport at http://LISTEN/mcp/NAME. A stdio server gets one child
@@ -43,10 +43,14 @@ The config takes servers under "servers:" or, pasted as is, the
 			if err != nil {
 				return err
 			}
+			if listen != "" {
+				cfg.Listen = listen
+			}
 			return serve(cmd.Context(), cfg)
 		},
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", os.Getenv("AIRLOCK_CONFIG"), "config file (env AIRLOCK_CONFIG)")
+	cmd.Flags().StringVar(&listen, "listen", "", "listen address, overriding the config's listen (default "+DefaultListen+")")
 	return cmd
 }
 
