@@ -51,7 +51,7 @@ func Fingerprint(tool []byte) (string, error) {
 	}
 	obj, ok := v.(ast.Object)
 	if !ok {
-		return "", fmt.Errorf("policy: fingerprint: tool is a JSON %s, not an object", ast.ValueName(v))
+		return "", fmt.Errorf("policy: fingerprint: tool is %s, not an object", typeOf(v))
 	}
 	picked := ast.NewObject()
 	for _, f := range fingerprintFields {

@@ -61,7 +61,9 @@ valid_grant_ids contains grant.id if {
 now := time.parse_rfc3339_ns(input.time)
 
 # When several grants match, the audit names the same one every time.
-grant := [g | some g in input.grants; g.id == min(valid_grant_ids)][0]
+grant_id := min(valid_grant_ids)
+
+grant := [g | some g in input.grants; g.id == grant_id][0]
 
 # --- decisions ----------------------------------------------------------------
 
