@@ -23,6 +23,7 @@ Start here:
 		SilenceErrors: true,
 	}
 	root.AddCommand(newVersionCmd())
+	root.AddCommand(newPolicyCmd())
 	return root
 }
 
