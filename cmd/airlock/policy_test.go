@@ -221,16 +221,15 @@ func TestPolicyInit(t *testing.T) {
 		t.Errorf("the copied library does not pass its tests: %v\n%s", err, stdout)
 	}
 
-	// Adopting an example is one line.
+	// Adopting an example is one line, and the tests still pass.
 	entry := filepath.Join(dir, "airlock.rego")
 	b, _ := os.ReadFile(entry)
 	adopted := strings.Replace(string(b), "decision := data.airlock.baseline.decision", "decision := data.airlock.examples.filesystem.decision", 1)
-	write(t, dir, map[string]string{
-		"airlock.rego": adopted,
-		// The entry test checks the baseline is in charge; an adopter
-		// rewrites it.
-		"airlock_test.rego": "package airlock_test\n\ntest_filesystem_decides if {\n\tdata.airlock.decision.action == \"deny\" with input as {\"server\": {\"name\": \"filesystem\"}, \"tool\": {\"name\": \"read_file\"}, \"arguments\": {\"path\": \"/etc/passwd\"}}\n}\n",
-	})
+	write(t, dir, map[string]string{"airlock.rego": adopted})
+	stdout, _, err = run(t, `{"server": {"name": "filesystem"}, "tool": {"name": "read_file"}, "arguments": {"path": "/etc/passwd"}}`, "policy", "eval", "-i", "-", dir)
+	if err != nil || !strings.Contains(stdout, `"action": "deny"`) {
+		t.Errorf("the adopted example does not decide: %v\n%s", err, stdout)
+	}
 	if stdout, _, err := run(t, "", "policy", "test", dir); err != nil {
 		t.Errorf("after adopting the filesystem example: %v\n%s", err, stdout)
 	}
