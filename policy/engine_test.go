@@ -633,6 +633,9 @@ func TestStatusAndRevision(t *testing.T) {
 	if sa.Source != "embedded" || sa.LoadedAt.IsZero() || sa.LastError != "" {
 		t.Errorf("status = %+v", sa)
 	}
+	if a.timeout != DefaultTimeout {
+		t.Errorf("timeout = %v, want the default %v", a.timeout, DefaultTimeout)
+	}
 	if !reflect.DeepEqual(sa.Modules, []string{"airlock.rego", "baseline.rego", "examples/filesystem.rego", "examples/github.rego", "examples/routing.rego", "examples/sql.rego"}) {
 		t.Errorf("modules = %v", sa.Modules)
 	}
