@@ -100,8 +100,10 @@ hold_for_approval := {
 	"grantable": {"scopes": ["exact", "arguments", "tool"], "max_ttl": grant_max_ttl},
 }
 
-hold_reason := sprintf("%q on server %q is annotated destructive; it waits for a person to approve it.", [input.tool.name, input.server.name]) if {
+hold_reason := sprintf("%q on server %q %s; it waits for a person to approve it.", [input.tool.name, input.server.name, why_held])
+
+why_held := "is annotated destructive" if {
 	risk == "high"
-} else := sprintf("%q on server %q says it only reads, but this server's annotations are not trusted (trust_annotations: false); it waits for a person to approve it.", [input.tool.name, input.server.name]) if {
+} else := "says it only reads, but this server's annotations are not trusted (trust_annotations: false)" if {
 	input.tool.annotations.readOnlyHint == true
-} else := sprintf("%q on server %q is not annotated read-only; it waits for a person to approve it.", [input.tool.name, input.server.name])
+} else := "is not annotated read-only"
