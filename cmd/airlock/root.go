@@ -22,7 +22,7 @@ Start here:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newWrapCmd(), newServeCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newWrapCmd(), newServeCmd(), newPolicyCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Files in a state directory.
+const (
+	dbFile      = "airlock.db"
+	tokenFile   = "admin-token" // the API's bearer token, mode 0600
+	apiInfoFile = "api.json"    // where the running broker's API listens
+)
+
+// stateHome is where Airlock keeps state by default:
+// $XDG_STATE_HOME/airlock, or ~/.local/state/airlock.
+func stateHome() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "airlock"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("state dir: no home directory; set --state-dir or AIRLOCK_STATE_DIR: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "airlock"), nil
+}
+
+// stateDirFor picks a broker's state directory: the flag, then
+// AIRLOCK_STATE_DIR, then the config file, then the default. Each `wrap`
+// gets its own directory under the state home by default, because a
+// client typically starts several at once and a database has one owner.
+func stateDirFor(flag, config, wrapName string) (string, error) {
+	for _, d := range []string{flag, os.Getenv("AIRLOCK_STATE_DIR"), config} {
+		if d != "" {
+			return d, nil
+		}
+	}
+	home, err := stateHome()
+	if err != nil {
+		return "", err
+	}
+	if wrapName != "" {
+		return filepath.Join(home, "wrap-"+wrapName), nil
+	}
+	return home, nil
+}
+
+func ensureStateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	return nil
+}
+
+// adminToken reads the API's bearer token, creating it on first start.
+func adminToken(dir string) (string, error) {
+	path := filepath.Join(dir, tokenFile)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if tok := strings.TrimSpace(string(data)); tok != "" {
+			return tok, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	tok := rand.Text() + rand.Text()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return adminToken(dir) // another process made it first
+	}
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(tok + "\n"); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	return tok, f.Sync()
+}
+
+// apiInfo is what a running broker writes beside its token, so that the
+// CLI finds it with no flags.
+type apiInfo struct {
+	URL       string    `json:"url"`
+	PID       int       `json:"pid"`
+	Server    string    `json:"server,omitempty"` // the wrapped server, for wrap
+	StartedAt time.Time `json:"started_at"`
+}
+
+func writeAPIInfo(dir string, info apiInfo) error {
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, apiInfoFile+".tmp")
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("api info: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, apiInfoFile))
+}
+
+func removeAPIInfo(dir string) { os.Remove(filepath.Join(dir, apiInfoFile)) }
+
+// brokerRef is a running broker the CLI can talk to.
+type brokerRef struct {
+	Dir   string
+	Info  apiInfo
+	Token string
+}
+
+// findBrokers returns the brokers whose state is in dir, and, when dir is
+// the default state home, those of every `wrap` beneath it.
+func findBrokers(dir string, includeWraps bool) ([]brokerRef, error) {
+	dirs := []string{dir}
+	if includeWraps {
+		wraps, _ := filepath.Glob(filepath.Join(dir, "wrap-*"))
+		sort.Strings(wraps)
+		dirs = append(dirs, wraps...)
+	}
+	var refs []brokerRef
+	for _, d := range dirs {
+		data, err := os.ReadFile(filepath.Join(d, apiInfoFile))
+		if err != nil {
+			continue
+		}
+		var info apiInfo
+		if json.Unmarshal(data, &info) != nil || info.URL == "" || !processAlive(info.PID) {
+			continue
+		}
+		tok, err := os.ReadFile(filepath.Join(d, tokenFile))
+		if err != nil {
+			return nil, fmt.Errorf("reading the admin token of the broker in %s: %w", d, err)
+		}
+		refs = append(refs, brokerRef{Dir: d, Info: info, Token: strings.TrimSpace(string(tok))})
+	}
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("no running Airlock broker found in %s; start `airlock serve` or `airlock wrap`, or pass --state-dir", dir)
+	}
+	return refs, nil
+}

@@ -1,0 +1,219 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	airlockrego "github.com/airlock-mcp/airlock/rego"
+)
+
+// removedBuiltins are the built-ins a policy may not call. A policy judges
+// one call from its input and its own files; nothing else may reach it and
+// it may reach nothing, so a decision can be replayed from the audit record.
+var removedBuiltins = []string{
+	"http.send",   // network
+	"net.",        // net.lookup_ip_addr does DNS; the CIDR helpers go too, so the rule is simply "no net.*"
+	"opa.runtime", // environment variables and process config
+	// A schema's $ref may point at http:// or file:// URLs, and
+	// input.tool.input_schema comes from the (untrusted) server.
+	"json.match_schema",
+	"json.verify_schema",
+	// Decisions must depend only on the input: input.time is the clock, and
+	// there is no source of randomness.
+	"time.now_ns",
+	"rand.intn",
+	"uuid.rfc4122",
+}
+
+// capabilities are OPA's for this version minus removedBuiltins. Every
+// compile of a policy (the engine, check, test) uses them, so a policy that
+// passes `airlock policy test` cannot fail to load for lack of a built-in.
+func capabilities() *ast.Capabilities {
+	caps := ast.CapabilitiesForThisVersion()
+	caps.Builtins = slices.DeleteFunc(caps.Builtins, func(b *ast.Builtin) bool {
+		for _, name := range removedBuiltins {
+			if b.Name == name || (strings.HasSuffix(name, ".") && strings.HasPrefix(b.Name, name)) {
+				return true
+			}
+		}
+		return false
+	})
+	return caps
+}
+
+// source is where policy files come from: a directory or the embedded library.
+type source struct {
+	fsys fs.FS  // nil for a directory on disk
+	root string // the directory, or "." inside fsys
+}
+
+func sourceFor(dir string) source {
+	if dir == "" {
+		return source{fsys: airlockrego.FS, root: "."}
+	}
+	return source{root: dir}
+}
+
+func (s source) String() string {
+	if s.fsys != nil {
+		return "embedded"
+	}
+	return s.root
+}
+
+// loaded is a set of policy files, parsed but not compiled.
+type loaded struct {
+	modules  map[string]*ast.Module // by path as shown to the user
+	names    []string               // sorted paths of the non-test modules
+	data     map[string]any
+	revision string
+}
+
+// load reads every *.rego, *.json, *.yaml and *.yml file under the source,
+// skipping hidden files and directories (editor and VCS litter) and, unless
+// withTests, *_test.rego. Data files are mounted at their directory's path,
+// as `opa run` and `opa test` do.
+func load(src source, withTests bool) (*loaded, error) {
+	if src.fsys == nil {
+		if _, err := os.Stat(src.root); err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
+		}
+	}
+	fl := loader.NewFileLoader().
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		WithCapabilities(capabilities())
+	if src.fsys != nil {
+		fl = fl.WithFS(src.fsys)
+	}
+	res, err := fl.Filtered([]string{src.root}, func(path string, info fs.FileInfo, depth int) bool {
+		name := info.Name()
+		if depth > 0 && strings.HasPrefix(name, ".") {
+			return true
+		}
+		if info.IsDir() {
+			return false
+		}
+		switch filepath.Ext(name) {
+		case ".rego":
+			return !withTests && strings.HasSuffix(name, "_test.rego")
+		case ".json", ".yaml", ".yml":
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy: load %s:\n%s", src, describe(err))
+	}
+
+	l := &loaded{modules: make(map[string]*ast.Module, len(res.Modules)), data: res.Documents}
+	raw := make(map[string][]byte, len(res.Modules))
+	for _, f := range res.Modules {
+		// f.Name is the path as given; the map key has lost a leading "/".
+		l.modules[f.Name] = f.Parsed
+		if !strings.HasSuffix(f.Name, "_test.rego") {
+			l.names = append(l.names, f.Name)
+		}
+		raw[f.Name] = f.Raw
+	}
+	if len(l.names) == 0 {
+		return nil, fmt.Errorf("policy: load %s: no .rego files", src)
+	}
+	slices.Sort(l.names)
+	// The revision covers paths relative to the root, so moving a directory
+	// keeps its revision, and the data, so a data change is a new revision.
+	var raws [][]byte
+	for _, path := range l.names {
+		rel, err := filepath.Rel(src.root, path)
+		if err != nil {
+			rel = path
+		}
+		raws = append(raws, []byte(filepath.ToSlash(rel)), raw[path])
+	}
+	data, err := json.Marshal(res.Documents) // map keys are sorted
+	if err != nil {
+		return nil, fmt.Errorf("policy: load %s: data: %w", src, err)
+	}
+	raws = append(raws, data)
+	h := sha256.New()
+	for _, b := range raws {
+		h.Write([]byte(strconv.Itoa(len(b)) + ":"))
+		h.Write(b)
+	}
+	l.revision = hex.EncodeToString(h.Sum(nil))
+	return l, nil
+}
+
+// compile compiles l in strict mode with Airlock's capabilities.
+func (l *loaded) compile() (*ast.Compiler, error) {
+	c := ast.NewCompiler().
+		WithStrict(true).
+		WithCapabilities(capabilities()).
+		WithEnablePrintStatements(true).
+		WithDefaultRegoVersion(ast.RegoV1)
+	c.Compile(l.modules)
+	if c.Failed() {
+		return nil, fmt.Errorf("policy: compile:\n%s", describe(c.Errors))
+	}
+	return c, nil
+}
+
+func (l *loaded) store() storage.Store {
+	return inmem.NewFromObjectWithOpts(l.data, inmem.OptRoundTripOnWrite(false))
+}
+
+// describe lists errors one per line as file:row:col: message, the form
+// editors and terminals turn into links.
+func describe(err error) string {
+	var lines []string
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case ast.Errors:
+			for _, x := range e {
+				walk(x)
+			}
+		case loader.Errors:
+			for _, x := range e {
+				walk(x)
+			}
+		case *ast.Error:
+			var b strings.Builder
+			if e.Location != nil {
+				fmt.Fprintf(&b, "%s:%d:%d: ", e.Location.File, e.Location.Row, e.Location.Col)
+			}
+			b.WriteString(e.Code + ": " + e.Message)
+			lines = append(lines, b.String())
+		default:
+			if u, ok := err.(interface{ Unwrap() []error }); ok {
+				for _, x := range u.Unwrap() {
+					walk(x)
+				}
+				return
+			}
+			if x := errors.Unwrap(err); x != nil {
+				if _, ok := x.(*ast.Error); ok {
+					walk(x)
+					return
+				}
+			}
+			lines = append(lines, err.Error())
+		}
+	}
+	walk(err)
+	return "  " + strings.Join(slices.Compact(lines), "\n  ")
+}
