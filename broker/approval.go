@@ -1,0 +1,203 @@
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/airlock-mcp/airlock/policy"
+)
+
+// Status is where an approval is in its life. Pending is the only state
+// that changes; every other one is final.
+type Status string
+
+const (
+	StatusPending   Status = "pending"
+	StatusApproved  Status = "approved"  // enough approvers said yes
+	StatusDenied    Status = "denied"    // an approver said no
+	StatusExpired   Status = "expired"   // nobody decided within the timeout
+	StatusWithdrawn Status = "withdrawn" // the caller cancelled or went away
+	StatusAbandoned Status = "abandoned" // the broker stopped while it waited
+)
+
+// Verdict is what an approver says.
+type Verdict string
+
+const (
+	Approve Verdict = "approve"
+	Deny    Verdict = "deny"
+)
+
+// Approval is a held tools/call and what people said about it.
+type Approval struct {
+	ID     string `json:"id"` // time-sortable; also the reference shown to the client
+	Status Status `json:"status"`
+
+	Server          string          `json:"server"`
+	Tool            string          `json:"tool"`
+	Arguments       json.RawMessage `json:"arguments"`
+	ArgumentsDigest string          `json:"arguments_digest"`
+	// ToolFingerprint binds the approval to the tool's definition: a call
+	// whose tool changed while it waited is not released.
+	ToolFingerprint string          `json:"tool_fingerprint"`
+	Definition      *ToolDefinition `json:"definition,omitempty"`
+	Principal       Principal       `json:"principal"`
+	Client          ClientInfo      `json:"client"`
+	Session         string          `json:"session"`
+
+	// Decision is the policy's decision to hold the call: reason, risk,
+	// approvers, quorum, timeout, redaction and what may be granted.
+	Decision policy.Decision `json:"decision"`
+
+	RequestedAt time.Time `json:"requested_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+
+	Votes []Vote `json:"votes,omitempty"`
+	// DecidedBy and DecidedAt say who ended the approval and when: the
+	// approver whose vote decided it, or "airlock" for an expiry, a
+	// withdrawal or an abandonment.
+	DecidedBy string    `json:"decided_by,omitempty"`
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+	// Reason is the denier's reason, or what ended the approval otherwise.
+	Reason string `json:"reason,omitempty"`
+	// ReleasedAt is set when the approved call was forwarded: an approval
+	// releases one call, once.
+	ReleasedAt time.Time `json:"released_at,omitzero"`
+
+	// Messages holds each notifier's reference to the message it sent
+	// (a Slack channel and timestamp, say), so that the message can be
+	// updated with the outcome, even after a restart.
+	Messages map[string]json.RawMessage `json:"messages,omitempty"`
+}
+
+// Vote is one approver's verdict.
+type Vote struct {
+	Approver string    `json:"approver"`
+	Channel  string    `json:"channel"` // web, slack, cli, api
+	Verdict  Verdict   `json:"verdict"`
+	Reason   string    `json:"reason,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Quorum is how many distinct approvers must approve: the policy's quorum,
+// at least one.
+func (a *Approval) Quorum() int { return max(a.Decision.Quorum, 1) }
+
+// Approvals counts the distinct approvers who said yes so far.
+func (a *Approval) Approvals() int {
+	n := 0
+	for _, v := range a.Votes {
+		if v.Verdict == Approve {
+			n++
+		}
+	}
+	return n
+}
+
+// DecidedError reports a vote on an approval that is no longer pending.
+type DecidedError struct {
+	Status Status
+	By     string
+	At     time.Time
+}
+
+func (e *DecidedError) Error() string {
+	if e.By == "" || e.By == Airlock {
+		return fmt.Sprintf("already %s at %s", e.Status, e.At.UTC().Format(time.RFC3339))
+	}
+	return fmt.Sprintf("already decided by %s at %s (%s)", e.By, e.At.UTC().Format(time.RFC3339), e.Status)
+}
+
+// Errors a vote can meet besides a DecidedError.
+var (
+	ErrSelfApproval = errors.New("the requester cannot approve their own call")
+	ErrAlreadyVoted = errors.New("this approver has already approved; quorum needs different people")
+	ErrNoApprover   = errors.New("a vote needs the approver's identity")
+	ErrBadVerdict   = errors.New(`verdict must be "approve" or "deny"`)
+)
+
+// Airlock is the actor recorded when Airlock itself ends an approval.
+const Airlock = "airlock"
+
+// vote applies v to a pending approval: the approval's whole state machine
+// for people. It changes nothing when it returns an error.
+func (a *Approval) vote(v Vote) error {
+	if a.Status != StatusPending {
+		return &DecidedError{Status: a.Status, By: a.DecidedBy, At: a.DecidedAt}
+	}
+	if strings.TrimSpace(v.Approver) == "" {
+		return ErrNoApprover
+	}
+	switch v.Verdict {
+	case Approve:
+		// Identities from different systems are only compared when they
+		// are the same string: config maps people across them.
+		if v.Approver == a.Principal.ID {
+			return ErrSelfApproval
+		}
+		if slices.ContainsFunc(a.Votes, func(o Vote) bool { return o.Approver == v.Approver && o.Verdict == Approve }) {
+			return ErrAlreadyVoted
+		}
+		a.Votes = append(a.Votes, v)
+		if a.Approvals() >= a.Quorum() {
+			a.settle(StatusApproved, v.Approver, v.At, v.Reason)
+		}
+	case Deny:
+		// One no is enough.
+		a.Votes = append(a.Votes, v)
+		a.settle(StatusDenied, v.Approver, v.At, v.Reason)
+	default:
+		return ErrBadVerdict
+	}
+	return nil
+}
+
+// end finishes a pending approval without a person: expired, withdrawn or
+// abandoned.
+func (a *Approval) end(s Status, reason string, at time.Time) error {
+	if a.Status != StatusPending {
+		return &DecidedError{Status: a.Status, By: a.DecidedBy, At: a.DecidedAt}
+	}
+	a.settle(s, Airlock, at, reason)
+	return nil
+}
+
+func (a *Approval) settle(s Status, by string, at time.Time, reason string) {
+	a.Status, a.DecidedBy, a.DecidedAt, a.Reason = s, by, at, reason
+}
+
+// newApprovalID returns a time-sortable id: 48 bits of milliseconds and
+// 32 random bits, in Crockford base32 (the order of the strings is the
+// order of the times).
+func newApprovalID(now time.Time) string {
+	var b [10]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	rand.Read(b[6:])
+	return crockford(b[:])
+}
+
+const crockfordAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+func crockford(b []byte) string {
+	var out []byte
+	var acc uint64
+	bits := 0
+	for _, c := range b {
+		acc = acc<<8 | uint64(c)
+		bits += 8
+		for bits >= 5 {
+			bits -= 5
+			out = append(out, crockfordAlphabet[(acc>>bits)&31])
+		}
+	}
+	if bits > 0 {
+		out = append(out, crockfordAlphabet[(acc<<(5-bits))&31])
+	}
+	return string(out)
+}

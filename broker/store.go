@@ -1,0 +1,254 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotFound reports an id the store does not know.
+var ErrNotFound = errors.New("not found")
+
+// Store keeps the broker's state: approvals, the audit log and the tool
+// definitions first seen for each server.
+//
+// The contract, which brokertest.TestStore checks for every
+// implementation:
+//   - Every method that changes state commits it in one transaction and
+//     makes it durable before returning. A decision acknowledged to an
+//     approver is never lost.
+//   - UpdateApproval serializes concurrent updates of one approval: fn sees
+//     the stored approval and its changes are committed only if nothing
+//     changed it in between, so a compare-and-set in fn holds.
+//   - The audit log is append-only. Each record is sealed into a hash chain
+//     (AuditRecord.Seal) in the transaction that appends it, with sequence
+//     numbers 1, 2, 3… without gaps.
+//   - Methods are safe for concurrent use; returned values are copies the
+//     caller may keep and change.
+type Store interface {
+	// CreateApproval stores a new approval and appends rec (if not nil) to
+	// the audit log, atomically.
+	CreateApproval(ctx context.Context, a *Approval, rec *AuditRecord) error
+	// UpdateApproval runs fn on the stored approval and stores what fn
+	// made of it, together with the audit record fn returns (if any), in
+	// one transaction. If fn returns an error, nothing is stored and
+	// UpdateApproval returns that error. An unknown id is ErrNotFound.
+	UpdateApproval(ctx context.Context, id string, fn func(*Approval) (*AuditRecord, error)) (*Approval, error)
+	// Approval returns one approval, or ErrNotFound.
+	Approval(ctx context.Context, id string) (*Approval, error)
+	// Approvals lists approvals, newest first.
+	Approvals(ctx context.Context, q ApprovalQuery) ([]*Approval, error)
+
+	// AppendAudit appends records to the audit log in order.
+	AppendAudit(ctx context.Context, recs ...*AuditRecord) error
+	// Audit lists records, newest first.
+	Audit(ctx context.Context, q AuditQuery) ([]*AuditRecord, error)
+	// VerifyAudit checks the whole hash chain.
+	VerifyAudit(ctx context.Context) (AuditVerification, error)
+
+	// SeenTool records a tool's definition the first time the tool is seen
+	// for its server and returns the first record: the given one, or the
+	// one stored before.
+	SeenTool(ctx context.Context, t *ToolRecord) (*ToolRecord, error)
+
+	Close() error
+}
+
+// ApprovalQuery selects approvals. Zero fields select everything.
+type ApprovalQuery struct {
+	Status []Status
+	Server string
+	Tool   string
+	// Before returns only approvals with a smaller id: the last id of one
+	// page fetches the next.
+	Before string
+	// Limit caps the result; 0 means 100.
+	Limit int
+}
+
+// Matches reports whether a passes the query's filters (not Before or
+// Limit), for stores that filter in Go.
+func (q ApprovalQuery) Matches(a *Approval) bool {
+	if len(q.Status) > 0 && !containsStatus(q.Status, a.Status) {
+		return false
+	}
+	return (q.Server == "" || q.Server == a.Server) && (q.Tool == "" || q.Tool == a.Tool)
+}
+
+func containsStatus(ss []Status, s Status) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// AuditQuery selects audit records. Zero fields select everything.
+type AuditQuery struct {
+	Server     string
+	Tool       string
+	Event      string // an Event, or a prefix ending in "." such as "approval."
+	Actor      string // who decided (an approver), or "airlock"
+	ApprovalID string
+	// Before returns only records with a smaller sequence number.
+	Before uint64
+	// After returns only records with a larger sequence number, oldest
+	// first: for following the log.
+	After uint64
+	// Limit caps the result; 0 means 100.
+	Limit int
+}
+
+// Matches reports whether r passes the query's filters (not Before, After
+// or Limit).
+func (q AuditQuery) Matches(r *AuditRecord) bool {
+	if q.Event != "" {
+		if q.Event[len(q.Event)-1] == '.' {
+			if len(r.Event) < len(q.Event) || string(r.Event[:len(q.Event)]) != q.Event {
+				return false
+			}
+		} else if string(r.Event) != q.Event {
+			return false
+		}
+	}
+	return (q.Server == "" || q.Server == r.Server) && (q.Tool == "" || q.Tool == r.Tool) &&
+		(q.Actor == "" || q.Actor == r.Actor) && (q.ApprovalID == "" || q.ApprovalID == r.ApprovalID)
+}
+
+// Event names what an audit record records.
+type Event string
+
+const (
+	EventAllowed  Event = "call.allowed"  // the policy (or a grant) let the call through
+	EventDenied   Event = "call.denied"   // the policy refused the call (also when it failed closed)
+	EventRefused  Event = "call.refused"  // Airlock refused the call before policy (malformed arguments)
+	EventHeld     Event = "call.held"     // the call waits for approval
+	EventReleased Event = "call.released" // an approved call was forwarded
+	EventBlocked  Event = "call.blocked"  // an approved call was not forwarded: its tool changed
+
+	EventVote      Event = "approval.vote"      // an approval toward a quorum not yet reached
+	EventApproved  Event = "approval.approved"  // quorum reached
+	EventRejected  Event = "approval.denied"    // an approver said no
+	EventExpired   Event = "approval.expired"   // nobody decided in time
+	EventWithdrawn Event = "approval.withdrawn" // the caller went away
+	EventAbandoned Event = "approval.abandoned" // the broker restarted while it waited
+)
+
+// AuditRecord is one entry of the append-only, hash-chained audit log.
+type AuditRecord struct {
+	Seq   uint64    `json:"seq"`
+	Time  time.Time `json:"time"`
+	Event Event     `json:"event"`
+
+	// The call.
+	Server          string `json:"server,omitempty"`
+	Tool            string `json:"tool,omitempty"`
+	ArgumentsDigest string `json:"arguments_digest,omitempty"`
+	Principal       string `json:"principal,omitempty"`
+	PrincipalSource string `json:"principal_source,omitempty"`
+	Client          string `json:"client,omitempty"`
+	Session         string `json:"session,omitempty"`
+
+	// What the policy said.
+	DecisionID     string `json:"decision_id,omitempty"`
+	PolicyRevision string `json:"policy_revision,omitempty"`
+	Risk           string `json:"risk,omitempty"`
+	Reason         string `json:"reason,omitempty"`
+	// Ref is the reference id the client was shown, when there was one.
+	Ref string `json:"ref,omitempty"`
+
+	ApprovalID string `json:"approval_id,omitempty"`
+	GrantID    string `json:"grant_id,omitempty"`
+
+	// Who did it: the approver, or "airlock".
+	Actor   string `json:"actor,omitempty"`
+	Channel string `json:"channel,omitempty"`
+	// Approvers who said yes, for an approval's outcome.
+	Approvers []string `json:"approvers,omitempty"`
+	// Wait is how long a held call waited, in milliseconds.
+	WaitMS int64 `json:"wait_ms,omitempty"`
+
+	PrevHash string `json:"prev_hash"`
+	Hash     string `json:"hash"`
+}
+
+// Seal chains r to the record before it: it sets r's sequence number and
+// previous hash, and computes r's own hash over everything else. Stores
+// call it in the transaction that appends r.
+func (r *AuditRecord) Seal(seq uint64, prevHash string) {
+	r.Seq, r.PrevHash, r.Hash = seq, prevHash, ""
+	r.Time = r.Time.UTC()
+	r.Hash = r.computeHash()
+}
+
+func (r *AuditRecord) computeHash() string {
+	c := *r
+	c.Hash = ""
+	data, _ := json.Marshal(&c) // a struct of strings and numbers cannot fail
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// AuditVerification is the result of checking the audit chain.
+type AuditVerification struct {
+	Records uint64 `json:"records"`
+	OK      bool   `json:"ok"`
+	// BrokenSeq is the first record that fails the check, and Problem says
+	// how; both are empty when OK.
+	BrokenSeq uint64 `json:"broken_seq,omitempty"`
+	Problem   string `json:"problem,omitempty"`
+}
+
+// Verifier checks records handed to it in sequence order; stores use it to
+// implement VerifyAudit.
+type Verifier struct {
+	prev   string
+	result AuditVerification
+}
+
+// Check takes the next record and reports whether the chain still holds.
+func (v *Verifier) Check(r *AuditRecord) bool {
+	if v.result.BrokenSeq != 0 {
+		return false
+	}
+	want := v.result.Records + 1
+	switch {
+	case r.Seq != want:
+		v.fail(want, "sequence number %d where %d was expected (a record is missing or inserted)", r.Seq, want)
+	case r.PrevHash != v.prev:
+		v.fail(r.Seq, "previous hash does not match the record before it")
+	case r.computeHash() != r.Hash:
+		v.fail(r.Seq, "hash does not match the record's contents (it was changed)")
+	default:
+		v.prev = r.Hash
+		v.result.Records++
+		return true
+	}
+	return false
+}
+
+func (v *Verifier) fail(seq uint64, format string, args ...any) {
+	v.result.BrokenSeq = seq
+	v.result.Problem = fmt.Sprintf(format, args...)
+}
+
+// Result returns the verification so far.
+func (v *Verifier) Result() AuditVerification {
+	r := v.result
+	r.OK = r.BrokenSeq == 0
+	return r
+}
+
+// ToolRecord is a tool's definition as first seen for a server.
+type ToolRecord struct {
+	Server      string          `json:"server"`
+	Tool        string          `json:"tool"`
+	Fingerprint string          `json:"fingerprint"`
+	FirstSeen   time.Time       `json:"first_seen"`
+	Definition  json.RawMessage `json:"definition"`
+}
