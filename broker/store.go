@@ -26,7 +26,8 @@ var ErrNotFound = errors.New("not found")
 //     changed it in between, so a compare-and-set in fn holds.
 //   - The audit log is append-only. Each record is sealed into a hash chain
 //     (AuditRecord.Seal) in the transaction that appends it, with sequence
-//     numbers 1, 2, 3… without gaps.
+//     numbers 1, 2, 3… without gaps. Once stored, the caller's record is
+//     sealed in place too, so the caller learns its sequence number.
 //   - Methods are safe for concurrent use; returned values are copies the
 //     caller may keep and change.
 type Store interface {
