@@ -1,0 +1,184 @@
+package boltstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/airlock-mcp/airlock/broker"
+)
+
+// auditHead is the last record of the chain: what the next one links to.
+type auditHead struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// entry is an audit record sealed in a transaction and its encoding.
+type entry struct {
+	rec  *broker.AuditRecord
+	data []byte
+}
+
+// sealAudit seals copies of the records (skipping nil ones) onto the
+// chain as it stands in t and encodes them, changing nothing yet: putAudit
+// stores them.
+func (t *txn) sealAudit(recs ...*broker.AuditRecord) ([]entry, error) {
+	if len(recs) == 0 || len(recs) == 1 && recs[0] == nil {
+		return nil, nil
+	}
+	if !t.loaded {
+		// Once per transaction, however many records it appends.
+		k, v := t.Bucket(bucketAudit).Cursor().Last()
+		if k != nil {
+			if err := json.Unmarshal(v, &t.head); err != nil {
+				return nil, fmt.Errorf("boltstore: the last audit record (key %x) is unreadable, so nothing can be chained to it: %w", k, err)
+			}
+			if len(k) != 8 || binary.BigEndian.Uint64(k) != t.head.Seq {
+				return nil, fmt.Errorf("boltstore: the last audit record says it is %d but is stored under key %x", t.head.Seq, k)
+			}
+		}
+		t.loaded = true
+	}
+	head := t.head
+	out := make([]entry, 0, len(recs))
+	for _, r := range recs {
+		if r == nil {
+			continue
+		}
+		c := *r
+		c.Seal(head.Seq+1, head.Hash)
+		data, err := json.Marshal(&c)
+		if err != nil {
+			return nil, fmt.Errorf("boltstore: encode audit record: %w", err)
+		}
+		out = append(out, entry{&c, data})
+		head = auditHead{c.Seq, c.Hash}
+	}
+	return out, nil
+}
+
+// putAudit stores records sealed by sealAudit and moves the head.
+func (t *txn) putAudit(es []entry) error {
+	b := t.Bucket(bucketAudit)
+	for _, e := range es {
+		if err := put(b, seqKey(e.rec.Seq), e.data); err != nil {
+			return err
+		}
+		t.head = auditHead{e.rec.Seq, e.rec.Hash}
+	}
+	return nil
+}
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// AppendAudit appends records to the audit log in order, in one durable
+// transaction, and seals the caller's records in place.
+func (s *Store) AppendAudit(ctx context.Context, recs ...*broker.AuditRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	for _, r := range recs {
+		if r == nil {
+			return errors.New("boltstore: append audit: nil record")
+		}
+	}
+	var sealed []entry
+	err := s.write(ctx, func(t *txn) error {
+		var err error
+		if sealed, err = t.sealAudit(recs...); err != nil {
+			return err
+		}
+		return t.putAudit(sealed)
+	})
+	if err != nil {
+		return err
+	}
+	for i, e := range sealed {
+		*recs[i] = *e.rec
+	}
+	return nil
+}
+
+// Audit lists records newest first, or oldest first after q.After.
+func (s *Store) Audit(ctx context.Context, q broker.AuditQuery) ([]*broker.AuditRecord, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []*broker.AuditRecord
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		var k, v []byte
+		next := c.Prev
+		switch {
+		case q.After > 0:
+			k, v = c.Seek(seqKey(q.After + 1))
+			next = c.Next
+		case q.Before > 0:
+			if k, _ = c.Seek(seqKey(q.Before)); k != nil {
+				k, v = c.Prev()
+			} else {
+				k, v = c.Last()
+			}
+		default:
+			k, v = c.Last()
+		}
+		for ; k != nil && len(out) < limit; k, v = next() {
+			r := new(broker.AuditRecord)
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("boltstore: decode audit record %x: %w", k, err)
+			}
+			if q.Matches(r) {
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// VerifyAudit checks the whole chain in one read transaction: every record
+// in sequence, linked to the one before, with the hash of its contents, and
+// stored under its own sequence number.
+func (s *Store) VerifyAudit(ctx context.Context) (broker.AuditVerification, error) {
+	var res broker.AuditVerification
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var v broker.Verifier
+		c := tx.Bucket(bucketAudit).Cursor()
+		for k, data := c.First(); k != nil; k, data = c.Next() {
+			if v.Result().Records%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("boltstore: verify audit: %w", err)
+				}
+			}
+			want := v.Result().Records + 1
+			var r broker.AuditRecord
+			if err := json.Unmarshal(data, &r); err != nil {
+				res = broken(want, fmt.Sprintf("the record stored under key %x is not valid JSON (%v)", k, err))
+				return nil
+			}
+			if !v.Check(&r) {
+				break
+			}
+			if len(k) != 8 || binary.BigEndian.Uint64(k) != r.Seq {
+				res = broken(r.Seq, fmt.Sprintf("record %d is stored under key %x", r.Seq, k))
+				return nil
+			}
+		}
+		res = v.Result()
+		return nil
+	})
+	return res, err
+}
+
+func broken(seq uint64, problem string) broker.AuditVerification {
+	return broker.AuditVerification{Records: seq - 1, BrokenSeq: seq, Problem: problem}
+}

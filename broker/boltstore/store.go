@@ -1,0 +1,185 @@
+// Package boltstore keeps the broker's state in one bbolt file: approvals
+// and an index of the pending ones, the hash-chained audit log, and the
+// tools first seen on each server.
+//
+// bbolt runs one write transaction at a time and each durable commit costs
+// an fsync (about a millisecond here), so committing every write on its own
+// tops out near 2,000 writes a second however many callers wait, and
+// bbolt's own Batch makes a lone caller wait out a 10 ms delay. Store
+// instead sends every write to one goroutine that commits as soon as it is
+// idle and folds whatever queued during the previous commit into the next
+// transaction (group commit): a lone caller pays one fsync, and a crowd
+// shares theirs. Each caller still returns only after the transaction
+// holding its write is on disk, so a decision acknowledged to an approver
+// survives a crash.
+//
+// Reads run in their own read-only transactions, beside the writer.
+package boltstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/airlock-mcp/airlock/broker"
+)
+
+// The file's layout. Every bucket is created in setup.
+var (
+	// meta holds the schema version.
+	bucketMeta = []byte("meta")
+	// approvals: id → Approval JSON. Ids sort by time, so the bucket's
+	// order is the order of requests.
+	bucketApprovals = []byte("approvals")
+	// pending: big-endian expiry (Unix ms) + id → nothing, for every
+	// pending approval: few are pending at a time however long the
+	// history, so listing them and finding the next to expire stay cheap.
+	bucketPending = []byte("pending")
+	// audit: big-endian seq → AuditRecord JSON.
+	bucketAudit = []byte("audit")
+	// tools: uvarint len(server) + server + tool → ToolRecord JSON.
+	bucketTools = []byte("tools")
+
+	keySchema = []byte("schema")
+)
+
+// schemaVersion is the layout this code reads and writes. Bump it (and
+// migrate in setup) for a change an older Airlock would misread; a new
+// bucket that older versions can ignore needs no bump.
+const schemaVersion = 1
+
+// buckets lists every bucket the store uses; setup creates the missing
+// ones. Grants add theirs here.
+var buckets = [][]byte{bucketMeta, bucketApprovals, bucketPending, bucketAudit, bucketTools}
+
+// ErrLocked reports a database file that another process holds open.
+var ErrLocked = errors.New("locked by another process")
+
+// Options configure Open. The zero value is ready to use.
+type Options struct {
+	// Timeout is how long Open waits for another process to release the
+	// file; zero means one second.
+	Timeout time.Duration
+	// Logger receives the store's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is a broker.Store in a bbolt file. It is safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+	log  *slog.Logger
+	mode commitMode
+
+	// mu guards closed and sends on writes, so that Close can close the
+	// channel once no sender is left.
+	mu     sync.RWMutex
+	closed bool
+	writes chan *write
+	done   chan struct{} // closed when the writer goroutine has exited
+}
+
+var _ broker.Store = (*Store)(nil)
+
+// Open opens (or creates) the database at path and starts its writer. When
+// another process holds the file, Open fails after opts.Timeout with an
+// error that wraps ErrLocked.
+func Open(path string, opts Options) (*Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("boltstore: open %s: %w: another Airlock is probably running on it (gave up after %s)", path, ErrLocked, timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	var version uint64
+	if err := db.Update(func(tx *bolt.Tx) error {
+		version, err = setup(tx)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	s := &Store{
+		db:     db,
+		path:   path,
+		log:    log.With("path", path),
+		writes: make(chan *write, queueLen),
+		done:   make(chan struct{}),
+	}
+	go s.run()
+	s.log.Info("store opened", "schema", version)
+	return s, nil
+}
+
+// setup creates the buckets of a new file, checks the schema of an old
+// one and returns its version.
+func setup(tx *bolt.Tx) (uint64, error) {
+	var version uint64
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		v := meta.Get(keySchema)
+		if len(v) != 8 {
+			return 0, errors.New("the meta bucket has no schema version")
+		}
+		version = binary.BigEndian.Uint64(v)
+		if version > schemaVersion {
+			return 0, fmt.Errorf("schema version %d is newer than this Airlock's (%d): a newer Airlock wrote it; run that one, or move the file aside", version, schemaVersion)
+		}
+		// Migrations from older versions go here, one version at a time.
+	} else {
+		if err := tx.ForEach(func([]byte, *bolt.Bucket) error { return errNotAirlock }); err != nil {
+			return 0, err
+		}
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return 0, err
+		}
+		version = schemaVersion
+		if err := meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, version)); err != nil {
+			return 0, err
+		}
+	}
+	for _, name := range buckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return 0, fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	return version, nil
+}
+
+var errNotAirlock = errors.New("a bbolt database, but not Airlock's (it has no meta bucket)")
+
+// Close waits for the writes already queued to commit, then closes the
+// file. Later writes fail; calling Close again does nothing.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.writes)
+	s.mu.Unlock()
+	<-s.done
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
+	}
+	s.log.Info("store closed")
+	return nil
+}
+
+var errClosed = errors.New("boltstore: the store is closed")
