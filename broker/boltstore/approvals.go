@@ -189,6 +189,9 @@ func (s *Store) Approvals(ctx context.Context, q broker.ApprovalQuery) ([]*broke
 		if onlyPending(q.Status) {
 			var ids []string
 			err := tx.Bucket(bucketPending).ForEach(func(k, _ []byte) error {
+				if len(k) <= 8 {
+					return fmt.Errorf("boltstore: pending index key %x is too short", k)
+				}
 				if id := string(k[8:]); q.Before == "" || id < q.Before {
 					ids = append(ids, id)
 				}

@@ -2,12 +2,12 @@
 // and an index of the pending ones, the hash-chained audit log, and the
 // tools first seen on each server.
 //
-// bbolt runs one write transaction at a time and each durable commit costs
-// an fsync (about a millisecond here), so committing every write on its own
-// tops out near 2,000 writes a second however many callers wait, and
-// bbolt's own Batch makes a lone caller wait out a 10 ms delay. Store
-// instead sends every write to one goroutine that commits as soon as it is
-// idle and folds whatever queued during the previous commit into the next
+// bbolt runs one write transaction at a time and each durable commit waits
+// for an fsync, so committing every write on its own caps the store at a
+// few thousand writes a second however many callers wait, and bbolt's own
+// Batch makes a lone caller wait out its 10 ms delay. Store instead sends
+// every write to one goroutine that commits as soon as it is idle and
+// folds whatever queued during the previous commit into the next
 // transaction (group commit): a lone caller pays one fsync, and a crowd
 // shares theirs. Each caller still returns only after the transaction
 // holding its write is on disk, so a decision acknowledged to an approver
