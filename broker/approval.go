@@ -64,8 +64,10 @@ type Approval struct {
 	// withdrawal or an abandonment.
 	DecidedBy string    `json:"decided_by,omitempty"`
 	DecidedAt time.Time `json:"decided_at,omitzero"`
-	// Reason is the denier's reason, or what ended the approval otherwise.
-	Reason string `json:"reason,omitempty"`
+	// Note is what the decider said (a denial's reason), or what ended the
+	// approval otherwise. The policy's reason for holding the call is
+	// Decision.Reason.
+	Note string `json:"note,omitempty"`
 	// ReleasedAt is set when the approved call was forwarded: an approval
 	// releases one call, once.
 	ReleasedAt time.Time `json:"released_at,omitzero"`
@@ -168,8 +170,8 @@ func (a *Approval) end(s Status, reason string, at time.Time) error {
 	return nil
 }
 
-func (a *Approval) settle(s Status, by string, at time.Time, reason string) {
-	a.Status, a.DecidedBy, a.DecidedAt, a.Reason = s, by, at, reason
+func (a *Approval) settle(s Status, by string, at time.Time, note string) {
+	a.Status, a.DecidedBy, a.DecidedAt, a.Note = s, by, at, note
 }
 
 // newApprovalID returns a time-sortable id: 48 bits of milliseconds and

@@ -2,11 +2,15 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 // DefaultInitTimeout bounds the wait for an upstream's answer to
@@ -27,13 +31,37 @@ type Upstream struct {
 	TrustAnnotations bool
 }
 
-// Options configure a Broker. The zero value is usable.
+// Policy decides every call. *policy.Engine is the implementation; it
+// never fails open.
+type Policy interface {
+	Decide(ctx context.Context, in *policy.Input) policy.Decision
+}
+
+// Options configure a Broker. Policy and Store are required; every other
+// field has a usable zero value.
 type Options struct {
+	Policy Policy
+	Store  Store
+	// Notifiers announce held calls (Slack, for instance). The web UI
+	// needs none: it follows Subscribe.
+	Notifiers []Notifier
 	// Logger receives the broker's logs; nil discards them.
 	Logger *slog.Logger
+	// Metrics receives measurements; nil keeps none.
+	Metrics Metrics
 	// InitTimeout bounds the upstream's answer to initialize; 0 means
 	// DefaultInitTimeout, negative means no limit.
 	InitTimeout time.Duration
+	// HoldWait is how long a caller that gave no progress token waits
+	// before it is told to call again; 0 means DefaultHoldWait, negative
+	// means it waits for the decision however long it takes.
+	HoldWait time.Duration
+	// ApprovalTimeout applies when the policy names none; 0 means
+	// DefaultApprovalTimeout.
+	ApprovalTimeout time.Duration
+	// Heartbeat spaces progress notifications to a waiting caller; 0
+	// means DefaultHeartbeat.
+	Heartbeat time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -41,25 +69,53 @@ type Options struct {
 // Broker relays MCP sessions between clients and the upstream servers it
 // guards, and decides every tools/call at its gate.
 type Broker struct {
-	log         *slog.Logger
-	upstreams   map[string]*Upstream
-	initTimeout time.Duration
-	now         func() time.Time
+	log       *slog.Logger
+	metrics   Metrics
+	policy    Policy
+	store     Store
+	notifiers []Notifier
+	upstreams map[string]*Upstream
+	now       func() time.Time
+
+	initTimeout     time.Duration
+	holdWait        time.Duration
+	approvalTimeout time.Duration
+	heartbeat       time.Duration
+
+	holds  holds
+	tools  toolRegistry
+	events hub
+
+	bg        background    // work that Close waits for
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 // New returns a broker for the given upstreams.
 func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
+	if opts.Policy == nil || opts.Store == nil {
+		return nil, errors.New("broker: a policy and a store are required")
+	}
 	b := &Broker{
-		log:         opts.Logger,
-		upstreams:   make(map[string]*Upstream, len(upstreams)),
-		initTimeout: opts.InitTimeout,
-		now:         opts.Now,
+		log:             opts.Logger,
+		metrics:         opts.Metrics,
+		policy:          opts.Policy,
+		store:           opts.Store,
+		notifiers:       opts.Notifiers,
+		upstreams:       make(map[string]*Upstream, len(upstreams)),
+		now:             opts.Now,
+		initTimeout:     orDefault(opts.InitTimeout, DefaultInitTimeout),
+		holdWait:        orDefault(opts.HoldWait, DefaultHoldWait),
+		approvalTimeout: orDefault(opts.ApprovalTimeout, DefaultApprovalTimeout),
+		heartbeat:       orDefault(opts.Heartbeat, DefaultHeartbeat),
+		holds:           holds{byID: map[string]*hold{}, byKey: map[holdKey]*hold{}},
+		done:            make(chan struct{}),
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
-	if b.initTimeout == 0 {
-		b.initTimeout = DefaultInitTimeout
+	if b.metrics == nil {
+		b.metrics = noMetrics{}
 	}
 	if b.now == nil {
 		b.now = time.Now
@@ -76,5 +132,158 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 	return b, nil
 }
 
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// background runs work that must finish before the broker stops (audit
+// writes, message updates). Once the broker is closing, work runs in the
+// caller instead, so nothing is dropped and Wait is never raced by Add.
+type background struct {
+	mu      sync.Mutex
+	wg      sync.WaitGroup
+	closing bool
+}
+
+func (g *background) Go(f func()) {
+	g.mu.Lock()
+	if g.closing {
+		g.mu.Unlock()
+		f()
+		return
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.wg.Done()
+		f()
+	}()
+}
+
+func (g *background) Wait() {
+	g.mu.Lock()
+	g.closing = true
+	g.mu.Unlock()
+	g.wg.Wait()
+}
+
 // Upstream returns the named upstream, or nil.
 func (b *Broker) Upstream(name string) *Upstream { return b.upstreams[name] }
+
+// Upstreams lists the upstreams in no particular order.
+func (b *Broker) Upstreams() []*Upstream {
+	out := make([]*Upstream, 0, len(b.upstreams))
+	for _, u := range b.upstreams {
+		out = append(out, u)
+	}
+	return out
+}
+
+// Start abandons the approvals a previous run left pending: their callers
+// are gone with that run. Call it once, before serving.
+func (b *Broker) Start(ctx context.Context) error {
+	n, err := b.abandonPending(ctx, "Airlock restarted while the call waited")
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		b.log.Info("abandoned approvals left pending by the previous run", "count", n)
+	}
+	return nil
+}
+
+// Close stops the broker: waiting calls are answered, their approvals
+// abandoned, and background work (message updates, audit writes) is
+// finished. The store stays open; its owner closes it.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		close(b.done)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_, err = b.abandonPending(ctx, "Airlock stopped while the call waited")
+		b.holds.mu.Lock()
+		for _, h := range b.holds.byID {
+			h.timer.Stop()
+		}
+		b.holds.mu.Unlock()
+		b.bg.Wait()
+	})
+	return err
+}
+
+func (b *Broker) abandonPending(ctx context.Context, reason string) (int, error) {
+	tried := map[string]bool{}
+	for {
+		pending, err := b.store.Approvals(ctx, ApprovalQuery{Status: []Status{StatusPending}, Limit: 1000})
+		if err != nil {
+			return len(tried), fmt.Errorf("broker: listing pending approvals: %w", err)
+		}
+		progress := false
+		for _, a := range pending {
+			if tried[a.ID] {
+				continue
+			}
+			tried[a.ID] = true
+			progress = true
+			b.end(a.ID, StatusAbandoned, reason, EventAbandoned)
+		}
+		if !progress {
+			if len(pending) > 0 {
+				return len(tried), fmt.Errorf("broker: %d approvals could not be marked abandoned", len(pending))
+			}
+			return len(tried), nil
+		}
+	}
+}
+
+// Decide records an approver's verdict on an approval: one compare-and-set
+// in one transaction, so the first decision wins and every later one gets
+// a *DecidedError saying who decided first. It returns the approval as it
+// stands after the vote.
+func (b *Broker) Decide(ctx context.Context, id string, v Vote) (*Approval, error) {
+	v.At = b.now()
+	a, err := b.store.UpdateApproval(ctx, id, func(a *Approval) (*AuditRecord, error) {
+		if err := a.vote(v); err != nil {
+			return nil, err
+		}
+		ev := EventVote
+		switch a.Status {
+		case StatusApproved:
+			ev = EventApproved
+		case StatusDenied:
+			ev = EventRejected
+		}
+		return outcomeRecord(ev, a), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.metrics.Decision(v.Channel, string(v.Verdict))
+	b.log.Info("vote recorded", "approval_id", id, "approver", v.Approver, "channel", v.Channel, "verdict", v.Verdict, "status", a.Status)
+	b.settled(a)
+	return a, nil
+}
+
+// Approval returns one approval.
+func (b *Broker) Approval(ctx context.Context, id string) (*Approval, error) {
+	return b.store.Approval(ctx, id)
+}
+
+// Approvals lists approvals, newest first.
+func (b *Broker) Approvals(ctx context.Context, q ApprovalQuery) ([]*Approval, error) {
+	return b.store.Approvals(ctx, q)
+}
+
+// Audit lists audit records, newest first (oldest first with q.After).
+func (b *Broker) Audit(ctx context.Context, q AuditQuery) ([]*AuditRecord, error) {
+	return b.store.Audit(ctx, q)
+}
+
+// VerifyAudit checks the audit log's hash chain.
+func (b *Broker) VerifyAudit(ctx context.Context) (AuditVerification, error) {
+	return b.store.VerifyAudit(ctx)
+}

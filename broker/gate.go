@@ -3,10 +3,13 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 // Call is one tools/call at the gate.
@@ -26,15 +29,20 @@ type Call struct {
 }
 
 // verdict is what the gate decided for a call: forward it, or answer the
-// client with result instead.
+// client with result. Neither means the client is gone and nobody is left
+// to answer.
 type verdict struct {
 	forward bool
 	result  *mcp.CallToolResult
 }
 
+func refuse(text string) verdict { return verdict{result: toolError(text)} }
+
+func result(r *mcp.CallToolResult) verdict { return verdict{result: r} }
+
 // toolsCall takes a tools/call through the gate.
 func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
-	defer c.cancel()
+	defer c.cancel(nil)
 	var p struct {
 		Name      string          `json:"name"`
 		Arguments json.RawMessage `json:"arguments"`
@@ -43,10 +51,12 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 		s.answerError(c, jsonrpc.CodeInvalidParams, "tools/call needs params with a tool name")
 		return
 	}
+	c.token = progressToken(m.Params)
 	def, err := s.toolDefinition(ctx, p.Name)
 	if err != nil {
-		s.log.Warn("tool definition unavailable", "tool", p.Name, "err", err)
-		s.answerResult(c, toolError("Airlock could not read the definition of tool "+p.Name+" from "+s.up.Name+": "+err.Error()))
+		ref := newRef()
+		s.log.Warn("tool definition unavailable", "ref", ref, "tool", p.Name, "err", err)
+		s.answerResult(c, toolError(fmt.Sprintf("Airlock could not read the definition of tool %s from %s, so the call was not run (ref %s).", p.Name, s.up.Name, ref)))
 		return
 	}
 	call := &Call{
@@ -60,18 +70,108 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 		Principal:  s.principal,
 		Received:   c.started,
 	}
-	v := s.b.gate(ctx, call)
-	if !v.forward {
+	v := s.b.gate(ctx, s, c, m, call)
+	switch {
+	case v.forward:
+		s.forward(ctx, c, m)
+	case v.result != nil:
 		s.answerResult(c, v.result)
-		return
 	}
-	s.forward(ctx, c, m)
 }
 
 // gate decides a call. Every tools/call passes through here before it is
-// forwarded.
-func (b *Broker) gate(ctx context.Context, c *Call) verdict {
-	return verdict{forward: true}
+// forwarded: the policy sees exactly the bytes the upstream would, and
+// anything it does not clearly allow is not forwarded.
+func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Request, call *Call) verdict {
+	args := call.Arguments
+	if len(args) == 0 {
+		args = json.RawMessage(`{}`) // what a server makes of absent arguments
+	}
+	digest, err := policy.Digest(args)
+	if err != nil {
+		ref := newRef()
+		b.metrics.Call(call.Server, "refused")
+		b.record(&AuditRecord{
+			Time: b.now(), Event: EventRefused, Server: call.Server, Tool: call.Tool,
+			Principal: call.Principal.ID, PrincipalSource: call.Principal.Source,
+			Client: clientLabel(call.Client), Session: call.Session, Reason: err.Error(), Ref: ref, Actor: Airlock,
+		})
+		return refuse(fmt.Sprintf("Airlock refused the call to %s: its arguments are not unambiguous JSON (%v). "+
+			"A policy must see exactly what the server would see (ref %s).", call.Tool, err, ref))
+	}
+	tool, err := b.toolInput(ctx, call)
+	if err != nil {
+		ref := newRef()
+		b.log.Error("reading a tool's first definition failed", "ref", ref, "tool", call.Tool, "err", err)
+		return refuse(fmt.Sprintf("Airlock could not check the definition of %s, so the call was not run (ref %s).", call.Tool, ref))
+	}
+	in := &policy.Input{
+		Server:          policy.Server{Name: call.Server, Transport: call.Transport, TrustAnnotations: s.up.TrustAnnotations},
+		Tool:            tool,
+		Arguments:       args,
+		ArgumentsDigest: digest,
+		Principal: policy.Principal{ID: call.Principal.ID, Source: call.Principal.Source,
+			Client: policy.Client{Name: call.Client.Name, Version: call.Client.Version}},
+		Session: policy.Session{ID: call.Session},
+		Grants:  []policy.Grant{},
+		Time:    b.now(),
+	}
+	t0 := time.Now()
+	d := b.policy.Decide(ctx, in)
+	b.metrics.PolicyEval(time.Since(t0))
+	log := b.log.With("server", call.Server, "tool", call.Tool, "decision_id", d.ID)
+
+	switch d.Action {
+	case policy.Allow:
+		b.metrics.Call(call.Server, "allowed")
+		log.Debug("call allowed", "reason", d.Reason)
+		c.audit = b.recordAsync(callRecord(EventAllowed, call, in, d))
+		return verdict{forward: true}
+	case policy.Hold:
+		b.metrics.Call(call.Server, "held")
+		log.Info("call held", "reason", d.Reason, "risk", d.Risk)
+		return b.holdCall(ctx, &heldCall{s: s, c: c, req: req, call: call, in: in, decision: d})
+	default:
+		// Deny, and whatever else: the engine fails closed to deny.
+		b.metrics.Call(call.Server, "denied")
+		log.Info("call denied", "reason", d.Reason)
+		b.record(callRecord(EventDenied, call, in, d))
+		return refuse(deniedText(call.Tool, d))
+	}
+}
+
+func deniedText(tool string, d policy.Decision) string {
+	reason := d.Reason
+	if reason == "" {
+		reason = "no reason given"
+	}
+	return fmt.Sprintf("The call to %s was denied by policy: %s (ref %s).", tool, reason, d.ID)
+}
+
+// toolInput describes the called tool to the policy: its definition as
+// last listed, its fingerprint, and whether it changed since it was first
+// seen for this server.
+func (b *Broker) toolInput(ctx context.Context, call *Call) (policy.Tool, error) {
+	d := call.Definition
+	if d == nil {
+		// The upstream does not list it; the policy sees only the name.
+		return policy.Tool{Name: call.Tool}, nil
+	}
+	first, err := b.tools.firstSeen(ctx, b, call.Server, d)
+	if err != nil {
+		return policy.Tool{}, err
+	}
+	return policy.Tool{
+		Name:         d.Name,
+		Title:        d.Title,
+		Description:  d.Description,
+		Annotations:  d.Annotations,
+		InputSchema:  d.InputSchema,
+		OutputSchema: d.OutputSchema,
+		Fingerprint:  d.Fingerprint,
+		FirstSeen:    first.FirstSeen,
+		Changed:      first.Fingerprint != d.Fingerprint,
+	}, nil
 }
 
 // toolError is a tool result the model reads: refusals are results with

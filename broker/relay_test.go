@@ -135,10 +135,23 @@ func newHTTPServer(t *testing.T, b *broker.Broker, opts broker.HTTPOptions) *htt
 }
 
 func newBroker(t *testing.T, up *broker.Upstream) *broker.Broker {
-	b, err := broker.New(broker.Options{Logger: testLogger()}, up)
+	return newBrokerWith(t, broker.Options{Policy: brokertest.AllowAll()}, up)
+}
+
+// newBrokerWith fills in a logger and an in-memory store when opts has
+// none, and closes the broker at the end of the test.
+func newBrokerWith(t *testing.T, opts broker.Options, up *broker.Upstream) *broker.Broker {
+	if opts.Logger == nil {
+		opts.Logger = testLogger()
+	}
+	if opts.Store == nil {
+		opts.Store = brokertest.NewMemStore()
+	}
+	b, err := broker.New(opts, up)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { b.Close() })
 	return b
 }
 

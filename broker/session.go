@@ -83,8 +83,11 @@ type call struct {
 	// reply receives the upstream's answer to Airlock's own requests.
 	reply chan *jsonrpc.Response
 
-	// cancel ends a tools/call that has not been forwarded yet.
-	cancel context.CancelFunc
+	// cancel ends a tools/call that has not been forwarded yet, saying why.
+	cancel context.CancelCauseFunc
+	// audit yields the outcome of the call's audit write, which must be
+	// durable before its result reaches the client.
+	audit <-chan error
 
 	// heartbeats counts progress notifications Airlock itself sent with the
 	// client's token while the call was held; upstream progress is shifted
@@ -166,7 +169,7 @@ func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
 		case "tools/call":
 			// The gate may wait (for the tool list, later for a person),
 			// and must not stall the client's other messages meanwhile.
-			ctx, c.cancel = context.WithCancel(ctx)
+			ctx, c.cancel = context.WithCancelCause(ctx)
 			go s.toolsCall(ctx, c, m)
 		case "initialize":
 			s.initialize(ctx, c, m)
@@ -270,7 +273,31 @@ func (s *Session) request(ctx context.Context, method string, params any) (json.
 	}
 }
 
-var errSessionClosed = errors.New("broker: session closed")
+// errSessionClosed ends requests, and held calls, of a closed session.
+var errSessionClosed = errors.New("the client's session ended")
+
+// answerAudited sends a tools/call's result once the call's audit record
+// is durable, without holding up the upstream's other messages meanwhile.
+func (s *Session) answerAudited(c *call, m *jsonrpc.Response) {
+	send := func(err error) {
+		resp := &jsonrpc.Response{ID: c.clientID, Result: m.Result, Error: m.Error}
+		if err != nil {
+			// The call ran, but there is no durable trace of it: the result
+			// is withheld rather than handed over unaudited.
+			ref := newRef()
+			s.log.Error("result withheld: audit write failed", "ref", ref, "err", err)
+			raw, _ := json.Marshal(toolError(fmt.Sprintf("Airlock could not write this call to its audit log, so its result is withheld (ref %s). The call may have run.", ref)))
+			resp = &jsonrpc.Response{ID: c.clientID, Result: raw}
+		}
+		s.send(resp, c.clientID)
+	}
+	select {
+	case err := <-c.audit:
+		send(err)
+	default:
+		go func() { send(<-c.audit) }()
+	}
+}
 
 // takeUp removes a forwarded call, reporting nil if someone else already did.
 func (s *Session) takeUp(upID int64) *call {
@@ -360,12 +387,12 @@ func (s *Session) clientCancelled(ctx context.Context, m *jsonrpc.Request) {
 	if err != nil {
 		return
 	}
-	s.cancelClientRequest(ctx, id, p.Reason)
+	s.cancelClientRequest(ctx, id, p.Reason, errClientCancelled)
 }
 
 // cancelClientRequest gives up on the client's request id: the client will
 // not read an answer (it cancelled, or it went away).
-func (s *Session) cancelClientRequest(ctx context.Context, id jsonrpc.ID, reason string) {
+func (s *Session) cancelClientRequest(ctx context.Context, id jsonrpc.ID, reason string, cause error) {
 	s.mu.Lock()
 	c := s.byClient[id]
 	s.mu.Unlock()
@@ -377,7 +404,7 @@ func (s *Session) cancelClientRequest(ctx context.Context, id jsonrpc.ID, reason
 		return
 	}
 	if c.cancel != nil {
-		c.cancel()
+		c.cancel(cause)
 	}
 	if upID != 0 {
 		s.write(context.WithoutCancel(ctx), cancelledNotification(upstreamID(upID), reason))
@@ -435,7 +462,12 @@ func (s *Session) upstreamResponse(m *jsonrpc.Response) {
 		s.initialized(c, m)
 	case "tools/list":
 		if m.Error == nil {
-			s.tools.record(m.Result, s.b.now())
+			s.recordTools(m.Result)
+		}
+	case "tools/call":
+		if c.audit != nil {
+			s.answerAudited(c, m)
+			return
 		}
 	}
 	s.send(&jsonrpc.Response{ID: c.clientID, Result: m.Result, Error: m.Error}, c.clientID)
@@ -575,7 +607,7 @@ func (s *Session) close(err error) {
 	}
 	for _, c := range pending {
 		if c.cancel != nil {
-			c.cancel()
+			c.cancel(errSessionClosed)
 		}
 		s.send(errorResponse(c.clientID, jsonrpc.CodeInternalError, msg), c.clientID)
 	}

@@ -212,7 +212,7 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 			// The client went away. Stateful HTTP keeps the handler alive
 			// regardless, so cancel explicitly: its call must not go on
 			// running, nor be released later.
-			hs.s.cancelClientRequest(context.WithoutCancel(r.Context()), req.ID, "client disconnected")
+			hs.s.cancelClientRequest(context.WithoutCancel(r.Context()), req.ID, "client disconnected", errClientGone)
 			return
 		}
 	}
@@ -297,6 +297,13 @@ func (h *HTTPHandler) lookup(w http.ResponseWriter, r *http.Request, up *Upstrea
 	h.mu.Lock()
 	hs := h.sessions[id]
 	h.mu.Unlock()
+	if hs != nil {
+		select {
+		case <-hs.s.Done():
+			hs = nil // closed, and about to leave the map
+		default:
+		}
+	}
 	if hs == nil || hs.s.up != up {
 		httpError(w, http.StatusNotFound, jsonrpc.CodeInvalidRequest, "session not found; send initialize to start a new one")
 		return nil

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 // ToolDefinition is a tool as the upstream last listed it.
@@ -17,8 +19,11 @@ type ToolDefinition struct {
 	InputSchema  json.RawMessage `json:"inputSchema,omitempty"`
 	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
 	// Raw is the whole tool object as listed.
-	Raw      json.RawMessage `json:"-"`
-	ListedAt time.Time       `json:"-"`
+	Raw json.RawMessage `json:"-"`
+	// Fingerprint is policy.Fingerprint(Raw): what the tool is, for the
+	// rug-pull defence and for binding approvals and grants to it.
+	Fingerprint string    `json:"-"`
+	ListedAt    time.Time `json:"-"`
 }
 
 // toolCache holds a session's tool definitions as last listed, whoever
@@ -30,30 +35,37 @@ type toolCache struct {
 	stale bool // the upstream said its tools changed since they were listed
 }
 
-// record takes in one page of a tools/list result.
-func (tc *toolCache) record(result json.RawMessage, now time.Time) (next string) {
+// record takes in one page of a tools/list result and returns the tools it
+// held and the cursor of the next page.
+func (tc *toolCache) record(result json.RawMessage, now time.Time) (defs []*ToolDefinition, next string) {
 	var page struct {
 		Tools      []json.RawMessage `json:"tools"`
 		NextCursor string            `json:"nextCursor"`
 	}
 	if json.Unmarshal(result, &page) != nil {
-		return ""
-	}
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	if tc.defs == nil {
-		tc.defs = make(map[string]*ToolDefinition, len(page.Tools))
+		return nil, ""
 	}
 	for _, raw := range page.Tools {
 		var d ToolDefinition
 		if json.Unmarshal(raw, &d) != nil || d.Name == "" {
 			continue
 		}
-		d.Raw = raw
-		d.ListedAt = now
-		tc.defs[d.Name] = &d
+		fp, err := policy.Fingerprint(raw)
+		if err != nil {
+			continue // a definition the policy could not see exactly
+		}
+		d.Raw, d.Fingerprint, d.ListedAt = raw, fp, now
+		defs = append(defs, &d)
 	}
-	return page.NextCursor
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.defs == nil {
+		tc.defs = make(map[string]*ToolDefinition, len(defs))
+	}
+	for _, d := range defs {
+		tc.defs[d.Name] = d
+	}
+	return defs, page.NextCursor
 }
 
 func (tc *toolCache) lookup(name string) (def *ToolDefinition, fresh bool) {
@@ -68,6 +80,24 @@ func (tc *toolCache) invalidate() {
 	tc.mu.Unlock()
 }
 
+// recordTools takes in a tools/list page that passed through, and notes
+// the first sighting of each tool in the background.
+func (s *Session) recordTools(result json.RawMessage) {
+	defs, _ := s.tools.record(result, s.b.now())
+	if len(defs) == 0 {
+		return
+	}
+	s.b.bg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, d := range defs {
+			if _, err := s.b.tools.firstSeen(ctx, s.b, s.up.Name, d); err != nil {
+				s.log.Warn("recording a tool's first sighting failed", "tool", d.Name, "err", err)
+			}
+		}
+	})
+}
+
 // toolDefinition returns the named tool's current definition, listing the
 // upstream's tools first when the session has not seen it or the upstream
 // said its tools changed. It returns nil if the upstream does not list the
@@ -76,6 +106,12 @@ func (s *Session) toolDefinition(ctx context.Context, name string) (*ToolDefinit
 	if def, fresh := s.tools.lookup(name); def != nil && fresh {
 		return def, nil
 	}
+	return s.freshDefinition(ctx, name)
+}
+
+// freshDefinition lists the upstream's tools now and returns the named
+// one's definition, or nil if it is not listed.
+func (s *Session) freshDefinition(ctx context.Context, name string) (*ToolDefinition, error) {
 	if err := s.listTools(ctx); err != nil {
 		return nil, err
 	}
@@ -99,9 +135,40 @@ func (s *Session) listTools(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listing tools of %s: %w", s.up.Name, err)
 		}
-		if cursor = s.tools.record(res, s.b.now()); cursor == "" {
+		if _, cursor = s.tools.record(res, s.b.now()); cursor == "" {
 			return nil
 		}
 	}
 	return fmt.Errorf("listing tools of %s: too many pages", s.up.Name)
+}
+
+// toolRegistry remembers, for each server's tools, the definition first
+// seen, backed by the store so that it survives restarts. A tool whose
+// fingerprint differs from its first one has changed: the rug-pull defence.
+type toolRegistry struct {
+	mu    sync.Mutex
+	first map[[2]string]*ToolRecord
+}
+
+func (r *toolRegistry) firstSeen(ctx context.Context, b *Broker, server string, d *ToolDefinition) (*ToolRecord, error) {
+	key := [2]string{server, d.Name}
+	r.mu.Lock()
+	rec := r.first[key]
+	r.mu.Unlock()
+	if rec != nil {
+		return rec, nil
+	}
+	rec, err := b.store.SeenTool(ctx, &ToolRecord{
+		Server: server, Tool: d.Name, Fingerprint: d.Fingerprint, FirstSeen: d.ListedAt, Definition: d.Raw,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.first == nil {
+		r.first = make(map[[2]string]*ToolRecord)
+	}
+	r.first[key] = rec
+	r.mu.Unlock()
+	return rec, nil
 }

@@ -315,16 +315,16 @@ func testCopies(t *testing.T, s broker.Store) {
 
 	var seen *broker.Approval
 	updated, err := s.UpdateApproval(ctx, want.ID, func(a *broker.Approval) (*broker.AuditRecord, error) {
-		a.Reason = "noted"
+		a.Note = "noted"
 		seen = a
 		return nil, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want.Reason = "noted"
+	want.Note = "noted"
 	sameJSON(t, "UpdateApproval result", updated, want)
-	updated.Reason, seen.Reason = "changed", "changed"
+	updated.Note, seen.Note = "changed", "changed"
 	updated.Arguments[2], seen.Arguments[2] = 'Y', 'Z'
 	sameJSON(t, "approval after changing UpdateApproval's values", get(t, s, want.ID), want)
 

@@ -35,11 +35,36 @@ type Config struct {
 	// AllowedOrigins lists browser origins, besides the listener's own
 	// host, that may call the MCP endpoints.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+	// StateDir holds the database, the admin token and the running
+	// broker's address (default: under the user's state home).
+	StateDir string `yaml:"state_dir"`
+	// HoldWait is how long a caller without a progress token is kept
+	// waiting for a decision before it is told to call again (default 50s).
+	HoldWait time.Duration `yaml:"hold_wait"`
+	// ApprovalTimeout applies when the policy names no timeout (default
+	// 10m).
+	ApprovalTimeout time.Duration `yaml:"approval_timeout"`
+	// Heartbeat spaces the progress notifications a held call gets when
+	// its client gave a progress token (default 10s); clients that reset
+	// their request timeout on progress then wait as long as it takes.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// Policy says where the Rego policy comes from.
+	Policy PolicyConfig `yaml:"policy"`
 	// Servers are the upstream MCP servers, by name.
 	Servers map[string]*ServerConfig `yaml:"servers"`
 	// MCPServers accepts the "mcpServers" block of claude_desktop_config.json
 	// (and .mcp.json) as it is.
 	MCPServers map[string]*ServerConfig `yaml:"mcpServers"`
+}
+
+// PolicyConfig is the policy section.
+type PolicyConfig struct {
+	// Dir is a directory of .rego and data files; empty means the library
+	// built into Airlock. It is watched and reloaded on change.
+	Dir string `yaml:"dir"`
+	// Timeout bounds one evaluation; past it the call is denied (default
+	// 250ms).
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // ServerConfig is one upstream: a command for stdio, or a URL for
@@ -165,6 +190,20 @@ func (c *Config) resolve() error {
 	}
 	if c.SessionIdle < 0 {
 		return fmt.Errorf("config: session_idle: must not be negative")
+	}
+	if c.Heartbeat < 0 {
+		return fmt.Errorf("config: heartbeat: must not be negative")
+	}
+	if c.ApprovalTimeout < 0 {
+		return fmt.Errorf("config: approval_timeout: must not be negative")
+	}
+	if c.Policy.Timeout < 0 {
+		return fmt.Errorf("config: policy.timeout: must not be negative")
+	}
+	if c.Policy.Dir != "" {
+		if st, err := os.Stat(c.Policy.Dir); err != nil || !st.IsDir() {
+			return fmt.Errorf("config: policy.dir: %q is not a directory", c.Policy.Dir)
+		}
 	}
 	if c.Servers == nil {
 		c.Servers = map[string]*ServerConfig{}

@@ -44,7 +44,9 @@ func TestConformance(t *testing.T) {
 	waitListening(t, addr)
 	directResults := runConformance(t, node, suite, "http://"+addr+"/")
 
-	base, _ := startServe(t, "servers:\n  everything:\n    command: "+server+"\n")
+	// The suite's tools carry no annotations, which the default policy
+	// holds: this test is about the relay, so everything is allowed.
+	base, _ := startServe(t, "policy: {dir: "+allowAllPolicy(t)+"}\nservers:\n  everything:\n    command: "+server+"\n")
 	viaAirlock := runConformance(t, node, suite, base+"/mcp/everything")
 
 	golden := filepath.Join(brokertest.RepoRoot(t), "testdata", "conformance", "direct.txt")

@@ -35,7 +35,8 @@ func TestMain(m *testing.M) {
 
 // runTestServer is an upstream for subprocess tests. Modes:
 //
-//	echo  tools echo and pid (read-only), and crash (exits with status 3)
+//	echo  tools echo, pid and crash (read-only; crash exits with status 3),
+//	      and write (destructive)
 //	mute  reads its input and never answers
 func runTestServer(mode string) {
 	if mode == "mute" {
@@ -58,11 +59,16 @@ func runTestServer(mode string) {
 		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(os.Getpid())}}}, nil
 		})
-	s.AddTool(&mcp.Tool{Name: "crash", InputSchema: json.RawMessage(`{"type":"object"}`)},
+	s.AddTool(&mcp.Tool{Name: "crash", InputSchema: json.RawMessage(`{"type":"object"}`), Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
 		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			fmt.Fprintln(os.Stderr, "test upstream: crashing on purpose")
 			os.Exit(3)
 			return nil, nil
+		})
+	yes := true
+	s.AddTool(&mcp.Tool{Name: "write", InputSchema: json.RawMessage(`{"type":"object"}`), Annotations: &mcp.ToolAnnotations{DestructiveHint: &yes}},
+		func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "wrote " + string(req.Params.Arguments)}}}, nil
 		})
 	if err := s.Run(context.Background(), &mcp.StdioTransport{}); err != nil {
 		fmt.Fprintln(os.Stderr, "test upstream:", err)
@@ -70,11 +76,42 @@ func runTestServer(mode string) {
 	}
 }
 
-// airlockCmd runs the test binary as airlock with args.
+// airlockCmd runs the test binary as airlock with args, with the test's
+// own state home, so that brokers and CLI commands of one test find each
+// other and never the user's.
 func airlockCmd(t *testing.T, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "AIRLOCK_TEST_ROLE=airlock")
+	cmd.Env = append(os.Environ(), "AIRLOCK_TEST_ROLE=airlock", "XDG_STATE_HOME="+testStateHome(t), "AIRLOCK_STATE_DIR=")
 	return cmd
+}
+
+var stateHomes sync.Map // test name → directory
+
+func testStateHome(t *testing.T) string {
+	if d, ok := stateHomes.Load(t.Name()); ok {
+		return d.(string)
+	}
+	d := t.TempDir()
+	stateHomes.Store(t.Name(), d)
+	return d
+}
+
+// allowAllConfig is a config file whose policy allows every call.
+func allowAllConfig(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "airlock.yaml")
+	os.WriteFile(p, []byte("policy: {dir: "+allowAllPolicy(t)+"}\n"), 0o600)
+	return p
+}
+
+// allowAllPolicy is a policy directory that allows every call, for tests
+// about the relay rather than the gate.
+func allowAllPolicy(t *testing.T) string {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "airlock.rego"), []byte(`package airlock
+
+decision := {"action": "allow", "reason": "this test allows every call"}
+`), 0o600)
+	return dir
 }
 
 // testServerArgs is the command line of the test upstream in mode.

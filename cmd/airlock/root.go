@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/airlock-mcp/airlock/broker"
 )
 
 func newRootCmd() *cobra.Command {
@@ -22,7 +24,8 @@ Start here:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newWrapCmd(), newServeCmd(), newPolicyCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newWrapCmd(), newServeCmd(), newPendingCmd(), newDecideCmd(broker.Approve), newDecideCmd(broker.Deny),
+		newAuditCmd(), newPolicyCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

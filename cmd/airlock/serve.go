@@ -2,14 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,7 +11,7 @@ import (
 )
 
 func newServeCmd() *cobra.Command {
-	var configPath, listen string
+	var configPath, listen, stateDir string
 	cmd := &cobra.Command{
 		Use:   "serve [-c airlock.yaml] [--listen ADDR]",
 		Short: "Run the broker daemon: every configured server over streamable HTTP",
@@ -46,79 +40,61 @@ The config takes servers under "servers:" or, pasted as is, the
 			if listen != "" {
 				cfg.Listen = listen
 			}
-			return serve(cmd.Context(), cfg)
+			return serve(cmd.Context(), cfg, stateDir)
 		},
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", os.Getenv("AIRLOCK_CONFIG"), "config file (env AIRLOCK_CONFIG)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory (env AIRLOCK_STATE_DIR; default ~/.local/state/airlock)")
 	cmd.Flags().StringVar(&listen, "listen", "", "listen address, overriding the config's listen (default "+DefaultListen+")")
 	return cmd
 }
 
-func serve(ctx context.Context, cfg *Config) error {
+func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	log := newLogger(os.Stderr, cfg.LogLevel)
+	stateDir, err := stateDirFor(stateFlag, cfg.StateDir, "")
+	if err != nil {
+		return err
+	}
 	var stderrMu sync.Mutex
 	var ups []*broker.Upstream
 	for _, name := range cfg.serverNames() {
 		ups = append(ups, newUpstream(name, cfg.Servers[name], log, newPrefixWriter(&stderrMu, os.Stderr, name)))
 	}
-	b, err := broker.New(broker.Options{Logger: log, InitTimeout: cfg.InitTimeout}, ups...)
+	rt, err := startRuntime(ctx, cfg, log, stateDir, ups)
 	if err != nil {
 		return err
 	}
-	mcpHandler := b.HTTPHandler(broker.HTTPOptions{
+	defer rt.close()
+	mcpHandler := rt.broker.HTTPHandler(broker.HTTPOptions{
 		IdleTimeout:    cfg.SessionIdle,
 		Loopback:       loopbackListen(cfg.Listen),
 		AllowedOrigins: cfg.AllowedOrigins,
 	})
-	mux := http.NewServeMux()
-	mux.Handle("/mcp/{server}", mcpHandler)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		type server struct {
-			Name      string `json:"name"`
-			Transport string `json:"transport"`
-		}
-		h := struct {
-			Status   string   `json:"status"`
-			Version  string   `json:"version"`
-			Servers  []server `json:"servers"`
-			Sessions int      `json:"sessions"`
-		}{Status: "ok", Version: version(), Servers: []server{}, Sessions: mcpHandler.Sessions()}
-		for _, u := range ups {
-			h.Servers = append(h.Servers, server{u.Name, u.Transport})
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(h)
-	})
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+	rt.mux.Handle("/mcp/{server}", mcpHandler)
+	rt.sessions = mcpHandler.Sessions
+	if err := rt.listen(cfg.Listen, ""); err != nil {
+		return err
 	}
-	// No WriteTimeout: a held call keeps its response open for minutes.
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- rt.serve() }()
 	if len(ups) == 0 {
 		log.Warn("no servers configured; add some under servers: or mcpServers: in the config")
 	}
 	for _, u := range ups {
-		log.Info("serving", "server", u.Name, "upstream", u.Transport, "url", "http://"+ln.Addr().String()+"/mcp/"+u.Name)
+		log.Info("serving", "server", u.Name, "upstream", u.Transport, "url", rt.baseURL()+"/mcp/"+u.Name)
 	}
+	log.Info("broker ready", "state_dir", stateDir, "api", rt.baseURL()+"/api/v1/", "policy_revision", rt.engine.Status().Revision)
 
 	select {
 	case err := <-errc:
 		mcpHandler.Close()
-		return fmt.Errorf("serve: %w", err)
+		return err
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	// Sessions first: their pending requests are answered and their
-	// handlers return, which lets Shutdown finish.
+	// Held calls are answered first, then the sessions end, which lets the
+	// HTTP server's shutdown finish.
+	rt.broker.Close()
 	mcpHandler.Close()
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
 	return nil
 }

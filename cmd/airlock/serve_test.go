@@ -12,7 +12,7 @@ import (
 )
 
 func TestServeEverythingServer(t *testing.T) {
-	base, _ := startServe(t, "servers:\n  everything:\n    command: "+brokertest.EverythingServer(t)+"\n")
+	base, _ := startServe(t, "policy: {dir: "+allowAllPolicy(t)+"}\nservers:\n  everything:\n    command: "+brokertest.EverythingServer(t)+"\n")
 	cs := httpSession(t, base+"/mcp/everything")
 	got := callText(t, cs, "test_simple_text", map[string]any{})
 	if !strings.Contains(got, "simple text") {
@@ -56,7 +56,8 @@ func TestServeNPMFilesystem(t *testing.T) {
 	root := t.TempDir()
 	os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello from disk"), 0o600)
 	fs := brokertest.NPMCommand(t, "mcp-server-filesystem")
-	base, stderr := startServe(t, `servers:
+	base, stderr := startServe(t, `policy: {dir: `+allowAllPolicy(t)+`}
+servers:
   fs:
     command: `+fs[0]+`
     args: ["`+fs[1]+`", "`+root+`"]

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -16,7 +18,7 @@ import (
 )
 
 func newWrapCmd() *cobra.Command {
-	var name, configPath string
+	var name, configPath, stateDir, listen string
 	cmd := &cobra.Command{
 		Use:   "wrap [--name NAME] [-c airlock.yaml] -- CMD [ARGS...]",
 		Short: "Guard one stdio MCP server: run it as a child and serve it on stdio",
@@ -47,28 +49,49 @@ flight get an error and airlock exits 1, naming the server's exit status.`,
 			// cwd and trust settings for a server of the same name.
 			sc.Command, sc.Args, sc.URL = args[0], args[1:], ""
 			log := newLogger(os.Stderr, cfg.LogLevel)
-			b, err := broker.New(broker.Options{Logger: log, InitTimeout: cfg.InitTimeout},
-				newUpstream(name, sc, log, os.Stderr))
+			dir, err := stateDirFor(stateDir, cfg.StateDir, name)
 			if err != nil {
 				return err
 			}
-			conn := wire.NewLineConn(os.Stdin, os.Stdout, os.Stdin, 0)
-			err = b.ServeConn(cmd.Context(), name, conn, osPrincipal())
-			if err != nil {
-				var ee *wire.ExitError
-				if errors.As(err, &ee) {
-					return &exitError{code: 1, msg: fmt.Sprintf("upstream %s %s", name, ee.Status())}
-				}
-				return &exitError{code: 1, msg: err.Error()}
-			}
-			return nil
+			return wrap(cmd.Context(), cfg, log, dir, listen, newUpstream(name, sc, log, os.Stderr))
 		},
 	}
 	// Everything after CMD belongs to CMD, even without "--".
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().StringVar(&name, "name", "", "the server's name in policy, logs and approvals (default: derived from CMD)")
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "config file (airlock.yaml); optional")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory (env AIRLOCK_STATE_DIR; default ~/.local/state/airlock/wrap-NAME)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address of the approval API (and web UI); port 0 picks a free one")
 	return cmd
+}
+
+// wrap serves one upstream to the client on stdio, with the approval API
+// on a loopback port.
+func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen string, up *broker.Upstream) error {
+	rt, err := startRuntime(ctx, cfg, log, stateDir, []*broker.Upstream{up})
+	if err != nil {
+		return err
+	}
+	defer rt.close()
+	if err := rt.listen(listen, up.Name); err != nil {
+		return err
+	}
+	go func() {
+		if err := rt.serve(); err != nil {
+			log.Error("approval API stopped", "err", err)
+		}
+	}()
+	log.Info("approval API ready", "url", rt.baseURL()+"/api/v1/", "state_dir", stateDir)
+	conn := wire.NewLineConn(os.Stdin, os.Stdout, os.Stdin, 0)
+	err = rt.broker.ServeConn(ctx, up.Name, conn, osPrincipal())
+	if err != nil {
+		var ee *wire.ExitError
+		if errors.As(err, &ee) {
+			return &exitError{code: 1, msg: fmt.Sprintf("upstream %s %s", up.Name, ee.Status())}
+		}
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	return nil
 }
 
 var versionSuffix = regexp.MustCompile(`@[^/@]*$`)

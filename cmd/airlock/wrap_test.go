@@ -100,7 +100,7 @@ func TestWrapMissingCommand(t *testing.T) {
 // The go-sdk's conformance server, a real server built from the module
 // cache, through wrap.
 func TestWrapEverythingServer(t *testing.T) {
-	cs, cmd, _ := wrapClient(t, nil, brokertest.EverythingServer(t))
+	cs, cmd, _ := wrapClient(t, []string{"-c", allowAllConfig(t)}, brokertest.EverythingServer(t))
 	got := callText(t, cs, "test_simple_text", map[string]any{})
 	if !strings.Contains(got, "simple text") {
 		t.Errorf("test_simple_text = %q", got)
@@ -111,7 +111,7 @@ func TestWrapEverythingServer(t *testing.T) {
 
 // The npm reference server-everything through wrap.
 func TestWrapNPMServerEverything(t *testing.T) {
-	cs, cmd, stderr := wrapClient(t, nil, brokertest.NPMCommand(t, "mcp-server-everything")...)
+	cs, cmd, stderr := wrapClient(t, []string{"-c", allowAllConfig(t)}, brokertest.NPMCommand(t, "mcp-server-everything")...)
 	got := callText(t, cs, "echo", map[string]any{"message": "through airlock"})
 	if !strings.Contains(got, "through airlock") {
 		t.Errorf("echo = %q\n%s", got, stderr)

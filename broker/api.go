@@ -1,0 +1,228 @@
+package broker
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// AdminIdentity is who decides through the JSON API when the request names
+// nobody: whoever holds the admin token.
+const AdminIdentity = "admin"
+
+// APIHandler serves the JSON API under /api/v1/, for the CLI and for
+// scripts. Every request needs "Authorization: Bearer <token>". docs/api.md
+// describes it.
+func (b *Broker) APIHandler(token string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/approvals", b.apiApprovals)
+	mux.HandleFunc("GET /api/v1/approvals/{id}", b.apiApproval)
+	mux.HandleFunc("POST /api/v1/approvals/{id}/decision", b.apiDecide)
+	mux.HandleFunc("GET /api/v1/events", b.apiEvents)
+	mux.HandleFunc("GET /api/v1/audit", b.apiAudit)
+	mux.HandleFunc("GET /api/v1/audit/verify", b.apiVerify)
+	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, http.StatusNotFound, "no such API endpoint: %s %s", r.Method, r.URL.Path)
+	})
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="airlock"`)
+			apiError(w, http.StatusUnauthorized, "missing or wrong admin token (it is in the state directory's admin-token file)")
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (b *Broker) apiApprovals(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	aq := ApprovalQuery{Server: q.Get("server"), Tool: q.Get("tool"), Before: q.Get("before")}
+	for _, s := range q["status"] {
+		for part := range strings.SplitSeq(s, ",") {
+			aq.Status = append(aq.Status, Status(part))
+		}
+	}
+	var err error
+	if aq.Limit, err = intParam(q.Get("limit")); err != nil {
+		apiError(w, http.StatusBadRequest, "limit: %v", err)
+		return
+	}
+	list, err := b.store.Approvals(r.Context(), aq)
+	if err != nil {
+		b.apiInternal(w, "listing approvals", err)
+		return
+	}
+	if list == nil {
+		list = []*Approval{}
+	}
+	writeAPI(w, http.StatusOK, map[string]any{"approvals": list})
+}
+
+func (b *Broker) apiApproval(w http.ResponseWriter, r *http.Request) {
+	a, err := b.store.Approval(r.Context(), r.PathValue("id"))
+	if errors.Is(err, ErrNotFound) {
+		apiError(w, http.StatusNotFound, "no approval %s", r.PathValue("id"))
+		return
+	}
+	if err != nil {
+		b.apiInternal(w, "reading an approval", err)
+		return
+	}
+	writeAPI(w, http.StatusOK, a)
+}
+
+// DecisionRequest is the body of POST /api/v1/approvals/{id}/decision.
+type DecisionRequest struct {
+	Verdict Verdict `json:"verdict"`
+	Reason  string  `json:"reason,omitempty"`
+	// Approver names who decides; it defaults to AdminIdentity. The admin
+	// token is trusted to say who is at the keyboard.
+	Approver string `json:"approver,omitempty"`
+	// Channel says where the decision came from: "cli" or "api" (the
+	// default).
+	Channel string `json:"channel,omitempty"`
+}
+
+func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
+	var req DecisionRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		apiError(w, http.StatusBadRequest, "decision body: %v", err)
+		return
+	}
+	if req.Approver == "" {
+		req.Approver = AdminIdentity
+	}
+	switch req.Channel {
+	case "":
+		req.Channel = "api"
+	case "api", "cli":
+	default:
+		apiError(w, http.StatusBadRequest, `channel must be "api" or "cli"`)
+		return
+	}
+	a, err := b.Decide(r.Context(), r.PathValue("id"), Vote{Approver: req.Approver, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason})
+	var de *DecidedError
+	switch {
+	case err == nil:
+		writeAPI(w, http.StatusOK, a)
+	case errors.As(err, &de):
+		apiError(w, http.StatusConflict, "%s", de.Error())
+	case errors.Is(err, ErrNotFound):
+		apiError(w, http.StatusNotFound, "no approval %s", r.PathValue("id"))
+	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrAlreadyVoted):
+		apiError(w, http.StatusForbidden, "%s", err.Error())
+	case errors.Is(err, ErrBadVerdict), errors.Is(err, ErrNoApprover):
+		apiError(w, http.StatusBadRequest, "%s", err.Error())
+	default:
+		b.apiInternal(w, "recording a decision", err)
+	}
+}
+
+// apiEvents streams approval events as server-sent events: "held",
+// "updated" and "decided", each carrying the approval.
+func (b *Broker) apiEvents(w http.ResponseWriter, r *http.Request) {
+	events, stop := b.Subscribe()
+	defer stop()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	tick := time.NewTicker(keepAliveInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return // too slow: the client reconnects and reloads
+			}
+			data, err := json.Marshal(ev.Approval)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, data)
+			rc.Flush()
+		case <-tick.C:
+			w.Write([]byte(": keep-alive\n\n"))
+			rc.Flush()
+		case <-r.Context().Done():
+			return
+		case <-b.done:
+			return
+		}
+	}
+}
+
+func (b *Broker) apiAudit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	aq := AuditQuery{Server: q.Get("server"), Tool: q.Get("tool"), Event: q.Get("event"), Actor: q.Get("actor"), ApprovalID: q.Get("approval")}
+	var err error
+	for name, dst := range map[string]*uint64{"before": &aq.Before, "after": &aq.After} {
+		if v := q.Get(name); v != "" {
+			if *dst, err = strconv.ParseUint(v, 10, 64); err != nil {
+				apiError(w, http.StatusBadRequest, "%s: %v", name, err)
+				return
+			}
+		}
+	}
+	if aq.Limit, err = intParam(q.Get("limit")); err != nil {
+		apiError(w, http.StatusBadRequest, "limit: %v", err)
+		return
+	}
+	recs, err := b.store.Audit(r.Context(), aq)
+	if err != nil {
+		b.apiInternal(w, "reading the audit log", err)
+		return
+	}
+	if recs == nil {
+		recs = []*AuditRecord{}
+	}
+	writeAPI(w, http.StatusOK, map[string]any{"records": recs})
+}
+
+func (b *Broker) apiVerify(w http.ResponseWriter, r *http.Request) {
+	v, err := b.store.VerifyAudit(r.Context())
+	if err != nil {
+		b.apiInternal(w, "verifying the audit log", err)
+		return
+	}
+	writeAPI(w, http.StatusOK, v)
+}
+
+func (b *Broker) apiInternal(w http.ResponseWriter, what string, err error) {
+	ref := newRef()
+	b.log.Error("API request failed", "ref", ref, "what", what, "err", err)
+	apiError(w, http.StatusInternalServerError, "%s failed (ref %s)", what, ref)
+}
+
+func intParam(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 10000 {
+		return 0, fmt.Errorf("%q is not a number from 0 to 10000", s)
+	}
+	return n, nil
+}
+
+func writeAPI(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func apiError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeAPI(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}

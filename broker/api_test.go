@@ -1,0 +1,149 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/wire"
+)
+
+const testToken = "test-admin-token"
+
+type apiClient struct {
+	t   *testing.T
+	url string
+}
+
+func (c apiClient) do(method, path, body string, out any) int {
+	c.t.Helper()
+	req, _ := http.NewRequest(method, c.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			c.t.Fatalf("%s %s: %v in %s", method, path, err, data)
+		}
+	}
+	return resp.StatusCode
+}
+
+func newAPI(t *testing.T, h *holdHarness) apiClient {
+	srv := httptest.NewServer(h.b.APIHandler(testToken))
+	t.Cleanup(srv.Close)
+	return apiClient{t, srv.URL}
+}
+
+func TestAPIRefusesWithoutToken(t *testing.T) {
+	h := newHoldHarness(t, broker.Options{})
+	api := newAPI(t, h)
+	for _, auth := range []string{"", "Bearer wrong", testToken} {
+		req, _ := http.NewRequest(http.MethodGet, api.url+"/api/v1/approvals", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("Authorization %q: %d, want 401", auth, resp.StatusCode)
+		}
+	}
+}
+
+func TestAPIDecide(t *testing.T) {
+	h := newHoldHarness(t, broker.Options{HoldWait: -1})
+	api := newAPI(t, h)
+	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
+	a := h.held()
+
+	var list struct{ Approvals []*broker.Approval }
+	if code := api.do("GET", "/api/v1/approvals?status=pending", "", &list); code != 200 || len(list.Approvals) != 1 || list.Approvals[0].ID != a.ID {
+		t.Fatalf("pending: %d %+v", code, list)
+	}
+	var got broker.Approval
+	if code := api.do("GET", "/api/v1/approvals/"+a.ID, "", &got); code != 200 || got.Decision.Reason != "tests hold write" {
+		t.Fatalf("get: %d %+v", code, got)
+	}
+	var e struct{ Error string }
+	tests := []struct {
+		body   string
+		status int
+		error  string
+	}{
+		{`{"verdict":"maybe"}`, 400, "verdict must be"},
+		{`{"verdict":"approve","extra":1}`, 400, "unknown field"},
+		{`{"verdict":"approve","approver":"tester"}`, 403, "cannot approve their own call"},
+		{`{"verdict":"deny","reason":"no","channel":"cli"}`, 200, ""},
+		{`{"verdict":"approve","approver":"carol"}`, 409, "already decided by admin at "},
+	}
+	for _, tc := range tests {
+		e.Error = ""
+		if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", tc.body, &e); code != tc.status || !strings.Contains(e.Error, tc.error) {
+			t.Errorf("%s: %d %q, want %d %q", tc.body, code, e.Error, tc.status, tc.error)
+		}
+	}
+	if r := <-done; !strings.Contains(text(r), "denied by admin: no") {
+		t.Errorf("client read %q", text(r))
+	}
+	if code := api.do("POST", "/api/v1/approvals/NOPE/decision", `{"verdict":"approve"}`, &e); code != 404 {
+		t.Errorf("unknown id: %d", code)
+	}
+
+	var audit struct{ Records []*broker.AuditRecord }
+	if code := api.do("GET", "/api/v1/audit?approval="+a.ID, "", &audit); code != 200 || len(audit.Records) != 2 ||
+		audit.Records[0].Event != broker.EventRejected || audit.Records[0].Channel != "cli" {
+		t.Errorf("audit: %d %+v", code, audit.Records)
+	}
+	var v broker.AuditVerification
+	if code := api.do("GET", "/api/v1/audit/verify", "", &v); code != 200 || !v.OK || v.Records != 2 {
+		t.Errorf("verify: %d %+v", code, v)
+	}
+}
+
+func TestAPIEventStream(t *testing.T) {
+	h := newHoldHarness(t, broker.Options{HoldWait: -1})
+	api := newAPI(t, h)
+	req, _ := http.NewRequest(http.MethodGet, api.url+"/api/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
+	er := wire.NewEventReader(resp.Body, 0)
+	ev, err := er.Next()
+	if err != nil || ev.Type != "held" {
+		t.Fatalf("first event: %+v %v", ev, err)
+	}
+	var a broker.Approval
+	json.Unmarshal(ev.Data, &a)
+	h.decide(a.ID, "alice", broker.Approve, "")
+	for {
+		ev, err = er.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == "decided" {
+			break
+		}
+	}
+	json.Unmarshal(ev.Data, &a)
+	if a.Status != broker.StatusApproved || a.DecidedBy != "alice" {
+		t.Errorf("decided event: %+v", a)
+	}
+	<-done
+}

@@ -1,0 +1,381 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlock-mcp/airlock/broker"
+)
+
+// adminFlags are the flags every admin command takes.
+type adminFlags struct {
+	stateDir string
+	jsonOut  bool
+}
+
+func (f *adminFlags) register(cmd *cobra.Command, withJSON bool) {
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory of the broker (env AIRLOCK_STATE_DIR; default: every broker under ~/.local/state/airlock)")
+	if withJSON {
+		cmd.Flags().BoolVar(&f.jsonOut, "json", false, "print JSON")
+	}
+}
+
+// brokers finds the running brokers the command talks to: the one in
+// --state-dir (or AIRLOCK_STATE_DIR), or every one under the state home.
+func (f *adminFlags) brokers() ([]*apiClient, error) {
+	dir, explicit := f.stateDir, true
+	if dir == "" {
+		dir = os.Getenv("AIRLOCK_STATE_DIR")
+	}
+	if dir == "" {
+		home, err := stateHome()
+		if err != nil {
+			return nil, err
+		}
+		dir, explicit = home, false
+	}
+	refs, err := findBrokers(dir, !explicit)
+	if err != nil {
+		return nil, err
+	}
+	clients := make([]*apiClient, len(refs))
+	for i, r := range refs {
+		clients[i] = &apiClient{ref: r, http: &http.Client{Timeout: 30 * time.Second}}
+	}
+	return clients, nil
+}
+
+// one returns the single broker a command about one audit log needs.
+func (f *adminFlags) one() (*apiClient, error) {
+	cs, err := f.brokers()
+	if err != nil {
+		return nil, err
+	}
+	if len(cs) > 1 {
+		var dirs []string
+		for _, c := range cs {
+			dirs = append(dirs, c.ref.Dir)
+		}
+		return nil, fmt.Errorf("%d brokers are running; pick one with --state-dir: %s", len(cs), strings.Join(dirs, ", "))
+	}
+	return cs[0], nil
+}
+
+// apiClient calls one broker's JSON API.
+type apiClient struct {
+	ref  brokerRef
+	http *http.Client
+}
+
+// apiError is an error the API answered with.
+type apiError struct {
+	Status  int
+	Message string
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
+	var r io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = strings.NewReader(string(data))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.ref.Info.URL+path, r)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.ref.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("broker at %s: %w", c.ref.Info.URL, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct{ Error string }
+		json.Unmarshal(data, &e)
+		if e.Error == "" {
+			e.Error = fmt.Sprintf("HTTP %d", resp.StatusCode)
+		}
+		return &apiError{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func newPendingCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "pending [--json]",
+		Short: "List calls waiting for approval",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			clients, err := f.brokers()
+			if err != nil {
+				return err
+			}
+			var all []*broker.Approval
+			for _, c := range clients {
+				var res struct{ Approvals []*broker.Approval }
+				if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/approvals?status=pending&limit=1000", nil, &res); err != nil {
+					return err
+				}
+				all = append(all, res.Approvals...)
+			}
+			slices.SortFunc(all, func(a, b *broker.Approval) int { return strings.Compare(a.ID, b.ID) })
+			if f.jsonOut {
+				views := make([]pendingView, len(all))
+				for i, a := range all {
+					views[i] = newPendingView(a)
+				}
+				return printJSON(cmd.OutOrStdout(), views)
+			}
+			if len(all) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "No calls are waiting for approval.")
+				return nil
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSERVER\tTOOL\tREQUESTER\tRISK\tWAITING\tEXPIRES IN\tREASON")
+			for _, a := range all {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Server, a.Tool, a.Principal.ID, a.Decision.Risk,
+					now.Sub(a.RequestedAt).Round(time.Second), a.ExpiresAt.Sub(now).Round(time.Second), a.Decision.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd, true)
+	return cmd
+}
+
+// pendingView is one entry of `airlock pending --json`: the fields a
+// script needs, flat.
+type pendingView struct {
+	ID          string          `json:"id"`
+	Server      string          `json:"server"`
+	Tool        string          `json:"tool"`
+	Arguments   json.RawMessage `json:"arguments"`
+	Status      broker.Status   `json:"status"`
+	Reason      string          `json:"reason"`
+	Risk        string          `json:"risk,omitempty"`
+	Requester   string          `json:"requester"`
+	Quorum      int             `json:"quorum"`
+	Approvals   int             `json:"approvals"`
+	RequestedAt time.Time       `json:"requested_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+}
+
+func newPendingView(a *broker.Approval) pendingView {
+	args := a.Arguments
+	if len(args) == 0 {
+		args = json.RawMessage("{}")
+	}
+	return pendingView{ID: a.ID, Server: a.Server, Tool: a.Tool, Arguments: args, Status: a.Status, Reason: a.Decision.Reason,
+		Risk: a.Decision.Risk, Requester: a.Principal.ID, Quorum: a.Quorum(), Approvals: a.Approvals(),
+		RequestedAt: a.RequestedAt, ExpiresAt: a.ExpiresAt}
+}
+
+func newDecideCmd(verdict broker.Verdict) *cobra.Command {
+	var f adminFlags
+	var reason, as string
+	use, short := "approve ID", "Approve a held call, which is then released"
+	if verdict == broker.Deny {
+		use, short = "deny ID", "Deny a held call; the agent reads the reason"
+	}
+	cmd := &cobra.Command{
+		Use:   use + " [--reason TEXT]",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			clients, err := f.brokers()
+			if err != nil {
+				return err
+			}
+			id := args[0]
+			body := broker.DecisionRequest{Verdict: verdict, Reason: reason, Approver: as, Channel: "cli"}
+			for _, c := range clients {
+				var a broker.Approval
+				err := c.do(cmd.Context(), http.MethodPost, "/api/v1/approvals/"+url.PathEscape(id)+"/decision", body, &a)
+				var ae *apiError
+				if errors.As(err, &ae) && ae.Status == http.StatusNotFound && len(clients) > 1 {
+					continue // another broker's approval
+				}
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", verdict, id, err)
+				}
+				if f.jsonOut {
+					return printJSON(cmd.OutOrStdout(), &a)
+				}
+				switch a.Status {
+				case broker.StatusPending:
+					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s (%d of %d approvals needed).\n", id, a.Approvals(), a.Quorum())
+				case broker.StatusApproved:
+					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, a.Tool, a.Server)
+				default:
+					fmt.Fprintf(cmd.OutOrStdout(), "Denied %s: the call to %s on %s will not run.\n", id, a.Tool, a.Server)
+				}
+				return nil
+			}
+			return fmt.Errorf("no running broker knows approval %s", id)
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVar(&reason, "reason", "", "why (the agent reads a denial's reason)")
+	cmd.Flags().StringVar(&as, "as", "", `the approver's identity to record (default "`+broker.AdminIdentity+`", the admin token's holder)`)
+	return cmd
+}
+
+func newAuditCmd() *cobra.Command {
+	var f adminFlags
+	var follow bool
+	var q broker.AuditQuery
+	cmd := &cobra.Command{
+		Use:   "audit [--follow] [--json]",
+		Short: "Show the audit log, newest last",
+		Long: `audit prints the broker's audit log: every tools/call (allowed, denied,
+held) and what became of each held call, with who decided. --follow keeps
+printing new records as they are written. "audit verify" checks the log's
+hash chain.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.one()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			params := url.Values{}
+			for k, v := range map[string]string{"server": q.Server, "tool": q.Tool, "event": q.Event, "actor": q.Actor} {
+				if v != "" {
+					params.Set(k, v)
+				}
+			}
+			params.Set("limit", fmt.Sprint(max(q.Limit, 1)))
+			var res struct{ Records []*broker.AuditRecord }
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit?"+params.Encode(), nil, &res); err != nil {
+				return err
+			}
+			slices.Reverse(res.Records) // oldest first, like a log
+			tw := auditPrinter(out, f.jsonOut)
+			var last uint64
+			for _, r := range res.Records {
+				tw(r)
+				last = r.Seq
+			}
+			if !follow {
+				return nil
+			}
+			params.Set("limit", "1000")
+			for {
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+				params.Set("after", fmt.Sprint(last))
+				res.Records = nil
+				if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit?"+params.Encode(), nil, &res); err != nil {
+					if cmd.Context().Err() != nil {
+						return nil
+					}
+					return err
+				}
+				for _, r := range res.Records {
+					tw(r)
+					last = r.Seq
+				}
+			}
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
+	cmd.Flags().IntVarP(&q.Limit, "limit", "n", 50, "how many of the newest records to show first")
+	cmd.Flags().StringVar(&q.Server, "server", "", "only this server")
+	cmd.Flags().StringVar(&q.Tool, "tool", "", "only this tool")
+	cmd.Flags().StringVar(&q.Event, "event", "", `only this event, or a prefix such as "approval."`)
+	cmd.Flags().StringVar(&q.Actor, "actor", "", "only records of this approver")
+	cmd.AddCommand(newAuditVerifyCmd())
+	return cmd
+}
+
+// auditPrinter returns a function that prints one record per line, as
+// text or as JSON lines (which --follow can stream).
+func auditPrinter(w io.Writer, jsonOut bool) func(*broker.AuditRecord) {
+	if jsonOut {
+		enc := json.NewEncoder(w)
+		return func(r *broker.AuditRecord) { enc.Encode(r) }
+	}
+	return func(r *broker.AuditRecord) {
+		who := r.Principal
+		if r.Actor != "" && r.Actor != "policy" {
+			who = r.Actor
+		}
+		line := fmt.Sprintf("%6d  %s  %-18s  %-12s  %-16s  %-10s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), r.Event, r.Server, r.Tool, who)
+		if r.Reason != "" {
+			line += "  " + r.Reason
+		}
+		if r.Ref != "" {
+			line += "  (ref " + r.Ref + ")"
+		}
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+	}
+}
+
+func newAuditVerifyCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Check the audit log's hash chain and name the first broken record",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.one()
+			if err != nil {
+				return err
+			}
+			var v broker.AuditVerification
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/verify", nil, &v); err != nil {
+				return err
+			}
+			if f.jsonOut {
+				printJSON(cmd.OutOrStdout(), v)
+			} else if v.OK {
+				fmt.Fprintf(cmd.OutOrStdout(), "The audit log verifies: %d records, each chained to the one before.\n", v.Records)
+			}
+			if !v.OK {
+				return &exitError{code: 1, msg: fmt.Sprintf("the audit log is broken at record %d: %s (%d records before it verify)", v.BrokenSeq, v.Problem, v.Records)}
+			}
+			return nil
+		},
+	}
+	f.register(cmd, true)
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
