@@ -47,9 +47,12 @@ type Approval struct {
 	// whose tool changed while it waited is not released.
 	ToolFingerprint string          `json:"tool_fingerprint"`
 	Definition      *ToolDefinition `json:"definition,omitempty"`
-	Principal       Principal       `json:"principal"`
-	Client          ClientInfo      `json:"client"`
-	Session         string          `json:"session"`
+	// PreviousDefinition is the tool as first seen for its server, when it
+	// has changed since: what an approver compares the current one with.
+	PreviousDefinition json.RawMessage `json:"previous_definition,omitempty"`
+	Principal          Principal       `json:"principal"`
+	Client             ClientInfo      `json:"client"`
+	Session            string          `json:"session"`
 
 	// Decision is the policy's decision to hold the call: reason, risk,
 	// approvers, quorum, timeout, redaction and what may be granted.

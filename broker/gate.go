@@ -99,7 +99,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		return refuse(fmt.Sprintf("Airlock refused the call to %s: its arguments are not unambiguous JSON (%v). "+
 			"A policy must see exactly what the server would see (ref %s).", call.Tool, err, ref))
 	}
-	tool, err := b.toolInput(ctx, call)
+	tool, first, err := b.toolInput(ctx, call)
 	if err != nil {
 		ref := newRef()
 		b.log.Error("reading a tool's first definition failed", "ref", ref, "tool", call.Tool, "err", err)
@@ -130,7 +130,11 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 	case policy.Hold:
 		b.metrics.Call(call.Server, "held")
 		log.Info("call held", "reason", d.Reason, "risk", d.Risk)
-		return b.holdCall(ctx, &heldCall{s: s, c: c, req: req, call: call, in: in, decision: d})
+		hc := &heldCall{s: s, c: c, req: req, call: call, in: in, decision: d}
+		if tool.Changed {
+			hc.previous = first.Definition
+		}
+		return b.holdCall(ctx, hc)
 	default:
 		// Deny, and whatever else: the engine fails closed to deny.
 		b.metrics.Call(call.Server, "denied")
@@ -151,15 +155,16 @@ func deniedText(tool string, d policy.Decision) string {
 // toolInput describes the called tool to the policy: its definition as
 // last listed, its fingerprint, and whether it changed since it was first
 // seen for this server.
-func (b *Broker) toolInput(ctx context.Context, call *Call) (policy.Tool, error) {
+// It also returns the first-seen record.
+func (b *Broker) toolInput(ctx context.Context, call *Call) (policy.Tool, *ToolRecord, error) {
 	d := call.Definition
 	if d == nil {
 		// The upstream does not list it; the policy sees only the name.
-		return policy.Tool{Name: call.Tool}, nil
+		return policy.Tool{Name: call.Tool}, nil, nil
 	}
 	first, err := b.tools.firstSeen(ctx, b, call.Server, d)
 	if err != nil {
-		return policy.Tool{}, err
+		return policy.Tool{}, nil, err
 	}
 	return policy.Tool{
 		Name:         d.Name,
@@ -171,7 +176,7 @@ func (b *Broker) toolInput(ctx context.Context, call *Call) (policy.Tool, error)
 		Fingerprint:  d.Fingerprint,
 		FirstSeen:    first.FirstSeen,
 		Changed:      first.Fingerprint != d.Fingerprint,
-	}, nil
+	}, first, nil
 }
 
 // toolError is a tool result the model reads: refusals are results with

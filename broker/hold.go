@@ -66,6 +66,7 @@ type heldCall struct {
 	call     *Call
 	in       *policy.Input
 	decision policy.Decision
+	previous json.RawMessage // the tool's first definition, when it changed
 }
 
 // holdCall waits for people to decide a call the policy held, and then
@@ -146,20 +147,21 @@ func (b *Broker) openHold(ctx context.Context, hc *heldCall) (*hold, *Approval, 
 		timeout = b.approvalTimeout
 	}
 	a := &Approval{
-		ID:              newApprovalID(now),
-		Status:          StatusPending,
-		Server:          hc.call.Server,
-		Tool:            hc.call.Tool,
-		Arguments:       hc.call.Arguments,
-		ArgumentsDigest: hc.in.ArgumentsDigest,
-		ToolFingerprint: hc.in.Tool.Fingerprint,
-		Definition:      hc.call.Definition,
-		Principal:       hc.call.Principal,
-		Client:          hc.call.Client,
-		Session:         hc.call.Session,
-		Decision:        hc.decision,
-		RequestedAt:     now,
-		ExpiresAt:       now.Add(timeout),
+		ID:                 newApprovalID(now),
+		Status:             StatusPending,
+		Server:             hc.call.Server,
+		Tool:               hc.call.Tool,
+		Arguments:          hc.call.Arguments,
+		ArgumentsDigest:    hc.in.ArgumentsDigest,
+		ToolFingerprint:    hc.in.Tool.Fingerprint,
+		Definition:         hc.call.Definition,
+		PreviousDefinition: hc.previous,
+		Principal:          hc.call.Principal,
+		Client:             hc.call.Client,
+		Session:            hc.call.Session,
+		Decision:           hc.decision,
+		RequestedAt:        now,
+		ExpiresAt:          now.Add(timeout),
 	}
 	rec := callRecord(EventHeld, hc.call, hc.in, hc.decision)
 	rec.ApprovalID = a.ID
