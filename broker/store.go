@@ -13,17 +13,17 @@ import (
 // ErrNotFound reports an id the store does not know.
 var ErrNotFound = errors.New("not found")
 
-// Store keeps the broker's state: approvals, the audit log and the tool
-// definitions first seen for each server.
+// Store keeps the broker's state: approvals, grants, the audit log and the
+// tool definitions first seen for each server.
 //
 // The contract, which brokertest.TestStore checks for every
 // implementation:
 //   - Every method that changes state commits it in one transaction and
 //     makes it durable before returning. A decision acknowledged to an
 //     approver is never lost.
-//   - UpdateApproval serializes concurrent updates of one approval: fn sees
-//     the stored approval and its changes are committed only if nothing
-//     changed it in between, so a compare-and-set in fn holds.
+//   - UpdateApproval (and UpdateGrant) serializes concurrent updates of one
+//     record: fn sees the stored record and its changes are committed only
+//     if nothing changed it in between, so a compare-and-set in fn holds.
 //   - The audit log is append-only. Each record is sealed into a hash chain
 //     (AuditRecord.Seal) in the transaction that appends it, with sequence
 //     numbers 1, 2, 3… without gaps. Once stored, the caller's record is
@@ -50,6 +50,18 @@ type Store interface {
 	Audit(ctx context.Context, q AuditQuery) ([]*AuditRecord, error)
 	// VerifyAudit checks the whole hash chain.
 	VerifyAudit(ctx context.Context) (AuditVerification, error)
+
+	// CreateGrant stores a new grant and appends rec (if not nil) to the
+	// audit log, atomically.
+	CreateGrant(ctx context.Context, g *Grant, rec *AuditRecord) error
+	// UpdateGrant is UpdateApproval for grants: fn's changes and its audit
+	// record are stored in one transaction, or nothing is.
+	UpdateGrant(ctx context.Context, id string, fn func(*Grant) (*AuditRecord, error)) (*Grant, error)
+	// Grant returns one grant, or ErrNotFound.
+	Grant(ctx context.Context, id string) (*Grant, error)
+	// Grants lists grants, newest first. Listing the active ones stays
+	// cheap however many have ended.
+	Grants(ctx context.Context, q GrantQuery) ([]*Grant, error)
 
 	// SeenTool records a tool's definition the first time the tool is seen
 	// for its server and returns the first record: the given one, or the

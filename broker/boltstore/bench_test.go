@@ -64,7 +64,7 @@ func seedPending(b *testing.B, s *Store, n int) {
 				if err := tx.Bucket(bucketApprovals).Put([]byte(a.ID), data); err != nil {
 					return err
 				}
-				if err := tx.Bucket(bucketPending).Put(pendingKey(a.ExpiresAt, a.ID), nil); err != nil {
+				if err := tx.Bucket(bucketPending).Put(approvals.indexKey(a), nil); err != nil {
 					return err
 				}
 			}

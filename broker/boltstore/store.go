@@ -1,6 +1,6 @@
 // Package boltstore keeps the broker's state in one bbolt file: approvals
-// and an index of the pending ones, the hash-chained audit log, and the
-// tools first seen on each server.
+// and an index of the pending ones, grants and an index of the active ones,
+// the hash-chained audit log, and the tools first seen on each server.
 //
 // bbolt runs one write transaction at a time and each durable commit waits
 // for an fsync, so committing every write on its own caps the store at a
@@ -45,6 +45,10 @@ var (
 	bucketAudit = []byte("audit")
 	// tools: uvarint len(server) + server + tool → ToolRecord JSON.
 	bucketTools = []byte("tools")
+	// grants: id → Grant JSON; grants_active indexes the active ones like
+	// pending does approvals.
+	bucketGrants       = []byte("grants")
+	bucketGrantsActive = []byte("grants_active")
 
 	keySchema = []byte("schema")
 )
@@ -55,8 +59,8 @@ var (
 const schemaVersion = 1
 
 // buckets lists every bucket the store uses; setup creates the missing
-// ones. Grants add theirs here.
-var buckets = [][]byte{bucketMeta, bucketApprovals, bucketPending, bucketAudit, bucketTools}
+// ones.
+var buckets = [][]byte{bucketMeta, bucketApprovals, bucketPending, bucketAudit, bucketTools, bucketGrants, bucketGrantsActive}
 
 // ErrLocked reports a database file that another process holds open.
 var ErrLocked = errors.New("locked by another process")

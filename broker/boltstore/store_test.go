@@ -93,7 +93,7 @@ func checkFile(t testing.TB, path string) {
 				return fmt.Errorf("approval %s: %w", k, err)
 			}
 			if a.Status == broker.StatusPending {
-				want[string(pendingKey(a.ExpiresAt, a.ID))] = true
+				want[string(approvals.indexKey(&a))] = true
 			}
 			return nil
 		})

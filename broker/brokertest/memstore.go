@@ -14,7 +14,8 @@ import (
 // the bbolt store, minus durability.
 type MemStore struct {
 	mu        sync.Mutex
-	approvals map[string][]byte // JSON, so that callers never share memory with the store
+	approvals table[broker.Approval]
+	grants    table[broker.Grant]
 	audit     [][]byte
 	lastHash  string
 	tools     map[[2]string][]byte
@@ -23,7 +24,74 @@ type MemStore struct {
 
 // NewMemStore returns an empty store.
 func NewMemStore() *MemStore {
-	return &MemStore{approvals: map[string][]byte{}, tools: map[[2]string][]byte{}}
+	return &MemStore{
+		approvals: table[broker.Approval]{name: "approval", rows: map[string][]byte{}},
+		grants:    table[broker.Grant]{name: "grant", rows: map[string][]byte{}},
+		tools:     map[[2]string][]byte{},
+	}
+}
+
+// table keeps records as JSON by id, so that callers never share memory
+// with the store.
+type table[T any] struct {
+	name string
+	rows map[string][]byte
+}
+
+func (t *table[T]) create(id string, v *T) error {
+	if _, dup := t.rows[id]; dup {
+		return fmt.Errorf("brokertest: %s %s exists", t.name, id)
+	}
+	t.rows[id] = encode(v)
+	return nil
+}
+
+func (t *table[T]) update(id string, fn func(*T) (*broker.AuditRecord, error)) (*T, *broker.AuditRecord, error) {
+	data, ok := t.rows[id]
+	if !ok {
+		return nil, nil, fmt.Errorf("brokertest: %s %s: %w", t.name, id, broker.ErrNotFound)
+	}
+	v := decode[T](data)
+	rec, err := fn(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.rows[id] = encode(v)
+	return decode[T](t.rows[id]), rec, nil
+}
+
+func (t *table[T]) get(id string) (*T, error) {
+	data, ok := t.rows[id]
+	if !ok {
+		return nil, fmt.Errorf("brokertest: %s %s: %w", t.name, id, broker.ErrNotFound)
+	}
+	return decode[T](data), nil
+}
+
+// list returns matching records newest first (ids sort by time).
+func (t *table[T]) list(before string, limit int, match func(*T) bool) []*T {
+	ids := make([]string, 0, len(t.rows))
+	for id := range t.rows {
+		if before == "" || id < before {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []*T
+	for _, id := range ids {
+		v := decode[T](t.rows[id])
+		if match(v) {
+			out = append(out, v)
+			if len(out) == limit {
+				break
+			}
+		}
+	}
+	return out
 }
 
 var _ broker.Store = (*MemStore)(nil)
@@ -57,13 +125,10 @@ func (m *MemStore) CreateApproval(_ context.Context, a *broker.Approval, rec *br
 	if err := m.check(); err != nil {
 		return err
 	}
-	if _, dup := m.approvals[a.ID]; dup {
-		return fmt.Errorf("brokertest: approval %s exists", a.ID)
+	if err := m.approvals.create(a.ID, a); err != nil {
+		return err
 	}
-	m.approvals[a.ID] = encode(a)
-	if rec != nil {
-		m.appendLocked(rec)
-	}
+	m.appendIf(rec)
 	return nil
 }
 
@@ -73,58 +138,69 @@ func (m *MemStore) UpdateApproval(_ context.Context, id string, fn func(*broker.
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	data, ok := m.approvals[id]
-	if !ok {
-		return nil, fmt.Errorf("brokertest: approval %s: %w", id, broker.ErrNotFound)
-	}
-	a := decode[broker.Approval](data)
-	rec, err := fn(a)
+	a, rec, err := m.approvals.update(id, fn)
 	if err != nil {
 		return nil, err
 	}
-	m.approvals[id] = encode(a)
-	if rec != nil {
-		m.appendLocked(rec)
-	}
-	return decode[broker.Approval](m.approvals[id]), nil
+	m.appendIf(rec)
+	return a, nil
 }
 
 func (m *MemStore) Approval(_ context.Context, id string) (*broker.Approval, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	data, ok := m.approvals[id]
-	if !ok {
-		return nil, fmt.Errorf("brokertest: approval %s: %w", id, broker.ErrNotFound)
-	}
-	return decode[broker.Approval](data), nil
+	return m.approvals.get(id)
 }
 
 func (m *MemStore) Approvals(_ context.Context, q broker.ApprovalQuery) ([]*broker.Approval, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ids := make([]string, 0, len(m.approvals))
-	for id := range m.approvals {
-		if q.Before == "" || id < q.Before {
-			ids = append(ids, id)
-		}
+	return m.approvals.list(q.Before, q.Limit, q.Matches), nil
+}
+
+func (m *MemStore) CreateGrant(_ context.Context, g *broker.Grant, rec *broker.AuditRecord) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
 	}
-	slices.Sort(ids)
-	slices.Reverse(ids)
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100
+	if err := m.grants.create(g.ID, g); err != nil {
+		return err
 	}
-	var out []*broker.Approval
-	for _, id := range ids {
-		a := decode[broker.Approval](m.approvals[id])
-		if q.Matches(a) {
-			out = append(out, a)
-			if len(out) == limit {
-				break
-			}
-		}
+	m.appendIf(rec)
+	return nil
+}
+
+func (m *MemStore) UpdateGrant(_ context.Context, id string, fn func(*broker.Grant) (*broker.AuditRecord, error)) (*broker.Grant, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return nil, err
 	}
-	return out, nil
+	g, rec, err := m.grants.update(id, fn)
+	if err != nil {
+		return nil, err
+	}
+	m.appendIf(rec)
+	return g, nil
+}
+
+func (m *MemStore) Grant(_ context.Context, id string) (*broker.Grant, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.grants.get(id)
+}
+
+func (m *MemStore) Grants(_ context.Context, q broker.GrantQuery) ([]*broker.Grant, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.grants.list(q.Before, q.Limit, q.Matches), nil
+}
+
+func (m *MemStore) appendIf(rec *broker.AuditRecord) {
+	if rec != nil {
+		m.appendLocked(rec)
+	}
 }
 
 func (m *MemStore) AppendAudit(_ context.Context, recs ...*broker.AuditRecord) error {

@@ -54,6 +54,9 @@ func TestStore(t *testing.T, open func(t *testing.T) broker.Store, opts StoreOpt
 		"close/refuses_writes":              testClose,
 		"close/concurrent_writers_finish":   testCloseWhileWriting,
 		"update/record_of_failed_fn_absent": testFailedAmongMany,
+		"grant/create_get_update":           testGrantLifecycle,
+		"grant/list_active_and_filters":     testGrantList,
+		"grant/use_count_race":              testGrantUseRace,
 	}
 	for _, name := range slices.Sorted(maps.Keys(tests)) {
 		t.Run(name, func(t *testing.T) {
@@ -1083,4 +1086,145 @@ func testFailedAmongMany(t *testing.T, s broker.Store) {
 		}
 	}
 	verify(t, s, uint64(n-n/3))
+}
+
+func newGrant(n int, tool string) *broker.Grant {
+	return &broker.Grant{
+		ID: fmt.Sprintf("01GRANT%09d", n), Status: broker.GrantActive, Server: "fs", Tool: tool,
+		Scope: broker.ScopeTool, ToolFingerprint: "sha256:f", CreatedBy: "alice",
+		CreatedAt: t0, ExpiresAt: t0.Add(time.Duration(n+1) * time.Hour),
+	}
+}
+
+func grantIDs(gs []*broker.Grant) []string {
+	var ids []string
+	for _, g := range gs {
+		ids = append(ids, g.ID)
+	}
+	return ids
+}
+
+func testGrantLifecycle(t *testing.T, s broker.Store) {
+	ctx := t.Context()
+	g := newGrant(1, "write")
+	rec := &broker.AuditRecord{Time: t0, Event: "grant.created", Actor: "alice"}
+	if err := s.CreateGrant(ctx, g, rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Seq != 1 {
+		t.Errorf("the creation's record was not sealed in place: %+v", rec)
+	}
+	if err := s.CreateGrant(ctx, g, nil); err == nil {
+		t.Error("a duplicate grant was stored")
+	}
+	got, err := s.Grant(ctx, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, "stored grant", got, g)
+	if _, err := s.Grant(ctx, "nope"); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("unknown grant: %v", err)
+	}
+	if _, err := s.UpdateGrant(ctx, "nope", func(*broker.Grant) (*broker.AuditRecord, error) { return nil, nil }); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("updating an unknown grant: %v", err)
+	}
+	boom := errors.New("boom")
+	if _, err := s.UpdateGrant(ctx, g.ID, func(g *broker.Grant) (*broker.AuditRecord, error) {
+		g.Uses = 99
+		return &broker.AuditRecord{Event: "x"}, boom
+	}); !errors.Is(err, boom) {
+		t.Errorf("failing fn: %v", err)
+	}
+	updated, err := s.UpdateGrant(ctx, g.ID, func(g *broker.Grant) (*broker.AuditRecord, error) {
+		g.Status, g.EndedBy, g.EndedAt = broker.GrantRevoked, "bob", t0
+		return &broker.AuditRecord{Time: t0, Event: "grant.revoked", Actor: "bob"}, nil
+	})
+	if err != nil || updated.Status != broker.GrantRevoked || updated.Uses != 0 {
+		t.Fatalf("revoke: %+v %v", updated, err)
+	}
+	recs := allAudit(t, s)
+	if len(recs) != 2 || recs[1].Event != "grant.revoked" {
+		t.Errorf("audit after a failed and a good update: %+v", recs)
+	}
+	verify(t, s, 2)
+}
+
+func testGrantList(t *testing.T, s broker.Store) {
+	ctx := t.Context()
+	for i := range 6 {
+		tool := "write"
+		if i%2 == 1 {
+			tool = "delete"
+		}
+		if err := s.CreateGrant(ctx, newGrant(i, tool), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{1, 4} {
+		id := newGrant(i, "").ID
+		if _, err := s.UpdateGrant(ctx, id, func(g *broker.Grant) (*broker.AuditRecord, error) {
+			g.Status = broker.GrantExpired
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	active := []broker.GrantStatus{broker.GrantActive}
+	tests := map[string]struct {
+		q    broker.GrantQuery
+		want []int
+	}{
+		"all, newest first": {broker.GrantQuery{}, []int{5, 4, 3, 2, 1, 0}},
+		"active":            {broker.GrantQuery{Status: active}, []int{5, 3, 2, 0}},
+		"active write":      {broker.GrantQuery{Status: active, Tool: "write"}, []int{2, 0}},
+		"expired":           {broker.GrantQuery{Status: []broker.GrantStatus{broker.GrantExpired}}, []int{4, 1}},
+		"page":              {broker.GrantQuery{Before: newGrant(3, "").ID, Limit: 2}, []int{2, 1}},
+		"active page":       {broker.GrantQuery{Status: active, Before: newGrant(3, "").ID, Limit: 1}, []int{2}},
+		"other server":      {broker.GrantQuery{Server: "github"}, nil},
+	}
+	for name, tc := range tests {
+		got, err := s.Grants(ctx, tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, i := range tc.want {
+			want = append(want, newGrant(i, "").ID)
+		}
+		if !slices.Equal(grantIDs(got), want) {
+			t.Errorf("%s: got %v, want %v", name, grantIDs(got), want)
+		}
+	}
+}
+
+// A grant with a maximum of uses allows no more calls than that, however
+// many race for it: the count is a compare-and-set.
+func testGrantUseRace(t *testing.T, s broker.Store) {
+	ctx := t.Context()
+	g := newGrant(1, "write")
+	g.MaxUses = 5
+	if err := s.CreateGrant(ctx, g, nil); err != nil {
+		t.Fatal(err)
+	}
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			_, err := s.UpdateGrant(ctx, g.ID, func(g *broker.Grant) (*broker.AuditRecord, error) {
+				if g.Uses >= g.MaxUses {
+					return nil, broker.ErrGrantNotActive
+				}
+				g.Uses++
+				return &broker.AuditRecord{Time: t0, Event: broker.EventAllowed, GrantID: g.ID}, nil
+			})
+			if err == nil {
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	got, _ := s.Grant(ctx, g.ID)
+	if ok.Load() != 5 || got.Uses != 5 || len(allAudit(t, s)) != 5 {
+		t.Errorf("%d uses granted, %d counted, %d audited; want 5 each", ok.Load(), got.Uses, len(allAudit(t, s)))
+	}
 }

@@ -1,0 +1,44 @@
+package boltstore
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/airlock-mcp/airlock/broker"
+)
+
+// grants are kept like approvals, with an index of the active ones by
+// expiry: the broker loads them at start and sweeps the expired.
+var grants = kind[broker.Grant]{
+	name:   "grant",
+	bucket: bucketGrants,
+	index:  bucketGrantsActive,
+	id:     func(g *broker.Grant) string { return g.ID },
+	live: func(g *broker.Grant) (time.Time, bool) {
+		return g.ExpiresAt, g.Status == broker.GrantActive
+	},
+}
+
+// CreateGrant stores a new grant and appends rec (if not nil) to the audit
+// log, in one durable transaction.
+func (s *Store) CreateGrant(ctx context.Context, g *broker.Grant, rec *broker.AuditRecord) error {
+	return create(ctx, s, grants, g, rec)
+}
+
+// UpdateGrant is UpdateApproval for grants.
+func (s *Store) UpdateGrant(ctx context.Context, id string, fn func(*broker.Grant) (*broker.AuditRecord, error)) (*broker.Grant, error) {
+	return update(ctx, s, grants, id, fn)
+}
+
+// Grant returns one grant, or an error wrapping broker.ErrNotFound.
+func (s *Store) Grant(ctx context.Context, id string) (*broker.Grant, error) {
+	return get(ctx, s, grants, id)
+}
+
+// Grants lists grants newest first; a query for active grants reads only
+// their index.
+func (s *Store) Grants(ctx context.Context, q broker.GrantQuery) ([]*broker.Grant, error) {
+	onlyActive := len(q.Status) > 0 && !slices.ContainsFunc(q.Status, func(s broker.GrantStatus) bool { return s != broker.GrantActive })
+	return list(ctx, s, grants, onlyActive, q.Before, q.Limit, q.Matches)
+}

@@ -1,0 +1,235 @@
+package broker
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/airlock-mcp/airlock/policy"
+)
+
+// GrantStatus is where a grant is in its life; only an active grant
+// matches calls.
+type GrantStatus string
+
+const (
+	GrantActive  GrantStatus = "active"
+	GrantRevoked GrantStatus = "revoked"
+	GrantExpired GrantStatus = "expired"
+	GrantUsedUp  GrantStatus = "used_up" // it reached its maximum number of uses
+)
+
+// A grant is an "always allow" a person gave: later calls it covers reach
+// the policy with it in input.grants, and the policy has the last word.
+type Grant struct {
+	ID     string      `json:"id"`
+	Status GrantStatus `json:"status"`
+	Server string      `json:"server"`
+	Tool   string      `json:"tool"`
+	// Scope says which calls it covers: exact (the same arguments),
+	// arguments (the same values of KeyArguments), tool (any arguments).
+	Scope string `json:"scope"`
+	// ArgumentsDigest is what an exact grant matches.
+	ArgumentsDigest string `json:"arguments_digest,omitempty"`
+	// KeyArguments are what an arguments grant matches: each top-level
+	// argument's value, as canonical JSON.
+	KeyArguments map[string]json.RawMessage `json:"key_arguments,omitempty"`
+	// ToolFingerprint binds the grant to the tool's definition: when the
+	// tool changes, the grant stops matching.
+	ToolFingerprint string `json:"tool_fingerprint"`
+	// Principal is whom it covers; empty covers anyone.
+	Principal string `json:"principal,omitempty"`
+
+	CreatedBy  string    `json:"created_by"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	Reason     string    `json:"reason,omitempty"`
+	ApprovalID string    `json:"approval_id,omitempty"` // the approval it was made from, if any
+
+	// MaxUses caps the calls it allows; 0 means no cap.
+	MaxUses int       `json:"max_uses,omitempty"`
+	Uses    int       `json:"uses"`
+	LastUse time.Time `json:"last_use,omitzero"`
+
+	EndedBy string    `json:"ended_by,omitempty"` // who revoked it, or "airlock"
+	EndedAt time.Time `json:"ended_at,omitzero"`  // revoked, expired or used up
+}
+
+// Grant scopes.
+const (
+	ScopeExact     = policy.ScopeExact
+	ScopeArguments = policy.ScopeArguments
+	ScopeTool      = policy.ScopeTool
+)
+
+// GrantQuery selects grants. Zero fields select everything.
+type GrantQuery struct {
+	Status []GrantStatus
+	Server string
+	Tool   string
+	// Before returns only grants with a smaller id (ids sort by time).
+	Before string
+	// Limit caps the result; 0 means 100.
+	Limit int
+}
+
+// Matches reports whether g passes the query's filters (not Before or
+// Limit).
+func (q GrantQuery) Matches(g *Grant) bool {
+	if len(q.Status) > 0 && !slices.Contains(q.Status, g.Status) {
+		return false
+	}
+	return (q.Server == "" || q.Server == g.Server) && (q.Tool == "" || q.Tool == g.Tool)
+}
+
+// Errors about grants.
+var (
+	ErrNotGrantable   = errors.New("the policy does not allow an \"always allow\" for this call")
+	ErrGrantScope     = errors.New("the policy does not allow that scope here")
+	ErrGrantQuorum    = errors.New("an \"always allow\" must come with the approval that completes the quorum")
+	ErrGrantNotActive = errors.New("the grant is no longer active")
+)
+
+// GrantRequest asks for a grant along with an approval ("always allow"),
+// or on its own.
+type GrantRequest struct {
+	Scope string          `json:"scope"`
+	TTL   policy.Duration `json:"ttl"`
+	// Anyone makes the grant cover every principal, not only the
+	// requester of the call it was made from.
+	Anyone  bool   `json:"anyone,omitempty"`
+	MaxUses int    `json:"max_uses,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// DefaultGrantTTL caps grants when neither the policy nor the request says
+// how long: no grant lives forever.
+const DefaultGrantTTL = 24 * time.Hour
+
+// grantFrom builds the grant an approver asked for when approving a,
+// checking it against what the policy allows. The TTL is capped by the
+// policy's max_ttl.
+func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant, error) {
+	ga := a.Decision.Grantable
+	if ga == nil || len(ga.Scopes) == 0 {
+		return nil, ErrNotGrantable
+	}
+	if !slices.Contains(ga.Scopes, req.Scope) {
+		return nil, fmt.Errorf("%w: %q (allowed: %s)", ErrGrantScope, req.Scope, strings.Join(ga.Scopes, ", "))
+	}
+	g := &Grant{
+		Status:          GrantActive,
+		Server:          a.Server,
+		Tool:            a.Tool,
+		Scope:           req.Scope,
+		ToolFingerprint: a.ToolFingerprint,
+		CreatedBy:       by,
+		CreatedAt:       now,
+		Reason:          req.Reason,
+		ApprovalID:      a.ID,
+		MaxUses:         req.MaxUses,
+	}
+	if !req.Anyone {
+		g.Principal = a.Principal.ID
+	}
+	switch req.Scope {
+	case ScopeExact:
+		g.ArgumentsDigest = a.ArgumentsDigest
+	case ScopeArguments:
+		if len(ga.KeyArguments) == 0 {
+			return nil, fmt.Errorf("%w: the policy names no key arguments for an arguments grant", ErrGrantScope)
+		}
+		keys, err := keyValues(a.Arguments, ga.KeyArguments)
+		if err != nil {
+			return nil, err
+		}
+		g.KeyArguments = keys
+	}
+	ttl := time.Duration(req.TTL)
+	maxTTL := time.Duration(ga.MaxTTL)
+	if maxTTL <= 0 {
+		maxTTL = DefaultGrantTTL
+	}
+	if ttl <= 0 || ttl > maxTTL {
+		ttl = maxTTL
+	}
+	g.ExpiresAt = now.Add(ttl)
+	if req.MaxUses < 0 {
+		return nil, errors.New("max_uses must not be negative")
+	}
+	return g, nil
+}
+
+// keyValues picks the named top-level arguments' values as canonical JSON.
+func keyValues(args json.RawMessage, keys []string) (map[string]json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(args, &obj); err != nil {
+		return nil, fmt.Errorf("the call's arguments are not an object: %w", err)
+	}
+	out := make(map[string]json.RawMessage, len(keys))
+	for _, k := range keys {
+		raw, ok := obj[k]
+		if !ok {
+			return nil, fmt.Errorf("%w: the call has no argument %q to key the grant on", ErrGrantScope, k)
+		}
+		c, err := policy.Canonical(raw)
+		if err != nil {
+			return nil, err
+		}
+		out[k] = c
+	}
+	return out, nil
+}
+
+// covers reports whether an active grant applies to a call, given the
+// call's canonical top-level arguments (parsed once per call).
+func (g *Grant) covers(principal, fingerprint, digest string, args map[string]json.RawMessage, now time.Time) bool {
+	if g.Status != GrantActive || !now.Before(g.ExpiresAt) || (g.MaxUses > 0 && g.Uses >= g.MaxUses) {
+		return false
+	}
+	if g.ToolFingerprint != fingerprint || (g.Principal != "" && g.Principal != principal) {
+		return false
+	}
+	switch g.Scope {
+	case ScopeTool:
+		return true
+	case ScopeExact:
+		return g.ArgumentsDigest == digest
+	case ScopeArguments:
+		for k, want := range g.KeyArguments {
+			got, ok := args[k]
+			if !ok || !bytes.Equal(got, want) {
+				return false
+			}
+		}
+		return len(g.KeyArguments) > 0
+	}
+	return false
+}
+
+// use counts one call the grant allowed, ending it when it reaches its
+// maximum. It changes nothing when it returns an error.
+func (g *Grant) use(now time.Time) error {
+	if g.Status != GrantActive || !now.Before(g.ExpiresAt) || (g.MaxUses > 0 && g.Uses >= g.MaxUses) {
+		return ErrGrantNotActive
+	}
+	g.Uses++
+	g.LastUse = now
+	if g.MaxUses > 0 && g.Uses >= g.MaxUses {
+		g.Status, g.EndedAt = GrantUsedUp, now
+	}
+	return nil
+}
+
+// end finishes an active grant: revoked or expired.
+func (g *Grant) end(s GrantStatus, by string, now time.Time) error {
+	if g.Status != GrantActive {
+		return fmt.Errorf("%w (%s)", ErrGrantNotActive, g.Status)
+	}
+	g.Status, g.EndedAt, g.EndedBy = s, now, by
+	return nil
+}
