@@ -255,4 +255,3 @@ func list[T any](ctx context.Context, s *Store, k kind[T], onlyLive bool, before
 	}
 	return out, nil
 }
-
