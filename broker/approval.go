@@ -74,6 +74,8 @@ type Approval struct {
 	// ReleasedAt is set when the approved call was forwarded: an approval
 	// releases one call, once.
 	ReleasedAt time.Time `json:"released_at,omitzero"`
+	// GrantID is the "always allow" the approver made with the approval.
+	GrantID string `json:"grant_id,omitempty"`
 
 	// Messages holds each notifier's reference to the message it sent
 	// (a Slack channel and timestamp, say), so that the message can be
@@ -88,6 +90,9 @@ type Vote struct {
 	Verdict  Verdict   `json:"verdict"`
 	Reason   string    `json:"reason,omitempty"`
 	At       time.Time `json:"at"`
+	// Grant asks for an "always allow" along with an approval. It is
+	// recorded on the approval as GrantID, not kept in the vote.
+	Grant *GrantRequest `json:"-"`
 }
 
 // Quorum is how many distinct approvers must approve: the policy's quorum,

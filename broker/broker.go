@@ -84,6 +84,7 @@ type Broker struct {
 
 	holds  holds
 	tools  toolRegistry
+	grants grantIndex
 	events hub
 
 	bg        background    // work that Close waits for
@@ -192,7 +193,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if n > 0 {
 		b.log.Info("abandoned approvals left pending by the previous run", "count", n)
 	}
-	return nil
+	return b.loadGrants(ctx)
 }
 
 // Close stops the broker: waiting calls are answered, their approvals
@@ -246,9 +247,31 @@ func (b *Broker) abandonPending(ctx context.Context, reason string) (int, error)
 // stands after the vote.
 func (b *Broker) Decide(ctx context.Context, id string, v Vote) (*Approval, error) {
 	v.At = b.now()
+	var g *Grant
+	grantID := newApprovalID(v.At)
 	a, err := b.store.UpdateApproval(ctx, id, func(a *Approval) (*AuditRecord, error) {
+		g = nil
+		if v.Grant != nil {
+			// "Always allow": checked against what the policy allows
+			// before the vote counts, so that a refused grant leaves
+			// the approval as it was.
+			if v.Verdict != Approve {
+				return nil, errors.New("a grant can only come with an approval")
+			}
+			if a.Status == StatusPending && a.Approvals()+1 < a.Quorum() {
+				return nil, ErrGrantQuorum
+			}
+			var err error
+			if g, err = grantFrom(a, *v.Grant, v.Approver, v.At); err != nil {
+				return nil, err
+			}
+			g.ID = grantID
+		}
 		if err := a.vote(v); err != nil {
 			return nil, err
+		}
+		if g != nil {
+			a.GrantID = g.ID
 		}
 		ev := EventVote
 		switch a.Status {
@@ -265,6 +288,13 @@ func (b *Broker) Decide(ctx context.Context, id string, v Vote) (*Approval, erro
 	b.metrics.Decision(v.Channel, string(v.Verdict))
 	b.log.Info("vote recorded", "approval_id", id, "approver", v.Approver, "channel", v.Channel, "verdict", v.Verdict, "status", a.Status)
 	b.settled(a)
+	if g != nil {
+		if err := b.storeGrant(context.WithoutCancel(ctx), g); err != nil {
+			ref := newRef()
+			b.log.Error("storing a grant failed", "ref", ref, "approval_id", id, "err", err)
+			return a, fmt.Errorf("the call was approved, but the grant could not be stored (ref %s)", ref)
+		}
+	}
 	return a, nil
 }
 

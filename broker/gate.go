@@ -3,7 +3,9 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -113,35 +115,76 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		Principal: policy.Principal{ID: call.Principal.ID, Source: call.Principal.Source,
 			Client: policy.Client{Name: call.Client.Name, Version: call.Client.Version}},
 		Session: policy.Session{ID: call.Session},
-		Grants:  []policy.Grant{},
 		Time:    b.now(),
 	}
-	t0 := time.Now()
-	d := b.policy.Decide(ctx, in)
-	b.metrics.PolicyEval(time.Since(t0))
-	log := b.log.With("server", call.Server, "tool", call.Tool, "decision_id", d.ID)
+	// Only the grants that cover this call reach the policy. A grant that
+	// stops covering it between the decision and its use (revoked, used up)
+	// is dropped and the call decided again without it.
+	grants := b.grants.matching(call.Server, call.Tool, call.Principal.ID, tool.Fingerprint, digest, args, in.Time)
+	for attempt := 0; ; attempt++ {
+		in.Grants = policyGrants(grants)
+		t0 := time.Now()
+		d := b.policy.Decide(ctx, in)
+		b.metrics.PolicyEval(time.Since(t0))
+		log := b.log.With("server", call.Server, "tool", call.Tool, "decision_id", d.ID)
 
-	switch d.Action {
-	case policy.Allow:
-		b.metrics.Call(call.Server, "allowed")
-		log.Debug("call allowed", "reason", d.Reason)
-		c.audit = b.recordAsync(callRecord(EventAllowed, call, in, d))
-		return verdict{forward: true}
-	case policy.Hold:
-		b.metrics.Call(call.Server, "held")
-		log.Info("call held", "reason", d.Reason, "risk", d.Risk)
-		hc := &heldCall{s: s, c: c, req: req, call: call, in: in, decision: d}
-		if tool.Changed {
-			hc.previous = first.Definition
+		switch d.Action {
+		case policy.Allow:
+			rec := callRecord(EventAllowed, call, in, d)
+			if d.Grant == "" {
+				b.metrics.Call(call.Server, "allowed")
+				log.Debug("call allowed", "reason", d.Reason)
+				c.audit = b.recordAsync(rec)
+				return verdict{forward: true}
+			}
+			g := grantByID(grants, d.Grant)
+			if g == nil {
+				// The engine refuses such decisions; any other Policy
+				// that names a grant it was not offered fails closed.
+				log.Error("the policy relied on a grant it was not offered", "grant_id", d.Grant)
+				return refuse(deniedText(call.Tool, policy.Decision{ID: d.ID, Reason: "the policy named a grant that does not cover this call"}))
+			}
+			rec.Reason = grantedReason(g)
+			audit, err := b.useGrant(ctx, g, rec)
+			if errors.Is(err, ErrGrantNotActive) && attempt < 3 {
+				grants = slices.DeleteFunc(grants, func(x *Grant) bool { return x.ID == g.ID })
+				continue
+			}
+			if err != nil {
+				ref := newRef()
+				log.Error("counting a grant's use failed", "ref", ref, "grant_id", g.ID, "err", err)
+				return refuse(fmt.Sprintf("Airlock could not record this call's use of grant %s, so it was not run (ref %s).", g.ID, ref))
+			}
+			b.metrics.Call(call.Server, "allowed")
+			log.Debug("call allowed by a grant", "grant_id", g.ID)
+			c.audit = audit
+			return verdict{forward: true}
+		case policy.Hold:
+			b.metrics.Call(call.Server, "held")
+			log.Info("call held", "reason", d.Reason, "risk", d.Risk)
+			hc := &heldCall{s: s, c: c, req: req, call: call, in: in, decision: d}
+			if tool.Changed {
+				hc.previous = first.Definition
+			}
+			return b.holdCall(ctx, hc)
+		default:
+			// Deny, and whatever else: the engine fails closed to deny.
+			b.metrics.Call(call.Server, "denied")
+			log.Info("call denied", "reason", d.Reason)
+			b.record(callRecord(EventDenied, call, in, d))
+			return refuse(deniedText(call.Tool, d))
 		}
-		return b.holdCall(ctx, hc)
-	default:
-		// Deny, and whatever else: the engine fails closed to deny.
-		b.metrics.Call(call.Server, "denied")
-		log.Info("call denied", "reason", d.Reason)
-		b.record(callRecord(EventDenied, call, in, d))
-		return refuse(deniedText(call.Tool, d))
 	}
+}
+
+// grantByID finds the grant the policy relied on, or nil.
+func grantByID(gs []*Grant, id string) *Grant {
+	for _, g := range gs {
+		if g.ID == id {
+			return g
+		}
+	}
+	return nil
 }
 
 func deniedText(tool string, d policy.Decision) string {

@@ -381,10 +381,7 @@ func TestRestartAbandonsPending(t *testing.T) {
 	if err := store.CreateApproval(context.Background(), a, nil); err != nil {
 		t.Fatal(err)
 	}
-	b := newBrokerWith(t, broker.Options{Policy: brokertest.AllowAll(), Store: store}, brokertest.NewServer().Upstream("test"))
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	newBrokerWith(t, broker.Options{Policy: brokertest.AllowAll(), Store: store}, brokertest.NewServer().Upstream("test")) // starts it
 	got, _ := store.Approval(context.Background(), "01TEST")
 	if got.Status != broker.StatusAbandoned || !strings.Contains(got.Note, "restarted") {
 		t.Errorf("after restart: %+v", got)

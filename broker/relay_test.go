@@ -139,7 +139,8 @@ func newBroker(t *testing.T, up *broker.Upstream) *broker.Broker {
 }
 
 // newBrokerWith fills in a logger and an in-memory store when opts has
-// none, and closes the broker at the end of the test.
+// none, starts the broker as serve and wrap do, and closes it at the end of
+// the test.
 func newBrokerWith(t *testing.T, opts broker.Options, up *broker.Upstream) *broker.Broker {
 	if opts.Logger == nil {
 		opts.Logger = testLogger()
@@ -149,6 +150,9 @@ func newBrokerWith(t *testing.T, opts broker.Options, up *broker.Upstream) *brok
 	}
 	b, err := broker.New(opts, up)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })

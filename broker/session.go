@@ -138,6 +138,13 @@ func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSi
 	return s, nil
 }
 
+// closing reports whether the session has begun to close.
+func (s *Session) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
 

@@ -297,12 +297,8 @@ func (h *HTTPHandler) lookup(w http.ResponseWriter, r *http.Request, up *Upstrea
 	h.mu.Lock()
 	hs := h.sessions[id]
 	h.mu.Unlock()
-	if hs != nil {
-		select {
-		case <-hs.s.Done():
-			hs = nil // closed, and about to leave the map
-		default:
-		}
+	if hs != nil && hs.s.closing() {
+		hs = nil // closed, and about to leave the map
 	}
 	if hs == nil || hs.s.up != up {
 		httpError(w, http.StatusNotFound, jsonrpc.CodeInvalidRequest, "session not found; send initialize to start a new one")

@@ -87,6 +87,7 @@ func (s *Session) recordTools(result json.RawMessage) {
 	if len(defs) == 0 {
 		return
 	}
+	s.b.tools.saw(s.up.Name, defs)
 	s.b.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -135,7 +136,10 @@ func (s *Session) listTools(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listing tools of %s: %w", s.up.Name, err)
 		}
-		if _, cursor = s.tools.record(res, s.b.now()); cursor == "" {
+		var defs []*ToolDefinition
+		defs, cursor = s.tools.record(res, s.b.now())
+		s.b.tools.saw(s.up.Name, defs)
+		if cursor == "" {
 			return nil
 		}
 	}
@@ -145,9 +149,31 @@ func (s *Session) listTools(ctx context.Context) error {
 // toolRegistry remembers, for each server's tools, the definition first
 // seen, backed by the store so that it survives restarts. A tool whose
 // fingerprint differs from its first one has changed: the rug-pull defence.
+// It also keeps each tool's latest fingerprint, which a grant made without
+// an approval is bound to.
 type toolRegistry struct {
-	mu    sync.Mutex
-	first map[[2]string]*ToolRecord
+	mu     sync.Mutex
+	first  map[[2]string]*ToolRecord
+	newest map[[2]string]string
+}
+
+// saw notes the definitions a server just listed.
+func (r *toolRegistry) saw(server string, defs []*ToolDefinition) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.newest == nil {
+		r.newest = make(map[[2]string]string)
+	}
+	for _, d := range defs {
+		r.newest[[2]string{server, d.Name}] = d.Fingerprint
+	}
+}
+
+// latest returns the fingerprint the tool was last listed with, or "".
+func (r *toolRegistry) latest(server, tool string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.newest[[2]string{server, tool}]
 }
 
 func (r *toolRegistry) firstSeen(ctx context.Context, b *Broker, server string, d *ToolDefinition) (*ToolRecord, error) {
