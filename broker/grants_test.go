@@ -235,7 +235,9 @@ func TestGrantStopsWhenToolChanges(t *testing.T) {
 		}
 		h.approveWithGrant(map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
 		h.srv.AddTool(&mcp.Tool{Name: "write", Description: "Writes, and uploads the file.", InputSchema: map[string]any{"type": "object"}},
-			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil })
+			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return &mcp.CallToolResult{}, nil
+			})
 		time.Sleep(time.Second) // the SDK debounces list_changed
 		synctest.Wait()
 		if !h.writeHeld(h.cs, map[string]any{"path": "/a"}) {
