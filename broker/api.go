@@ -26,6 +26,10 @@ func (b *Broker) APIHandler(token string) http.Handler {
 	mux.HandleFunc("GET /api/v1/events", b.apiEvents)
 	mux.HandleFunc("GET /api/v1/audit", b.apiAudit)
 	mux.HandleFunc("GET /api/v1/audit/verify", b.apiVerify)
+	mux.HandleFunc("GET /api/v1/grants", b.apiGrants)
+	mux.HandleFunc("POST /api/v1/grants", b.apiCreateGrant)
+	mux.HandleFunc("GET /api/v1/grants/{id}", b.apiGrant)
+	mux.HandleFunc("DELETE /api/v1/grants/{id}", b.apiRevokeGrant)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "no such API endpoint: %s %s", r.Method, r.URL.Path)
 	})
@@ -88,6 +92,8 @@ type DecisionRequest struct {
 	// Channel says where the decision came from: "cli" or "api" (the
 	// default).
 	Channel string `json:"channel,omitempty"`
+	// Grant makes an "always allow" along with an approval.
+	Grant *GrantRequest `json:"grant,omitempty"`
 }
 
 func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
@@ -109,16 +115,20 @@ func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, `channel must be "api" or "cli"`)
 		return
 	}
-	a, err := b.Decide(r.Context(), r.PathValue("id"), Vote{Approver: req.Approver, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason})
+	a, err := b.Decide(r.Context(), r.PathValue("id"), Vote{Approver: req.Approver, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason, Grant: req.Grant})
 	var de *DecidedError
 	switch {
 	case err == nil:
 		writeAPI(w, http.StatusOK, a)
+	case a != nil:
+		// Approved, but the grant failed: say both.
+		writeAPI(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "approval": a})
 	case errors.As(err, &de):
 		apiError(w, http.StatusConflict, "%s", de.Error())
 	case errors.Is(err, ErrNotFound):
 		apiError(w, http.StatusNotFound, "no approval %s", r.PathValue("id"))
-	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrAlreadyVoted):
+	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrAlreadyVoted),
+		errors.Is(err, ErrNotGrantable), errors.Is(err, ErrGrantScope), errors.Is(err, ErrGrantQuorum):
 		apiError(w, http.StatusForbidden, "%s", err.Error())
 	case errors.Is(err, ErrBadVerdict), errors.Is(err, ErrNoApprover):
 		apiError(w, http.StatusBadRequest, "%s", err.Error())
@@ -196,6 +206,77 @@ func (b *Broker) apiVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeAPI(w, http.StatusOK, v)
+}
+
+func (b *Broker) apiGrants(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	gq := GrantQuery{Server: q.Get("server"), Tool: q.Get("tool"), Before: q.Get("before")}
+	for _, s := range q["status"] {
+		for part := range strings.SplitSeq(s, ",") {
+			gq.Status = append(gq.Status, GrantStatus(part))
+		}
+	}
+	var err error
+	if gq.Limit, err = intParam(q.Get("limit")); err != nil {
+		apiError(w, http.StatusBadRequest, "limit: %v", err)
+		return
+	}
+	list, err := b.store.Grants(r.Context(), gq)
+	if err != nil {
+		b.apiInternal(w, "listing grants", err)
+		return
+	}
+	if list == nil {
+		list = []*Grant{}
+	}
+	writeAPI(w, http.StatusOK, map[string]any{"grants": list})
+}
+
+func (b *Broker) apiGrant(w http.ResponseWriter, r *http.Request) {
+	g, err := b.store.Grant(r.Context(), r.PathValue("id"))
+	if errors.Is(err, ErrNotFound) {
+		apiError(w, http.StatusNotFound, "no grant %s", r.PathValue("id"))
+		return
+	}
+	if err != nil {
+		b.apiInternal(w, "reading a grant", err)
+		return
+	}
+	writeAPI(w, http.StatusOK, g)
+}
+
+func (b *Broker) apiCreateGrant(w http.ResponseWriter, r *http.Request) {
+	var spec GrantSpec
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		apiError(w, http.StatusBadRequest, "grant body: %v", err)
+		return
+	}
+	g, err := b.CreateGrant(r.Context(), spec)
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "%s", err.Error())
+		return
+	}
+	writeAPI(w, http.StatusCreated, g)
+}
+
+func (b *Broker) apiRevokeGrant(w http.ResponseWriter, r *http.Request) {
+	by := r.URL.Query().Get("by")
+	if by == "" {
+		by = AdminIdentity
+	}
+	g, err := b.RevokeGrant(r.Context(), r.PathValue("id"), by)
+	switch {
+	case err == nil:
+		writeAPI(w, http.StatusOK, g)
+	case errors.Is(err, ErrNotFound):
+		apiError(w, http.StatusNotFound, "no grant %s", r.PathValue("id"))
+	case errors.Is(err, ErrGrantNotActive):
+		apiError(w, http.StatusConflict, "%s", err.Error())
+	default:
+		b.apiInternal(w, "revoking a grant", err)
+	}
 }
 
 func (b *Broker) apiInternal(w http.ResponseWriter, what string, err error) {

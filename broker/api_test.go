@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/wire"
@@ -146,4 +147,38 @@ func TestAPIEventStream(t *testing.T) {
 		t.Errorf("decided event: %+v", a)
 	}
 	<-done
+}
+
+func TestAPIGrants(t *testing.T) {
+	h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
+	api := newAPI(t, h)
+	done := h.call(context.Background(), "write", map[string]any{"path": "/a"}, nil)
+	a := h.held()
+	var e struct{ Error string }
+	if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", `{"verdict":"approve","grant":{"scope":"everything","ttl":"1h"}}`, &e); code != 403 || !strings.Contains(e.Error, "does not allow that scope") {
+		t.Errorf("a scope the policy does not offer: %d %q", code, e.Error)
+	}
+	var got broker.Approval
+	if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", `{"verdict":"approve","grant":{"scope":"arguments","ttl":"30m"}}`, &got); code != 200 || got.GrantID == "" {
+		t.Fatalf("approve with a grant: %d %+v", code, got)
+	}
+	<-done
+	var list struct{ Grants []*broker.Grant }
+	if code := api.do("GET", "/api/v1/grants?status=active", "", &list); code != 200 || len(list.Grants) != 1 || list.Grants[0].ID != got.GrantID ||
+		list.Grants[0].Scope != "arguments" || string(list.Grants[0].KeyArguments["path"]) != `"/a"` {
+		t.Fatalf("grants: %d %+v", code, list.Grants)
+	}
+	var g broker.Grant
+	if code := api.do("DELETE", "/api/v1/grants/"+got.GrantID+"?by=bob", "", &g); code != 200 || g.Status != broker.GrantRevoked || g.EndedBy != "bob" {
+		t.Errorf("revoke: %d %+v", code, g)
+	}
+	if code := api.do("DELETE", "/api/v1/grants/"+got.GrantID, "", &e); code != 409 {
+		t.Errorf("revoking twice: %d", code)
+	}
+	if code := api.do("POST", "/api/v1/grants", `{"server":"test","tool":"write","scope":"tool"}`, &e); code != 400 || !strings.Contains(e.Error, "needs a ttl") {
+		t.Errorf("a grant without a ttl: %d %q", code, e.Error)
+	}
+	if code := api.do("POST", "/api/v1/grants", `{"server":"test","tool":"write","scope":"tool","ttl":"2h","created_by":"ops"}`, &g); code != 201 || g.CreatedBy != "ops" {
+		t.Errorf("create: %d %+v", code, g)
+	}
 }

@@ -97,7 +97,11 @@ hold_for_approval := {
 	"reason": hold_reason,
 	"quorum": 1,
 	"timeout": hold_timeout,
-	"grantable": {"scopes": ["exact", "arguments", "tool"], "max_ttl": grant_max_ttl},
+	# An "arguments" grant needs to know which arguments matter (a repo, a
+	# path), which only a policy for a particular server does: see the
+	# filesystem example. The baseline offers the same call again (exact)
+	# or the whole tool.
+	"grantable": {"scopes": ["exact", "tool"], "max_ttl": grant_max_ttl},
 }
 
 hold_reason := sprintf("%q on server %q %s; it waits for a person to approve it.", [input.tool.name, input.server.name, why_held])

@@ -55,7 +55,7 @@ test_unannotated_tool_is_held_at_medium_risk if {
 	d.risk == "medium"
 	d.quorum == 1
 	d.timeout == "10m"
-	d.grantable == {"scopes": ["exact", "arguments", "tool"], "max_ttl": "24h"}
+	d.grantable == {"scopes": ["exact", "tool"], "max_ttl": "24h"}
 	d.reason == `"write_file" on server "filesystem" is not annotated read-only; it waits for a person to approve it.`
 }
 

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 // adminFlags are the flags every admin command takes.
@@ -202,6 +205,8 @@ func newPendingView(a *broker.Approval) pendingView {
 func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 	var f adminFlags
 	var reason, as string
+	var grant broker.GrantRequest
+	var ttl time.Duration
 	use, short := "approve ID", "Approve a held call, which is then released"
 	if verdict == broker.Deny {
 		use, short = "deny ID", "Deny a held call; the agent reads the reason"
@@ -217,6 +222,10 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 			}
 			id := args[0]
 			body := broker.DecisionRequest{Verdict: verdict, Reason: reason, Approver: as, Channel: "cli"}
+			if grant.Scope != "" {
+				grant.TTL = policy.Duration(ttl)
+				body.Grant = &grant
+			}
 			for _, c := range clients {
 				var a broker.Approval
 				err := c.do(cmd.Context(), http.MethodPost, "/api/v1/approvals/"+url.PathEscape(id)+"/decision", body, &a)
@@ -235,6 +244,9 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s (%d of %d approvals needed).\n", id, a.Approvals(), a.Quorum())
 				case broker.StatusApproved:
 					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, a.Tool, a.Server)
+					if a.GrantID != "" {
+						fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls until it expires or is revoked (airlock grants revoke %s).\n", a.GrantID, a.GrantID)
+					}
 				default:
 					fmt.Fprintf(cmd.OutOrStdout(), "Denied %s: the call to %s on %s will not run.\n", id, a.Tool, a.Server)
 				}
@@ -246,6 +258,198 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (the agent reads a denial's reason)")
 	cmd.Flags().StringVar(&as, "as", "", `the approver's identity to record (default "`+broker.AdminIdentity+`", the admin token's holder)`)
+	if verdict == broker.Approve {
+		cmd.Flags().StringVar(&grant.Scope, "grant", "", "also allow such calls from now on: exact (same arguments), arguments (same key arguments), or tool (any arguments)")
+		cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")
+		cmd.Flags().BoolVar(&grant.Anyone, "anyone", false, "the grant covers every caller, not only this call's requester")
+		cmd.Flags().IntVar(&grant.MaxUses, "max-uses", 0, "the grant allows at most this many calls (0: no limit)")
+	}
+	return cmd
+}
+
+func newGrantsCmd() *cobra.Command {
+	var f adminFlags
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "grants [list] [--json] [--all]",
+		Short: `List "always allow" grants; add or revoke them`,
+		Long: `A grant lets later calls like an approved one through without asking:
+the same arguments (exact), the same key arguments (arguments), or any
+arguments (tool), for a limited time. The policy still has the last word.
+See docs/grants.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return listGrants(cmd, &f, all) },
+	}
+	list := &cobra.Command{
+		Use:   "list [--json] [--all]",
+		Short: "List active grants (--all: every grant)",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return listGrants(cmd, &f, all) },
+	}
+	for _, c := range []*cobra.Command{cmd, list} {
+		f.register(c, true)
+		c.Flags().BoolVar(&all, "all", false, "include revoked, expired and used-up grants")
+	}
+	cmd.AddCommand(list, newGrantRevokeCmd(), newGrantAddCmd())
+	return cmd
+}
+
+func listGrants(cmd *cobra.Command, f *adminFlags, all bool) error {
+	clients, err := f.brokers()
+	if err != nil {
+		return err
+	}
+	path := "/api/v1/grants?limit=1000"
+	if !all {
+		path += "&status=active"
+	}
+	var grants []*broker.Grant
+	for _, c := range clients {
+		var res struct{ Grants []*broker.Grant }
+		if err := c.do(cmd.Context(), http.MethodGet, path, nil, &res); err != nil {
+			return err
+		}
+		grants = append(grants, res.Grants...)
+	}
+	slices.SortFunc(grants, func(a, b *broker.Grant) int { return strings.Compare(b.ID, a.ID) })
+	if f.jsonOut {
+		if grants == nil {
+			grants = []*broker.Grant{}
+		}
+		return printJSON(cmd.OutOrStdout(), grants)
+	}
+	if len(grants) == 0 {
+		fmt.Fprintln(cmd.OutOrStdout(), "No grants.")
+		return nil
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tSERVER\tTOOL\tSCOPE\tCOVERS\tFOR\tBY\tEXPIRES IN\tUSES")
+	for _, g := range grants {
+		covers := "any arguments"
+		switch g.Scope {
+		case broker.ScopeExact:
+			covers = "the same arguments"
+		case broker.ScopeArguments:
+			var parts []string
+			for _, k := range slices.Sorted(maps.Keys(g.KeyArguments)) {
+				parts = append(parts, k+"="+string(g.KeyArguments[k]))
+			}
+			covers = strings.Join(parts, " ")
+		}
+		who := g.Principal
+		if who == "" {
+			who = "anyone"
+		}
+		uses := fmt.Sprint(g.Uses)
+		if g.MaxUses > 0 {
+			uses += fmt.Sprintf(" of %d", g.MaxUses)
+		}
+		left := "-"
+		if g.Status == broker.GrantActive {
+			left = g.ExpiresAt.Sub(now).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Status, g.Server, g.Tool, g.Scope, covers, who, g.CreatedBy, left, uses)
+	}
+	return tw.Flush()
+}
+
+func newGrantRevokeCmd() *cobra.Command {
+	var f adminFlags
+	var as string
+	cmd := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a grant; the next call it covered is decided without it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			clients, err := f.brokers()
+			if err != nil {
+				return err
+			}
+			for _, c := range clients {
+				var g broker.Grant
+				err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/grants/"+url.PathEscape(args[0])+"?by="+url.QueryEscape(as), nil, &g)
+				var ae *apiError
+				if errors.As(err, &ae) && ae.Status == http.StatusNotFound && len(clients) > 1 {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("revoke %s: %w", args[0], err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Revoked grant %s (%s on %s, %s scope).\n", g.ID, g.Tool, g.Server, g.Scope)
+				return nil
+			}
+			return fmt.Errorf("no running broker knows grant %s", args[0])
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().StringVar(&as, "as", broker.AdminIdentity, "who revokes, for the audit log")
+	return cmd
+}
+
+func newGrantAddCmd() *cobra.Command {
+	var f adminFlags
+	var spec broker.GrantSpec
+	var ttl time.Duration
+	var args, keyArgs []string
+	cmd := &cobra.Command{
+		Use:   "add --server S --tool T --scope exact|arguments|tool --ttl 1h [--arg KEY=JSON]...",
+		Short: "Make a grant without an approval",
+		Long: `add makes a grant directly. It is bound to the tool's definition as Airlock
+last saw it listed, so a client must have listed the server's tools since
+the broker started. For an exact grant give the full arguments with --args;
+for an arguments grant give each key argument with --arg KEY=VALUE (VALUE is
+JSON; a bare word is taken as a string).`,
+		Example: `  airlock grants add --server github --tool create_pull_request --scope arguments --arg repo=acme/api --ttl 8h
+  airlock grants add --server fs --tool write_file --scope exact --args '{"path":"/srv/x","content":"y"}' --ttl 1h`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.one()
+			if err != nil {
+				return err
+			}
+			spec.TTL = policy.Duration(ttl)
+			if len(args) > 0 {
+				spec.Arguments = json.RawMessage(args[0])
+			}
+			if len(keyArgs) > 0 {
+				spec.KeyArguments = map[string]json.RawMessage{}
+				for _, kv := range keyArgs {
+					k, v, ok := strings.Cut(kv, "=")
+					if !ok || k == "" {
+						return fmt.Errorf("--arg %q: want KEY=VALUE", kv)
+					}
+					if !json.Valid([]byte(v)) {
+						v = strconv.Quote(v)
+					}
+					spec.KeyArguments[k] = json.RawMessage(v)
+				}
+			}
+			var g broker.Grant
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/grants", spec, &g); err != nil {
+				return err
+			}
+			if f.jsonOut {
+				return printJSON(cmd.OutOrStdout(), &g)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows %s on %s (%s scope) until %s.\n", g.ID, g.Tool, g.Server, g.Scope, g.ExpiresAt.Local().Format(time.RFC3339))
+			return nil
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVar(&spec.Server, "server", "", "the server's name")
+	cmd.Flags().StringVar(&spec.Tool, "tool", "", "the tool's name")
+	cmd.Flags().StringVar(&spec.Scope, "scope", "", "exact, arguments or tool")
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long it lasts (at most 30 days)")
+	cmd.Flags().StringArrayVar(&args, "args", nil, "the full arguments, as JSON, for an exact grant")
+	cmd.Flags().StringArrayVar(&keyArgs, "arg", nil, "KEY=VALUE for an arguments grant; repeat for more keys")
+	cmd.Flags().StringVar(&spec.Principal, "principal", "", "whom it covers (default: anyone)")
+	cmd.Flags().IntVar(&spec.MaxUses, "max-uses", 0, "at most this many calls (0: no limit)")
+	cmd.Flags().StringVar(&spec.Reason, "reason", "", "why, for the audit log")
+	cmd.Flags().StringVar(&spec.CreatedBy, "as", broker.AdminIdentity, "who makes it, for the audit log")
+	for _, name := range []string{"server", "tool", "scope"} {
+		cmd.MarkFlagRequired(name)
+	}
 	return cmd
 }
 
