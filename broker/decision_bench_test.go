@@ -1,0 +1,84 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/airlock-mcp/airlock/policy"
+)
+
+// BenchmarkDecision measures the gate's decision for one call — matching
+// grants in Go, then the default policy library — with 0, 10,000 and
+// 100,000 active grants stored. The grants are for other tools, other
+// arguments and other paths, so that every case reaches the same decision
+// and only the cost of having the grants shows. Each case reports p50 and
+// p99 in µs; compare them within one run:
+//
+//	go test -run '^$' -bench Decision -benchtime 20000x ./broker
+func BenchmarkDecision(b *testing.B) {
+	engine, err := policy.New(context.Background(), policy.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	args := json.RawMessage(`{"path":"/srv/data/report.md","content":"quarterly numbers"}`)
+	digest, _ := policy.Digest(args)
+	rawTool := json.RawMessage(`{"name":"write_file","description":"Write a file.","inputSchema":{"type":"object"},"annotations":{"destructiveHint":true}}`)
+	fp, _ := policy.Fingerprint(rawTool)
+	now := time.Now()
+
+	for _, n := range []int{0, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
+			var ix grantIndex
+			fillGrants(&ix, n, fp, now)
+			in := &policy.Input{
+				Server:          policy.Server{Name: "filesystem", Transport: "stdio", TrustAnnotations: true},
+				Tool:            policy.Tool{Name: "write_file", Description: "Write a file.", Annotations: json.RawMessage(`{"destructiveHint":true}`), Fingerprint: fp, FirstSeen: now},
+				Arguments:       args,
+				ArgumentsDigest: digest,
+				Principal:       policy.Principal{ID: "alice", Source: "os"},
+				Time:            now,
+			}
+			lat := make([]time.Duration, 0, b.N)
+			ctx := context.Background()
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				gs := ix.matching("filesystem", "write_file", "alice", fp, digest, args, now)
+				in.Grants = policyGrants(gs)
+				d := engine.Decide(ctx, in)
+				lat = append(lat, time.Since(t0))
+				if d.Action != policy.Hold || len(gs) != 0 {
+					b.Fatalf("decision %s with %d grants; the case must not change it", d.Action, len(gs))
+				}
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+		})
+	}
+}
+
+// fillGrants adds n active grants that do not cover the benchmarked call:
+// a third for other tools, a third exact grants for other arguments of the
+// same tool, a third arguments grants for other paths.
+func fillGrants(ix *grantIndex, n int, fp string, now time.Time) {
+	for i := range n {
+		g := &Grant{ID: fmt.Sprintf("G%08d", i), Status: GrantActive, Server: "filesystem", Tool: "write_file",
+			ToolFingerprint: fp, Principal: "alice", CreatedBy: "bob", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		switch i % 3 {
+		case 0:
+			g.Tool, g.Scope = fmt.Sprintf("tool_%d", i), ScopeTool
+		case 1:
+			g.Scope, g.ArgumentsDigest = ScopeExact, fmt.Sprintf("sha256:%064d", i)
+		case 2:
+			g.Scope = ScopeArguments
+			g.KeyArguments = map[string]json.RawMessage{"path": json.RawMessage(fmt.Sprintf(`"/srv/other/%d"`, i))}
+		}
+		ix.add(g)
+	}
+}
