@@ -62,6 +62,10 @@ type Options struct {
 	// Heartbeat spaces progress notifications to a waiting caller; 0
 	// means DefaultHeartbeat.
 	Heartbeat time.Duration
+	// SkipAllowedAudit leaves calls the policy simply allowed out of the
+	// audit log, which removes a durable write from each. Denied, refused,
+	// held and grant-allowed calls, and every decision, are still recorded.
+	SkipAllowedAudit bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -77,6 +81,7 @@ type Broker struct {
 	upstreams map[string]*Upstream
 	now       func() time.Time
 
+	skipAllowed     bool
 	initTimeout     time.Duration
 	holdWait        time.Duration
 	approvalTimeout time.Duration
@@ -105,6 +110,7 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 		notifiers:       opts.Notifiers,
 		upstreams:       make(map[string]*Upstream, len(upstreams)),
 		now:             opts.Now,
+		skipAllowed:     opts.SkipAllowedAudit,
 		initTimeout:     orDefault(opts.InitTimeout, DefaultInitTimeout),
 		holdWait:        orDefault(opts.HoldWait, DefaultHoldWait),
 		approvalTimeout: orDefault(opts.ApprovalTimeout, DefaultApprovalTimeout),

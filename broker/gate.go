@@ -134,7 +134,9 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 			if d.Grant == "" {
 				b.metrics.Call(call.Server, "allowed")
 				log.Debug("call allowed", "reason", d.Reason)
-				c.audit = b.recordAsync(rec)
+				if !b.skipAllowed {
+					c.audit = b.recordAsync(rec)
+				}
 				return verdict{forward: true}
 			}
 			g := grantByID(grants, d.Grant)

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -21,26 +24,58 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
+
+	"github.com/airlock-mcp/airlock/broker"
+	airlockrego "github.com/airlock-mcp/airlock/rego"
 )
 
 type benchOptions struct {
 	duration   time.Duration
 	callers    []int
 	transports []string
+	workloads  []string
+	upstream   string
+	node       string
+	peerURL    string
+	held       int
 	jsonOut    bool
+}
+
+// The workloads: what one call of each does through Airlock.
+var benchWorkloads = []string{
+	"allowed",           // a read-only tool: the default policy allows it, the call is audited
+	"allowed-unaudited", // the same with audit_allowed_calls off, to price the durable audit
+	"denied",            // a tool the bench policy denies: answered without the upstream
+	"granted",           // a tool the bench policy holds, released by a grant made first
+	"list",              // tools/list, which passes straight through
 }
 
 func newBenchCmd() *cobra.Command {
 	var o benchOptions
-	var callers, transports string
+	var callers, transports, workloads string
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure what Airlock adds to a tool call, against the same server directly",
-		Long: `bench starts a small Go MCP echo server as a real process and calls its
-read-only "echo" tool, first directly and then through Airlock (wrap over
-stdio, serve over streamable HTTP), in the same run, at each number of
-concurrent callers. It reports calls/s and latency for both, and their ratio:
-figures from one run on one machine, comparable with each other only.`,
+		Short: "Measure what Airlock adds to MCP calls, against the same server directly",
+		Long: `bench starts an upstream MCP server as a real process and measures each
+workload first directly, then through Airlock, back to back in the same run,
+at each number of concurrent callers on one session:
+
+  allowed            a read-only tool, allowed by the default policy and audited
+  allowed-unaudited  the same with audit_allowed_calls off
+  denied             a tool the bench policy denies
+  granted            a tool the bench policy holds, released by a grant
+  list               tools/list
+
+Over stdio the client starts "airlock wrap -- UPSTREAM"; over HTTP it talks to
+"airlock serve", which runs the upstream over stdio, and the direct path is
+the upstream's own streamable HTTP endpoint. Upstreams: "echo", a minimal Go
+server built into this binary (it shows Airlock's own cost), and
+"everything", @modelcontextprotocol/server-everything from npm (it needs Node
+and the package: npm ci --prefix testdata/node).
+
+--peer-url adds a third path over HTTP: another proxy you started in front
+of the same upstream. --held N instead holds N calls at once and reports
+Airlock's memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -53,33 +88,52 @@ figures from one run on one machine, comparable with each other only.`,
 					return fmt.Errorf("--transports: %q is not stdio or http", tr)
 				}
 			}
+			o.workloads = strings.Split(workloads, ",")
+			for _, w := range o.workloads {
+				if !slices.Contains(benchWorkloads, w) {
+					return fmt.Errorf("--workloads: %q is not one of %s", w, strings.Join(benchWorkloads, ", "))
+				}
+			}
+			if o.upstream != "echo" && o.upstream != "everything" {
+				return fmt.Errorf("--upstream: %q is not echo or everything", o.upstream)
+			}
 			return runBench(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
 	cmd.Flags().DurationVar(&o.duration, "duration", 3*time.Second, "measuring time for each case")
 	cmd.Flags().StringVar(&callers, "callers", "1,8,64", "numbers of concurrent callers, comma-separated")
-	cmd.Flags().StringVar(&transports, "transports", "stdio,http", "transports to measure: stdio, http")
+	cmd.Flags().StringVar(&transports, "transports", "stdio,http", "transports: stdio, http")
+	cmd.Flags().StringVar(&workloads, "workloads", strings.Join(benchWorkloads, ","), "workloads, comma-separated")
+	cmd.Flags().StringVar(&o.upstream, "upstream", "echo", "the upstream server: echo or everything")
+	cmd.Flags().StringVar(&o.node, "node", "", "Node.js for --upstream everything (default: testdata/node's, else node on PATH)")
+	cmd.Flags().StringVar(&o.peerURL, "peer-url", "", "also measure another proxy at this streamable HTTP URL (HTTP only)")
+	cmd.Flags().IntVar(&o.held, "held", 0, "hold this many calls at once over stdio and report Airlock's memory, instead of the workloads")
 	cmd.Flags().BoolVar(&o.jsonOut, "json", false, "print results as JSON")
 	cmd.AddCommand(newEchoServerCmd())
 	return cmd
 }
 
-// newEchoServerCmd is the upstream bench measures: as little server as an
-// MCP tool call can have, so that the cost of what sits in front shows.
+// newEchoServerCmd is the Go upstream bench measures: as little server as
+// an MCP call can have, so that the cost of what sits in front shows.
 func newEchoServerCmd() *cobra.Command {
 	var addr string
 	cmd := &cobra.Command{
 		Use:    "echo-server",
-		Short:  "Serve a minimal MCP echo tool (the bench upstream)",
+		Short:  "Serve a minimal MCP server (the bench upstream)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s := mcp.NewServer(&mcp.Implementation{Name: "airlock-bench-echo", Version: "1"}, nil)
-			s.AddTool(&mcp.Tool{Name: "echo", Description: "Echo the arguments back.", InputSchema: json.RawMessage(`{"type":"object"}`),
-				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
-				func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-					return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(req.Params.Arguments)}}}, nil
-				})
+			echo := func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(req.Params.Arguments)}}}, nil
+			}
+			yes := true
+			schema := json.RawMessage(`{"type":"object"}`)
+			s.AddTool(&mcp.Tool{Name: "echo", Description: "Echo the arguments back.", InputSchema: schema,
+				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, echo)
+			s.AddTool(&mcp.Tool{Name: "write", Description: "Pretend to write.", InputSchema: schema,
+				Annotations: &mcp.ToolAnnotations{DestructiveHint: &yes}}, echo)
+			s.AddTool(&mcp.Tool{Name: "blocked", Description: "A tool the bench policy denies.", InputSchema: schema}, echo)
 			if addr == "" {
 				return s.Run(cmd.Context(), &mcp.StdioTransport{})
 			}
@@ -96,15 +150,125 @@ func newEchoServerCmd() *cobra.Command {
 	return cmd
 }
 
+// benchUpstream says how to run an upstream and what each workload calls.
+type benchUpstream struct {
+	stdio []string
+	// http returns the command that serves it over HTTP at addr, and its
+	// endpoint.
+	http  func(addr string) ([]string, []string, string)
+	calls map[string]benchCall
+}
+
+type benchCall struct {
+	tool string
+	args map[string]any
+}
+
+func (o benchOptions) upstreamSpec(self string) (*benchUpstream, error) {
+	if o.upstream == "echo" {
+		return &benchUpstream{
+			stdio: []string{self, "bench", "echo-server"},
+			http: func(addr string) ([]string, []string, string) {
+				return []string{self, "bench", "echo-server", "--http", addr}, nil, "http://" + addr + "/"
+			},
+			calls: map[string]benchCall{
+				"allowed": {"echo", map[string]any{"text": "hello"}},
+				"denied":  {"blocked", map[string]any{}},
+				"granted": {"write", map[string]any{"path": "/tmp/x"}},
+			},
+		}, nil
+	}
+	node, script, err := everythingServer(o.node)
+	if err != nil {
+		return nil, err
+	}
+	return &benchUpstream{
+		stdio: []string{node, script},
+		http: func(addr string) ([]string, []string, string) {
+			_, port, _ := net.SplitHostPort(addr)
+			return []string{node, script, "streamableHttp"}, []string{"PORT=" + port}, "http://" + addr + "/mcp"
+		},
+		calls: map[string]benchCall{
+			"allowed": {"echo", map[string]any{"message": "hello"}},
+			"denied":  {"get-env", map[string]any{}},
+			"granted": {"get-sum", map[string]any{"a": 1, "b": 2}},
+		},
+	}, nil
+}
+
+// everythingServer finds Node and the npm server-everything script.
+func everythingServer(node string) (string, string, error) {
+	root, _ := os.Getwd()
+	for dir := root; ; dir = filepath.Dir(dir) {
+		base := filepath.Join(dir, "testdata", "node", "node_modules")
+		script := filepath.Join(base, ".bin", "mcp-server-everything")
+		if _, err := os.Stat(script); err == nil {
+			if node == "" {
+				if _, err := os.Stat(filepath.Join(base, ".bin", "node")); err == nil {
+					node = filepath.Join(base, ".bin", "node")
+				}
+			}
+			if node == "" {
+				node = "node"
+			}
+			return node, script, nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", "", errors.New("--upstream everything needs @modelcontextprotocol/server-everything: run `npm ci --prefix testdata/node` in the repository")
+		}
+	}
+}
+
+// benchPolicy is the default library with two additions: it denies the
+// denied workload's tools, and holds the granted workload's tools unless a
+// grant covers them.
+const benchPolicy = `package airlock
+
+import data.airlock.baseline
+
+decision := {"action": "deny", "reason": "the bench denies this tool"} if {
+	input.tool.name in {"blocked", "get-env"}
+} else := {"action": "allow", "reason": "granted", "grant": min({g.id | some g in input.grants})} if {
+	count(input.grants) > 0
+} else := {"action": "hold", "reason": "the bench holds this tool", "grantable": {"scopes": ["tool"], "max_ttl": "24h"}} if {
+	input.tool.name in {"write", "get-sum"}
+} else := baseline.decision
+`
+
+// writeBenchPolicy copies the built-in library to dir with benchPolicy as
+// its entry point.
+func writeBenchPolicy(dir string) error {
+	err := fs.WalkDir(airlockrego.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || path == "airlock.rego" || strings.HasSuffix(path, "_test.rego") {
+			return err
+		}
+		data, err := airlockrego.FS.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(path)), 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, path), data, 0o600)
+	})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "airlock.rego"), []byte(benchPolicy), 0o600)
+}
+
 // benchResult is one measured case.
 type benchResult struct {
+	Workload  string  `json:"workload"`
 	Transport string  `json:"transport"`
-	Path      string  `json:"path"` // "direct" or "airlock"
+	Path      string  `json:"path"` // direct, airlock or peer
 	Callers   int     `json:"callers"`
 	Calls     int     `json:"calls"`
 	PerSecond float64 `json:"calls_per_second"`
 	P50       float64 `json:"p50_us"`
 	P99       float64 `json:"p99_us"`
+	// PeakRSS is the Airlock process's peak resident memory, in KiB.
+	PeakRSS int64 `json:"peak_rss_kib,omitempty"`
 }
 
 func runBench(ctx context.Context, out io.Writer, o benchOptions) error {
@@ -112,17 +276,37 @@ func runBench(ctx context.Context, out io.Writer, o benchOptions) error {
 	if err != nil {
 		return err
 	}
+	up, err := o.upstreamSpec(self)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "airlock-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if err := writeBenchPolicy(filepath.Join(work, "policy")); err != nil {
+		return err
+	}
+	if o.held > 0 {
+		return benchHeld(ctx, out, self, up, work, o)
+	}
 	var results []benchResult
-	for _, tr := range o.transports {
-		for _, n := range o.callers {
-			// Direct and through Airlock back to back, so that both see
-			// the same machine.
-			for _, path := range []string{"direct", "airlock"} {
-				r, err := benchCase(ctx, self, tr, path, n, o.duration)
-				if err != nil {
-					return fmt.Errorf("bench %s %s at %d callers: %w", tr, path, n, err)
+	for _, w := range o.workloads {
+		for _, tr := range o.transports {
+			for _, n := range o.callers {
+				paths := []string{"direct", "airlock"}
+				if o.peerURL != "" && tr == "http" {
+					paths = append(paths, "peer")
 				}
-				results = append(results, r)
+				// Back to back, so that every path sees the same machine.
+				for _, path := range paths {
+					r, err := benchCase(ctx, self, up, work, w, tr, path, n, o)
+					if err != nil {
+						return fmt.Errorf("bench %s over %s, %s, %d callers: %w", w, tr, path, n, err)
+					}
+					results = append(results, r)
+				}
 			}
 		}
 	}
@@ -135,97 +319,273 @@ func runBench(ctx context.Context, out io.Writer, o benchOptions) error {
 	return nil
 }
 
-// benchCase starts the processes for one case, connects a client and
-// measures it.
-func benchCase(ctx context.Context, self, transport, path string, callers int, d time.Duration) (benchResult, error) {
+// benchProcs starts and stops the processes of one case.
+type benchProcs struct {
+	ctx   context.Context
+	self  string
+	procs []*exec.Cmd
+}
+
+func (p *benchProcs) start(argv, env []string, stdio bool) (*exec.Cmd, io.WriteCloser, io.ReadCloser, error) {
+	c := exec.CommandContext(p.ctx, argv[0], argv[1:]...)
+	c.Env = append(os.Environ(), env...)
+	c.Cancel = func() error { return c.Process.Signal(os.Interrupt) }
+	c.WaitDelay = 5 * time.Second
+	var in io.WriteCloser
+	var out io.ReadCloser
+	var err error
+	if stdio {
+		if in, err = c.StdinPipe(); err != nil {
+			return nil, nil, nil, err
+		}
+		if out, err = c.StdoutPipe(); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if err := c.Start(); err != nil {
+		return nil, nil, nil, err
+	}
+	p.procs = append(p.procs, c)
+	return c, in, out, nil
+}
+
+func (p *benchProcs) stop() {
+	for _, c := range slices.Backward(p.procs) {
+		c.Process.Signal(os.Interrupt)
+		c.Wait()
+	}
+}
+
+// benchCase starts what one case needs, connects a client and measures.
+func benchCase(ctx context.Context, self string, up *benchUpstream, work, workload, transport, path string, callers int, o benchOptions) (benchResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var procs []*exec.Cmd
-	defer func() {
-		for _, p := range procs {
-			p.Process.Signal(os.Interrupt)
-			p.Wait()
-		}
-	}()
-	start := func(args ...string) (*exec.Cmd, error) {
-		c := exec.CommandContext(ctx, self, args...)
-		c.Stderr = nil // the bench's own output stays readable
-		c.Cancel = func() error { return c.Process.Signal(os.Interrupt) }
-		return c, nil
+	p := &benchProcs{ctx: ctx, self: self}
+	defer p.stop()
+	stateDir, err := os.MkdirTemp(work, "state-")
+	if err != nil {
+		return benchResult{}, err
+	}
+	cfg := filepath.Join(stateDir, "airlock.yaml")
+	cfgText := fmt.Sprintf("state_dir: %s\nlog_level: error\nhold_wait: 10m\npolicy: {dir: %s}\n", stateDir, filepath.Join(work, "policy"))
+	if workload == "allowed-unaudited" {
+		cfgText += "audit_allowed_calls: false\n"
 	}
 
 	var t mcp.Transport
-	switch transport {
-	case "stdio":
-		args := []string{"bench", "echo-server"}
+	var airlock *exec.Cmd
+	switch {
+	case transport == "stdio":
+		argv := up.stdio
 		if path == "airlock" {
-			args = append([]string{"wrap", "--name", "echo", "--", self}, args...)
+			if err := os.WriteFile(cfg, []byte(cfgText), 0o600); err != nil {
+				return benchResult{}, err
+			}
+			argv = append([]string{self, "wrap", "--name", "up", "-c", cfg, "--"}, up.stdio...)
 		}
-		c, _ := start(args...)
-		stdin, _ := c.StdinPipe()
-		stdout, _ := c.StdoutPipe()
-		if err := c.Start(); err != nil {
-			return benchResult{}, err
-		}
-		procs = append(procs, c)
-		t = &mcp.IOTransport{Reader: stdout, Writer: stdin}
-	case "http":
-		echoAddr, err := freeAddr()
+		c, in, out, err := p.start(argv, nil, true)
 		if err != nil {
 			return benchResult{}, err
 		}
-		c, _ := start("bench", "echo-server", "--http", echoAddr)
-		if err := c.Start(); err != nil {
-			return benchResult{}, err
-		}
-		procs = append(procs, c)
-		url := "http://" + echoAddr + "/"
-		if err := waitHTTP(ctx, url); err != nil {
-			return benchResult{}, err
-		}
 		if path == "airlock" {
-			airlockAddr, err := freeAddr()
-			if err != nil {
-				return benchResult{}, err
-			}
-			cfg := filepath.Join(os.TempDir(), fmt.Sprintf("airlock-bench-%d.yaml", os.Getpid()))
-			os.WriteFile(cfg, fmt.Appendf(nil, "listen: %s\nlog_level: warn\nservers:\n  echo:\n    url: %s\n", airlockAddr, url), 0o600)
-			defer os.Remove(cfg)
-			c, _ := start("serve", "-c", cfg)
-			if err := c.Start(); err != nil {
-				return benchResult{}, err
-			}
-			procs = append(procs, c)
-			url = "http://" + airlockAddr + "/mcp/echo"
-			if err := waitHTTP(ctx, "http://"+airlockAddr+"/healthz"); err != nil {
-				return benchResult{}, err
-			}
+			airlock = c
+		}
+		t = &mcp.IOTransport{Reader: out, Writer: in}
+	case path == "direct":
+		addr, err := freeAddr()
+		if err != nil {
+			return benchResult{}, err
+		}
+		argv, env, url := up.http(addr)
+		if _, _, _, err := p.start(argv, env, false); err != nil {
+			return benchResult{}, err
+		}
+		if err := waitTCP(ctx, addr); err != nil {
+			return benchResult{}, err
 		}
 		t = &mcp.StreamableClientTransport{Endpoint: url, DisableStandaloneSSE: true}
+	case path == "peer":
+		t = &mcp.StreamableClientTransport{Endpoint: o.peerURL, DisableStandaloneSSE: true}
+	default:
+		addr, err := freeAddr()
+		if err != nil {
+			return benchResult{}, err
+		}
+		cfgText += fmt.Sprintf("listen: %s\nservers:\n  up:\n    command: %q\n    args: %s\n", addr, up.stdio[0], jsonList(up.stdio[1:]))
+		if err := os.WriteFile(cfg, []byte(cfgText), 0o600); err != nil {
+			return benchResult{}, err
+		}
+		if airlock, _, _, err = p.start([]string{self, "serve", "-c", cfg}, nil, false); err != nil {
+			return benchResult{}, err
+		}
+		if err := waitTCP(ctx, addr); err != nil {
+			return benchResult{}, err
+		}
+		t = &mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp/up", DisableStandaloneSSE: true}
 	}
+
 	client := mcp.NewClient(&mcp.Implementation{Name: "airlock-bench", Version: "1"}, nil)
-	cs, err := client.Connect(ctx, t, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	cs, err := client.Connect(ctx, t, &mcp.ClientSessionOptions{ProtocolVersion: broker.LatestProtocolVersion})
 	if err != nil {
 		return benchResult{}, err
 	}
 	defer cs.Close()
-	lat, err := measure(ctx, cs, callers, d)
+	call := up.calls[strings.TrimSuffix(workload, "-unaudited")]
+	op := func() error {
+		if workload == "list" {
+			_, err := cs.ListTools(ctx, nil)
+			return err
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: call.tool, Arguments: call.args})
+		if err == nil && res.IsError && workload != "denied" && path == "airlock" {
+			err = fmt.Errorf("%s returned an error: %v", call.tool, res.Content)
+		}
+		return err
+	}
+	if path == "airlock" && workload == "granted" {
+		// A grant made before measuring, as an approver's "always allow"
+		// would leave behind. It binds to the tool's listed definition.
+		for _, err := range cs.Tools(ctx, nil) {
+			if err != nil {
+				return benchResult{}, err
+			}
+		}
+		if err := benchGrant(ctx, stateDir, call.tool); err != nil {
+			return benchResult{}, err
+		}
+	}
+	lat, err := measure(ctx, op, callers, o.duration)
 	if err != nil {
 		return benchResult{}, err
 	}
-	return summarize(transport, path, callers, d, lat), nil
+	r := summarize(lat, o.duration)
+	r.Workload, r.Transport, r.Path, r.Callers = workload, transport, path, callers
+	if airlock != nil {
+		r.PeakRSS = procStatus(airlock.Process.Pid, "VmHWM")
+	}
+	return r, nil
 }
 
-// measure keeps callers calls in flight for d, after a short warm-up, and
-// returns every call's latency.
-func measure(ctx context.Context, cs *mcp.ClientSession, callers int, d time.Duration) ([]time.Duration, error) {
-	args := map[string]any{"text": "hello"}
-	call := func() error {
-		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: args})
+// benchGrant makes a tool grant through the running broker's API.
+func benchGrant(ctx context.Context, stateDir, tool string) error {
+	refs, err := findBrokers(stateDir, false)
+	if err != nil {
 		return err
 	}
+	c := &apiClient{ref: refs[0], http: http.DefaultClient}
+	return c.do(ctx, http.MethodPost, "/api/v1/grants", map[string]any{
+		"server": "up", "tool": tool, "scope": "tool", "ttl": "24h", "reason": "bench",
+	}, nil)
+}
+
+// benchHeld holds many calls at once over stdio and reports the memory
+// Airlock needs for them.
+func benchHeld(ctx context.Context, out io.Writer, self string, up *benchUpstream, work string, o benchOptions) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := &benchProcs{ctx: ctx, self: self}
+	defer p.stop()
+	stateDir := filepath.Join(work, "held")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return err
+	}
+	cfg := filepath.Join(stateDir, "airlock.yaml")
+	os.WriteFile(cfg, fmt.Appendf(nil, "state_dir: %s\nlog_level: error\nhold_wait: 10m\npolicy: {dir: %s}\n", stateDir, filepath.Join(work, "policy")), 0o600)
+	argv := append([]string{self, "wrap", "--name", "up", "-c", cfg, "--"}, up.stdio...)
+	airlock, in, stdout, err := p.start(argv, nil, true)
+	if err != nil {
+		return err
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "airlock-bench", Version: "1"}, nil)
+	cs, err := client.Connect(ctx, &mcp.IOTransport{Reader: stdout, Writer: in}, &mcp.ClientSessionOptions{ProtocolVersion: broker.LatestProtocolVersion})
+	if err != nil {
+		return err
+	}
+	defer cs.Close()
+	if _, err := cs.ListTools(ctx, nil); err != nil {
+		return err
+	}
+	idle := procStatus(airlock.Process.Pid, "VmRSS")
+	call := up.calls["granted"] // held by the bench policy
+	callCtx, stopCalls := context.WithCancel(ctx)
+	defer stopCalls()
+	start := time.Now()
+	for i := range o.held {
+		args := map[string]any{"n": i}
+		for k, v := range call.args {
+			args[k] = v
+		}
+		go cs.CallTool(callCtx, &mcp.CallToolParams{Name: call.tool, Arguments: args})
+	}
+	refs, err := waitBroker(ctx, stateDir)
+	if err != nil {
+		return err
+	}
+	for {
+		n, err := heldNow(ctx, refs.Info.URL)
+		if err != nil {
+			return err
+		}
+		if n >= o.held {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			return fmt.Errorf("only %d of %d calls held after 5 minutes", n, o.held)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	held := procStatus(airlock.Process.Pid, "VmRSS")
+	peak := procStatus(airlock.Process.Pid, "VmHWM")
+	res := map[string]any{
+		"held": o.held, "seconds_to_hold": time.Since(start).Seconds(),
+		"idle_rss_kib": idle, "held_rss_kib": held, "peak_rss_kib": peak,
+		"kib_per_held_call": float64(held-idle) / float64(o.held),
+	}
+	if o.jsonOut {
+		return json.NewEncoder(out).Encode(res)
+	}
+	fmt.Fprintf(out, "%d calls held in %.1fs: Airlock RSS %.1f MiB (idle %.1f MiB, peak %.1f MiB), %.1f KiB per held call\n",
+		o.held, res["seconds_to_hold"], float64(held)/1024, float64(idle)/1024, float64(peak)/1024, res["kib_per_held_call"])
+	return nil
+}
+
+func waitBroker(ctx context.Context, stateDir string) (brokerRef, error) {
 	for range 200 {
-		if err := call(); err != nil {
+		if refs, err := findBrokers(stateDir, false); err == nil {
+			return refs[0], nil
+		}
+		select {
+		case <-ctx.Done():
+			return brokerRef{}, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return brokerRef{}, errors.New("the broker did not write its api.json")
+}
+
+// heldNow reads the number of held calls from the broker's metrics.
+func heldNow(ctx context.Context, base string) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "airlock_held_calls "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return int(f), err
+		}
+	}
+	return 0, sc.Err()
+}
+
+// measure keeps callers operations in flight for d, after a short warm-up,
+// and returns every operation's latency.
+func measure(ctx context.Context, op func() error, callers int, d time.Duration) ([]time.Duration, error) {
+	for range 100 {
+		if err := op(); err != nil {
 			return nil, err
 		}
 	}
@@ -241,7 +601,7 @@ func measure(ctx context.Context, cs *mcp.ClientSession, callers int, d time.Dur
 			local := make([]time.Duration, 0, 4096)
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				if err := call(); err != nil {
+				if err := op(); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
@@ -256,10 +616,10 @@ func measure(ctx context.Context, cs *mcp.ClientSession, callers int, d time.Dur
 	if err, ok := firstErr.Load().(error); ok {
 		return nil, err
 	}
-	return all, nil
+	return all, ctx.Err()
 }
 
-func summarize(transport, path string, callers int, d time.Duration, lat []time.Duration) benchResult {
+func summarize(lat []time.Duration, d time.Duration) benchResult {
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		if len(lat) == 0 {
@@ -267,22 +627,50 @@ func summarize(transport, path string, callers int, d time.Duration, lat []time.
 		}
 		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds())
 	}
-	return benchResult{
-		Transport: transport, Path: path, Callers: callers, Calls: len(lat),
-		PerSecond: float64(len(lat)) / d.Seconds(), P50: pct(0.50), P99: pct(0.99),
-	}
+	return benchResult{Calls: len(lat), PerSecond: float64(len(lat)) / d.Seconds(), P50: pct(0.50), P99: pct(0.99)}
 }
 
+// printBench prints, per workload, transport and callers, the direct path
+// and each other path with its ratio to direct.
 func printBench(out io.Writer, rs []benchResult) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "transport\tcallers\tdirect calls/s\tairlock calls/s\tratio\tdirect p50 µs\tairlock p50 µs\tadded p50 µs\tdirect p99 µs\tairlock p99 µs\tadded p99 µs\t")
-	for i := 0; i+1 < len(rs); i += 2 {
-		d, a := rs[i], rs[i+1]
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f%%\t%.0f\t%.0f\t%+.0f\t%.0f\t%.0f\t%+.0f\t\n",
-			d.Transport, d.Callers, d.PerSecond, a.PerSecond, 100*a.PerSecond/d.PerSecond,
-			d.P50, a.P50, a.P50-d.P50, d.P99, a.P99, a.P99-d.P99)
+	fmt.Fprintln(tw, "workload\ttransport\tcallers\tpath\tcalls/s\tof direct\tp50 µs\tadded p50\tp99 µs\tadded p99\tpeak RSS MiB\t")
+	var direct benchResult
+	for _, r := range rs {
+		if r.Path == "direct" {
+			direct = r
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.0f\t\t%.0f\t\t%.0f\t\t\t\n", r.Workload, r.Transport, r.Callers, r.Path, r.PerSecond, r.P50, r.P99)
+			continue
+		}
+		rss := ""
+		if r.PeakRSS > 0 {
+			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1024)
+		}
+		fmt.Fprintf(tw, "\t\t\t%s\t%.0f\t%.0f%%\t%.0f\t%+.0f\t%.0f\t%+.0f\t%s\t\n", r.Path, r.PerSecond, 100*r.PerSecond/direct.PerSecond,
+			r.P50, r.P50-direct.P50, r.P99, r.P99-direct.P99, rss)
 	}
 	tw.Flush()
+}
+
+// procStatus reads a memory field (VmRSS, VmHWM) of a process, in KiB, or
+// 0 where /proc is not there.
+func procStatus(pid int, field string) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range bytes.Lines(data) {
+		if v, ok := bytes.CutPrefix(line, []byte(field+":")); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(string(v)), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func jsonList(ss []string) string {
+	data, _ := json.Marshal(ss)
+	return string(data)
 }
 
 func parseInts(s string) ([]int, error) {
@@ -306,18 +694,21 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func waitHTTP(ctx context.Context, url string) error {
-	deadline := time.Now().Add(10 * time.Second)
+func waitTCP(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
-			resp.Body.Close()
+			c.Close()
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not come up: %w", url, err)
+			return fmt.Errorf("%s did not come up: %w", addr, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

@@ -5,10 +5,11 @@ import (
 	"testing"
 )
 
-// A short run of the bench, so that it cannot rot.
+// A short run of every workload and of the held-calls measurement, so that
+// the bench cannot rot.
 func TestBenchRuns(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts several processes")
+		t.Skip("starts many processes")
 	}
 	cmd := airlockCmd(t, "bench", "--duration", "200ms", "--callers", "1,2", "--json")
 	stderr := &syncBuffer{}
@@ -21,12 +22,26 @@ func TestBenchRuns(t *testing.T) {
 	if err := json.Unmarshal(out, &rs); err != nil {
 		t.Fatalf("bench output: %v\n%s", err, out)
 	}
-	if len(rs) != 8 {
-		t.Fatalf("got %d results, want 8 (2 transports × 2 caller counts × direct and airlock)", len(rs))
+	if want := len(benchWorkloads) * 2 * 2 * 2; len(rs) != want {
+		t.Fatalf("got %d results, want %d (workloads × transports × callers × direct and airlock)", len(rs), want)
 	}
 	for _, r := range rs {
-		if r.Calls == 0 || r.PerSecond <= 0 || r.P50 <= 0 || r.P99 < r.P50 {
+		if r.Calls == 0 || r.PerSecond <= 0 || r.P50 <= 0 || r.P99 < r.P50 || (r.Path == "airlock") != (r.PeakRSS > 0) {
 			t.Errorf("implausible result %+v", r)
 		}
+	}
+
+	cmd = airlockCmd(t, "bench", "--held", "200", "--json")
+	cmd.Stderr = stderr
+	if out, err = cmd.Output(); err != nil {
+		t.Fatalf("bench --held: %v\n%s", err, stderr)
+	}
+	var held struct {
+		Held       int     `json:"held"`
+		HeldRSS    int64   `json:"held_rss_kib"`
+		PerCallKiB float64 `json:"kib_per_held_call"`
+	}
+	if err := json.Unmarshal(out, &held); err != nil || held.Held != 200 || held.HeldRSS <= 0 {
+		t.Errorf("bench --held: %s (%v)", out, err)
 	}
 }

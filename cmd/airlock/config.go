@@ -48,6 +48,10 @@ type Config struct {
 	// its client gave a progress token (default 10s); clients that reset
 	// their request timeout on progress then wait as long as it takes.
 	Heartbeat time.Duration `yaml:"heartbeat"`
+	// AuditAllowedCalls records every call the policy allows in the audit
+	// log (default true). Off, allowed calls skip a durable write; denied,
+	// held and decided calls are always recorded.
+	AuditAllowedCalls *bool `yaml:"audit_allowed_calls"`
 	// Policy says where the Rego policy comes from.
 	Policy PolicyConfig `yaml:"policy"`
 	// Servers are the upstream MCP servers, by name.
@@ -190,6 +194,9 @@ func (c *Config) resolve() error {
 	}
 	if c.SessionIdle < 0 {
 		return fmt.Errorf("config: session_idle: must not be negative")
+	}
+	if c.HoldWait < 0 {
+		return fmt.Errorf("config: hold_wait: must not be negative")
 	}
 	if c.Heartbeat < 0 {
 		return fmt.Errorf("config: heartbeat: must not be negative")

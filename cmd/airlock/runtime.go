@@ -73,14 +73,15 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		}
 	}()
 	rt.broker, err = broker.New(broker.Options{
-		Policy:          rt.engine,
-		Store:           rt.store,
-		Logger:          log,
-		Metrics:         rt.metrics,
-		InitTimeout:     cfg.InitTimeout,
-		HoldWait:        cfg.HoldWait,
-		ApprovalTimeout: cfg.ApprovalTimeout,
-		Heartbeat:       cfg.Heartbeat,
+		Policy:           rt.engine,
+		Store:            rt.store,
+		Logger:           log,
+		Metrics:          rt.metrics,
+		InitTimeout:      cfg.InitTimeout,
+		HoldWait:         cfg.HoldWait,
+		ApprovalTimeout:  cfg.ApprovalTimeout,
+		Heartbeat:        cfg.Heartbeat,
+		SkipAllowedAudit: cfg.AuditAllowedCalls != nil && !*cfg.AuditAllowedCalls,
 	}, ups...)
 	if err != nil {
 		return nil, err
