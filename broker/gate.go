@@ -30,12 +30,13 @@ type Call struct {
 	Received   time.Time
 }
 
-// verdict is what the gate decided for a call: forward it, or answer the
-// client with result. Neither means the client is gone and nobody is left
-// to answer.
+// verdict is what the gate decided for a call: forward it, answer the
+// client with result, or wait for people (held). None of them means the
+// client is gone and nobody is left to answer.
 type verdict struct {
 	forward bool
 	result  *mcp.CallToolResult
+	held    *heldCall
 }
 
 func refuse(text string) verdict { return verdict{result: toolError(text)} }
@@ -44,7 +45,12 @@ func result(r *mcp.CallToolResult) verdict { return verdict{result: r} }
 
 // toolsCall takes a tools/call through the gate.
 func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
-	defer c.cancel(nil)
+	waiting := false
+	defer func() {
+		if !waiting {
+			c.cancel(nil)
+		}
+	}()
 	var p struct {
 		Name      string          `json:"name"`
 		Arguments json.RawMessage `json:"arguments"`
@@ -73,6 +79,16 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 		Received:   c.started,
 	}
 	v := s.b.gate(ctx, s, c, m, call)
+	if v.held != nil {
+		waiting = true
+		go s.awaitDecision(ctx, v.held)
+		return
+	}
+	s.conclude(ctx, c, m, v)
+}
+
+// conclude carries out a verdict.
+func (s *Session) conclude(ctx context.Context, c *call, m *jsonrpc.Request, v verdict) {
 	switch {
 	case v.forward:
 		s.forward(ctx, c, m)
@@ -164,11 +180,11 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		case policy.Hold:
 			b.metrics.Call(call.Server, "held")
 			log.Info("call held", "reason", d.Reason, "risk", d.Risk)
-			hc := &heldCall{s: s, c: c, req: req, call: call, in: in, decision: d}
+			hr := holdRequest{call: call, in: in, decision: d}
 			if tool.Changed {
-				hc.previous = first.Definition
+				hr.previous = first.Definition
 			}
-			return b.holdCall(ctx, hc)
+			return b.hold(ctx, s, c, req, hr)
 		default:
 			// Deny, and whatever else: the engine fails closed to deny.
 			b.metrics.Call(call.Server, "denied")

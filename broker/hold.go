@@ -58,26 +58,48 @@ type holds struct {
 	byKey map[holdKey]*hold
 }
 
-// heldCall is what the gate hands to holdCall.
-type heldCall struct {
-	s        *Session
-	c        *call
-	req      *jsonrpc.Request
+// holdRequest is what the gate knows of a call the policy held.
+type holdRequest struct {
 	call     *Call
 	in       *policy.Input
 	decision policy.Decision
 	previous json.RawMessage // the tool's first definition, when it changed
 }
 
-// holdCall waits for people to decide a call the policy held, and then
-// releases or refuses it. It returns the verdict for the gate.
-func (b *Broker) holdCall(ctx context.Context, hc *heldCall) verdict {
-	h, a, err := b.openHold(ctx, hc)
+// heldCall is a call waiting for its approval: only what the wait and the
+// release need, since thousands may wait at once.
+type heldCall struct {
+	s   *Session
+	c   *call
+	req *jsonrpc.Request // forwarded as it is once approved
+	h   *hold
+}
+
+// hold stores the approval for a call the policy held (or joins an
+// identical earlier call's) and returns the call, ready to wait.
+func (b *Broker) hold(ctx context.Context, s *Session, c *call, req *jsonrpc.Request, hr holdRequest) verdict {
+	h, _, err := b.openHold(ctx, hr)
 	if err != nil {
 		ref := newRef()
-		b.log.Error("holding a call failed", "ref", ref, "server", hc.call.Server, "tool", hc.call.Tool, "err", err)
+		b.log.Error("holding a call failed", "ref", ref, "server", hr.call.Server, "tool", hr.call.Tool, "err", err)
 		return refuse(fmt.Sprintf("Airlock could not hold this call for approval, so it was not run (ref %s).", ref))
 	}
+	return verdict{held: &heldCall{s: s, c: c, req: req, h: h}}
+}
+
+// awaitDecision waits for people to decide a held call, then releases or
+// refuses it. It runs on a goroutine of its own, started after the policy
+// ran: a parked goroutine keeps the stack it grew, and the policy's
+// evaluation grows one deep.
+func (s *Session) awaitDecision(ctx context.Context, hc *heldCall) {
+	defer hc.c.cancel(nil)
+	s.conclude(ctx, hc.c, hc.req, s.b.waitHold(ctx, hc))
+}
+
+// waitHold is the wait itself; it returns the verdict for the call.
+func (b *Broker) waitHold(ctx context.Context, hc *heldCall) verdict {
+	h := hc.h
+	a := b.current(h)
 	log := b.log.With("approval_id", a.ID, "server", a.Server, "tool", a.Tool)
 	defer b.leave(h)
 
@@ -98,7 +120,7 @@ func (b *Broker) holdCall(ctx context.Context, hc *heldCall) verdict {
 	for {
 		select {
 		case <-h.decided:
-			return b.release(ctx, hc, h)
+			return b.release(ctx, hc)
 		case <-heartbeat:
 			b.sendHeartbeat(hc, b.current(h))
 		case <-holdWait:
@@ -114,7 +136,7 @@ func (b *Broker) holdCall(ctx context.Context, hc *heldCall) verdict {
 			defer t.Stop()
 			select {
 			case <-h.decided:
-				return b.release(ctx, hc, h)
+				return b.release(ctx, hc)
 			case <-t.C:
 				return refuse(fmt.Sprintf("Airlock is shutting down; the call was not run (ref %s).", a.ID))
 			}
@@ -124,7 +146,7 @@ func (b *Broker) holdCall(ctx context.Context, hc *heldCall) verdict {
 
 // openHold joins the open approval of an identical earlier call, or stores
 // a new approval and announces it.
-func (b *Broker) openHold(ctx context.Context, hc *heldCall) (*hold, *Approval, error) {
+func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, *Approval, error) {
 	select {
 	case <-b.done:
 		return nil, nil, errors.New("broker: shutting down")
@@ -276,7 +298,8 @@ func (b *Broker) settled(a *Approval) {
 
 // release forwards an approved call, once, if its tool did not change while
 // it waited; otherwise it tells the caller what became of the approval.
-func (b *Broker) release(ctx context.Context, hc *heldCall, h *hold) verdict {
+func (b *Broker) release(ctx context.Context, hc *heldCall) verdict {
+	h := hc.h
 	a := b.current(h)
 	if a.Status != StatusApproved {
 		return refuse(outcomeText(a, b.now()))

@@ -54,6 +54,9 @@ type Config struct {
 	AuditAllowedCalls *bool `yaml:"audit_allowed_calls"`
 	// Policy says where the Rego policy comes from.
 	Policy PolicyConfig `yaml:"policy"`
+	// Pprof serves Go's profiler at /debug/pprof/ on the listener, behind
+	// the admin token (default off).
+	Pprof bool `yaml:"pprof"`
 	// Servers are the upstream MCP servers, by name.
 	Servers map[string]*ServerConfig `yaml:"servers"`
 	// MCPServers accepts the "mcpServers" block of claude_desktop_config.json
@@ -67,7 +70,7 @@ type PolicyConfig struct {
 	// built into Airlock. It is watched and reloaded on change.
 	Dir string `yaml:"dir"`
 	// Timeout bounds one evaluation; past it the call is denied (default
-	// 250ms).
+	// 1s).
 	Timeout time.Duration `yaml:"timeout"`
 }
 

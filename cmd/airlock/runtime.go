@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // on DefaultServeMux, mounted only when config asks
 	"os"
 	"path/filepath"
 	"time"
@@ -92,6 +94,9 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	rt.mux.Handle("/api/v1/", rt.broker.APIHandler(rt.token))
 	rt.mux.Handle("GET /metrics", promhttp.HandlerFor(rt.metrics.reg, promhttp.HandlerOpts{}))
 	rt.mux.HandleFunc("GET /healthz", rt.healthz)
+	if cfg.Pprof {
+		rt.mux.Handle("/debug/pprof/", requireToken(rt.token, http.DefaultServeMux))
+	}
 	ok = true
 	return rt, nil
 }
@@ -140,6 +145,18 @@ func (rt *runtime) close() {
 			rt.log.Error("closing the database failed", "err", err)
 		}
 	}
+}
+
+// requireToken guards h with the admin token.
+func requireToken(token string, h http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			http.Error(w, "missing or wrong admin token", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (rt *runtime) healthz(w http.ResponseWriter, r *http.Request) {
