@@ -33,6 +33,15 @@ var (
 	channelIDPattern = regexp.MustCompile(`^[CGD][A-Z0-9]{2,40}$`)
 )
 
+// IsUserID reports whether s is a Slack user ID (U… or W…).
+func IsUserID(s string) bool { return userIDPattern.MatchString(s) }
+
+// IsGroupID reports whether s is a Slack user group ID (S…).
+func IsGroupID(s string) bool { return groupIDPattern.MatchString(s) }
+
+// IsChannelID reports whether s is a Slack channel ID (C…, G… or D…).
+func IsChannelID(s string) bool { return channelIDPattern.MatchString(s) }
+
 // message is what Airlock posts for an approval, in every state.
 type message struct {
 	// text is the notification's text (and what screen readers say).
