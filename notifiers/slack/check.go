@@ -32,7 +32,7 @@ func (n *Notifier) SelfTest(ctx context.Context) []Check {
 	add := func(name string, err error, ok, fix string) {
 		c := Check{Name: name, OK: err == nil, Detail: ok}
 		if err != nil {
-			c.Detail = slackError(err) + fix
+			c.Detail = slackError(err) + fixFor(err, fix)
 		}
 		out = append(out, c)
 	}
@@ -106,7 +106,7 @@ func (n *Notifier) scopeCheck() Check {
 func (n *Notifier) personCheck(ctx context.Context, name, id string) Check {
 	u, err := n.directory.user(ctx, id)
 	if err != nil {
-		return Check{Name: name, Detail: slackError(err) + "; check the user ID (profile → ⋮ → Copy member ID)"}
+		return Check{Name: name, Detail: slackError(err) + fixFor(err, "; check the user ID (profile → ⋮ → Copy member ID)")}
 	}
 	switch {
 	case u.Deleted:
@@ -130,7 +130,7 @@ func (n *Notifier) appTokenCheck(ctx context.Context) []Check {
 		})
 		c := Check{Name: "socket mode", OK: err == nil, Detail: "Slack offered a connection"}
 		if err != nil {
-			c.Detail = slackError(err) + "; turn Socket Mode on (Settings → Socket Mode) and use an app-level token (xapp-…) with connections:write"
+			c.Detail = slackError(err) + fixFor(err, "; turn Socket Mode on (Settings → Socket Mode) and use an app-level token (xapp-…) with connections:write")
 		}
 		out = append(out, c)
 	}
@@ -142,6 +142,15 @@ func (n *Notifier) appTokenCheck(ctx context.Context) []Check {
 		out = append(out, c)
 	}
 	return out
+}
+
+// fixFor is fix when Slack answered, and advice about reaching Slack when
+// it did not.
+func fixFor(err error, fix string) string {
+	if _, ok := errors.AsType[slackgo.SlackErrorResponse](err); ok {
+		return fix
+	}
+	return "; Airlock could not get an answer from Slack: check the network, any proxy, and api_url"
 }
 
 // slackError says what Slack answered, without anything secret: Slack's
