@@ -163,7 +163,11 @@ const (
 	interactionTimeout = 30 * time.Second
 )
 
-var errBusy = errors.New("slack: too many interactions in flight")
+// Why an interaction was not taken; Slack is told to try later.
+var (
+	errBusy   = errors.New("slack: too many interactions in flight")
+	errClosed = errors.New("slack: shutting down")
+)
 
 // accept parses an acknowledged payload and handles it in the background.
 func (n *Notifier) accept(d Decider, data []byte, via string) error {
@@ -178,7 +182,7 @@ func (n *Notifier) accept(d Decider, data []byte, via string) error {
 	n.work.mu.Lock()
 	defer n.work.mu.Unlock()
 	if n.work.closed {
-		return errors.New("slack: notifier closed")
+		return errClosed
 	}
 	select {
 	case n.work.sem <- struct{}{}:

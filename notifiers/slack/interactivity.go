@@ -59,7 +59,7 @@ func (n *Notifier) InteractivityHandler(d Decider) http.Handler {
 			return
 		}
 		switch err := n.accept(d, []byte(form.Get("payload")), "http"); {
-		case errors.Is(err, errBusy):
+		case errors.Is(err, errBusy), errors.Is(err, errClosed):
 			http.Error(w, "busy; try again", http.StatusServiceUnavailable)
 		case err != nil:
 			http.Error(w, "unreadable interaction", http.StatusBadRequest)

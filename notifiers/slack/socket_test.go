@@ -170,3 +170,19 @@ func TestSocketModeNeedsAppToken(t *testing.T) {
 		t.Error("Socket Mode ran without an app-level token")
 	}
 }
+
+// slack-go refuses some payloads its own types cannot hold (here, an
+// input block it does not understand in the message the button is on);
+// Airlock reads the envelope itself and still takes the click.
+func TestSocketModeClickSlackGoCannotDecode(t *testing.T) {
+	h := socketHarness(t, nil)
+	done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+	h.held()
+	waitFor(t, "the request message", func() bool { return len(h.slack.Messages()) == 1 })
+	click := string(h.slack.Click(alice, h.message(), "airlock_approve"))
+	click = strings.Replace(click, `"blocks":[`, `"blocks":[{"type":"input","block_id":"odd","element":42},`, 1)
+	deliver(t, h, []byte(click))
+	if r := result(t, done); r.text != "wrote /srv/x" {
+		t.Fatalf("the call returned %+v", r)
+	}
+}
