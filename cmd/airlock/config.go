@@ -79,8 +79,8 @@ type SlackConfig struct {
 	UIURL string `yaml:"ui_url"`
 	// Approvers may decide when a policy names none.
 	Approvers SlackApprovers `yaml:"approvers"`
-	// Users maps Airlock principals to Slack user IDs.
-	Users map[string]string `yaml:"users"`
+	// Identities maps Airlock principals to Slack user IDs.
+	Identities map[string]string `yaml:"identities"`
 }
 
 // SlackApprovers are Slack user IDs and user group IDs.
@@ -288,18 +288,18 @@ func (s *SlackConfig) validate() error {
 		}
 	}
 	seen := map[string]string{}
-	names := make([]string, 0, len(s.Users))
-	for name := range s.Users {
+	names := make([]string, 0, len(s.Identities))
+	for name := range s.Identities {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		id := s.Users[name]
+		id := s.Identities[name]
 		if !slack.IsUserID(id) {
-			return fmt.Errorf("config: slack.users.%s: %q is not a Slack user ID such as U024BE7LH", name, id)
+			return fmt.Errorf("config: slack.identities.%s: %q is not a Slack user ID such as U024BE7LH", name, id)
 		}
 		if other, dup := seen[id]; dup {
-			return fmt.Errorf("config: slack.users.%s: %s is also slack.users.%s; one Slack account is one person", name, id, other)
+			return fmt.Errorf("config: slack.identities.%s: %s is also slack.identities.%s; one Slack account is one person", name, id, other)
 		}
 		seen[id] = name
 	}

@@ -49,7 +49,7 @@ func newSlack(cfg *Config, log *slog.Logger) (*slack.Notifier, error) {
 		APIURL:        s.APIURL,
 		UIURL:         ui,
 		Approvers:     slack.Approvers{Users: s.Approvers.Users, Groups: s.Approvers.Groups},
-		Identities:    s.Users,
+		Identities:    s.Identities,
 		Logger:        log.With("notifier", slack.Name),
 	})
 	if err != nil {

@@ -31,7 +31,7 @@ func slackFiles(t *testing.T, s *slacktest.Server, extra string) string {
   channel: C0APPROVALS
   api_url: %s
   approvers: {users: [U0ALICE]}
-  users: {alice: U0ALICE}
+  identities: {alice: U0ALICE}
 %s`, filepath.Join(dir, "bot"), filepath.Join(dir, "app"), filepath.Join(dir, "secret"), s.APIURL(), extra)
 }
 
@@ -56,8 +56,8 @@ func TestSlackConfigErrorsNameTheKey(t *testing.T) {
 		"bad ui url":           {base + "  ui_url: ftp://x\n", "slack.ui_url:"},
 		"bad approver":         {base + "  approvers: {users: [alice]}\n", `slack.approvers.users[0]: "alice" is not a Slack user ID`},
 		"bad group":            {base + "  approvers: {groups: [U0ALICE]}\n", `slack.approvers.groups[0]: "U0ALICE" is not a Slack user group ID`},
-		"bad mapping":          {base + "  users: {alice: '@alice'}\n", `slack.users.alice: "@alice" is not a Slack user ID`},
-		"one account, two":     {base + "  users: {alice: U0A, bob: U0A}\n", "slack.users.bob: U0A is also slack.users.alice"},
+		"bad mapping":          {base + "  identities: {alice: '@alice'}\n", `slack.identities.alice: "@alice" is not a Slack user ID`},
+		"one account, two":     {base + "  identities: {alice: U0A, bob: U0A}\n", "slack.identities.bob: U0A is also slack.identities.alice"},
 		"unknown key":          {base + "  chanel: C1\n", `unknown key "chanel"`},
 		"missing file":         {strings.Replace(base, bot, filepath.Join(dir, "nope"), 1), "slack.bot_token_file: open "},
 		"empty file":           {strings.Replace(base, bot, filepath.Join(dir, "empty"), 1), "slack.bot_token_file: " + filepath.Join(dir, "empty") + " is empty"},
