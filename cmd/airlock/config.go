@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/airlock-mcp/airlock/notifiers/slack"
 )
 
 // DefaultListen is where serve and wrap listen when the config says nothing.
@@ -62,6 +64,36 @@ type Config struct {
 	// MCPServers accepts the "mcpServers" block of claude_desktop_config.json
 	// (and .mcp.json) as it is.
 	MCPServers map[string]*ServerConfig `yaml:"mcpServers"`
+	// Slack asks approvers in Slack; nil means no Slack. See docs/slack.md.
+	Slack *SlackConfig `yaml:"slack"`
+}
+
+// SlackConfig is the slack section. The secrets are in files, so that the
+// config itself can be shared, reviewed and logged.
+type SlackConfig struct {
+	// BotTokenFile holds the bot token (xoxb-…). Required.
+	BotTokenFile string `yaml:"bot_token_file"`
+	// AppTokenFile holds the app-level token (xapp-…) for Socket Mode.
+	AppTokenFile string `yaml:"app_token_file"`
+	// SigningSecretFile holds the signing secret that checks requests to
+	// /slack/interactivity. At least one of the two must be set.
+	SigningSecretFile string `yaml:"signing_secret_file"`
+	// Channel is the channel ID for approval requests. Required.
+	Channel string `yaml:"channel"`
+	// APIURL is Slack's Web API (default https://slack.com/api/).
+	APIURL string `yaml:"api_url"`
+	// UIURL is the web UI's base URL for links (default: the listener's).
+	UIURL string `yaml:"ui_url"`
+	// Approvers may decide when a policy names none.
+	Approvers SlackApprovers `yaml:"approvers"`
+	// Identities maps Airlock principals to Slack user IDs.
+	Identities map[string]string `yaml:"identities"`
+}
+
+// SlackApprovers are Slack user IDs and user group IDs.
+type SlackApprovers struct {
+	Users  []string `yaml:"users"`
+	Groups []string `yaml:"groups"`
 }
 
 // PolicyConfig is the policy section.
@@ -229,6 +261,57 @@ func (c *Config) resolve() error {
 		if err := c.Servers[name].resolve(name); err != nil {
 			return err
 		}
+	}
+	if c.Slack != nil {
+		return c.Slack.validate()
+	}
+	return nil
+}
+
+// validate checks the slack section, naming the first bad key. The secret
+// files are read, and checked, when the notifier is built (newSlack).
+func (s *SlackConfig) validate() error {
+	switch {
+	case s.BotTokenFile == "":
+		return errors.New("config: slack.bot_token_file is required: the file holding the bot token (xoxb-…)")
+	case s.AppTokenFile == "" && s.SigningSecretFile == "":
+		return errors.New("config: slack: set app_token_file (Socket Mode) or signing_secret_file (HTTP interactivity), or Slack's buttons cannot reach Airlock")
+	case !slack.IsChannelID(s.Channel):
+		return fmt.Errorf("config: slack.channel: %q is not a channel ID such as C0123ABCD (channel details, at the bottom)", s.Channel)
+	}
+	for _, kv := range [][2]string{{"api_url", s.APIURL}, {"ui_url", s.UIURL}} {
+		if kv[1] == "" {
+			continue
+		}
+		if p, err := url.Parse(kv[1]); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("config: slack.%s: %q is not an http(s) URL", kv[0], kv[1])
+		}
+	}
+	for i, u := range s.Approvers.Users {
+		if !slack.IsUserID(u) {
+			return fmt.Errorf("config: slack.approvers.users[%d]: %q is not a Slack user ID such as U024BE7LH", i, u)
+		}
+	}
+	for i, g := range s.Approvers.Groups {
+		if !slack.IsGroupID(g) {
+			return fmt.Errorf("config: slack.approvers.groups[%d]: %q is not a Slack user group ID such as S0614TZR7", i, g)
+		}
+	}
+	seen := map[string]string{}
+	names := make([]string, 0, len(s.Identities))
+	for name := range s.Identities {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		id := s.Identities[name]
+		if !slack.IsUserID(id) {
+			return fmt.Errorf("config: slack.identities.%s: %q is not a Slack user ID such as U024BE7LH", name, id)
+		}
+		if other, dup := seen[id]; dup {
+			return fmt.Errorf("config: slack.identities.%s: %s is also slack.identities.%s; one Slack account is one person", name, id, other)
+		}
+		seen[id] = name
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ Start here:
 		SilenceErrors: true,
 	}
 	root.AddCommand(newWrapCmd(), newServeCmd(), newPendingCmd(), newDecideCmd(broker.Approve), newDecideCmd(broker.Deny),
-		newGrantsCmd(), newAuditCmd(), newPolicyCmd(), newBenchCmd(), newVersionCmd())
+		newGrantsCmd(), newAuditCmd(), newPolicyCmd(), newSlackCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

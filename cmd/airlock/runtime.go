@@ -18,6 +18,7 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/boltstore"
+	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/policy"
 )
 
@@ -39,6 +40,9 @@ type runtime struct {
 	server   *http.Server
 	stop     context.CancelFunc // ends the policy watcher
 	sessions func() int         // open MCP sessions, for /healthz; nil for none
+
+	slack     *slack.Notifier // nil without a slack section
+	stopSlack func()          // ends Socket Mode; nil when not running
 }
 
 // startRuntime opens the state directory (failing fast when another broker
@@ -74,7 +78,15 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 			log.Error("policy watcher stopped", "err", err)
 		}
 	}()
+	if rt.slack, err = newSlack(cfg, log); err != nil {
+		return nil, err
+	}
+	var notifiers []broker.Notifier
+	if rt.slack != nil {
+		notifiers = append(notifiers, rt.slack)
+	}
 	rt.broker, err = broker.New(broker.Options{
+		Notifiers:        notifiers,
 		Policy:           rt.engine,
 		Store:            rt.store,
 		Logger:           log,
@@ -90,6 +102,9 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	}
 	if err := rt.broker.Start(ctx); err != nil {
 		return nil, err
+	}
+	if rt.slack != nil {
+		rt.startSlack()
 	}
 	rt.mux.Handle("/api/v1/", rt.broker.APIHandler(rt.token))
 	rt.mux.Handle("GET /metrics", promhttp.HandlerFor(rt.metrics.reg, promhttp.HandlerOpts{}))
@@ -123,9 +138,11 @@ func (rt *runtime) serve() error {
 	return nil
 }
 
-// close shuts everything down in order: the broker answers waiting calls
-// and abandons their approvals, the listener stops, the store closes last.
+// close shuts everything down in order: Slack stops taking decisions, the
+// broker answers waiting calls and abandons their approvals, the listener
+// stops, the store closes last.
 func (rt *runtime) close() {
+	rt.closeSlack()
 	if rt.broker != nil {
 		rt.broker.Close()
 	}

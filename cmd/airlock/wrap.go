@@ -68,6 +68,7 @@ flight get an error and airlock exits 1, naming the server's exit status.`,
 // wrap serves one upstream to the client on stdio, with the approval API
 // on a loopback port.
 func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen string, up *broker.Upstream) error {
+	cfg.Listen = listen // where this process listens, for links to it
 	rt, err := startRuntime(ctx, cfg, log, stateDir, []*broker.Upstream{up})
 	if err != nil {
 		return err

@@ -1,0 +1,222 @@
+package slack_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/notifiers/slack/slacktest"
+)
+
+// A held call is posted with the right blocks, an approver's click
+// releases it, and the message shows who approved.
+func TestApproveInSlack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, harnessOptions{})
+		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x", "secret": "hunter2", "note": "<!channel>"})
+		a := h.held()
+		synctest.Wait()
+		m := h.message()
+		golden(t, "e2e-request", m, a.ID)
+		checkInert(t, m)
+
+		if code := h.post(h.slack.Click(alice, m, "airlock_approve")); code != http.StatusOK {
+			t.Fatalf("click answered %d", code)
+		}
+		r := <-done
+		if r.isError || r.text != "wrote /srv/x" {
+			t.Fatalf("the call returned %+v", r)
+		}
+		synctest.Wait()
+		if got := h.approval(a.ID); got.Status != broker.StatusApproved || got.DecidedBy != "alice" || got.Votes[0].Channel != "slack" {
+			t.Errorf("approval = %+v", got)
+		}
+		m = h.message()
+		golden(t, "e2e-approved", m, a.ID)
+		if m.Updates == 0 || strings.Contains(string(m.Blocks), "airlock_approve") {
+			t.Error("the message still has its buttons")
+		}
+		if e := h.slack.Ephemerals(); len(e) != 0 {
+			t.Errorf("the approver was told %v", e)
+		}
+	})
+}
+
+// Deny asks for a reason in a dialog; the agent reads it, and so does the
+// channel.
+func TestDenyInSlack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, harnessOptions{})
+		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.held()
+		synctest.Wait()
+		if code := h.post(h.slack.Click(bob, h.message(), "airlock_deny")); code != http.StatusOK {
+			t.Fatalf("click answered %d", code)
+		}
+		synctest.Wait()
+		views := h.slack.Views()
+		if len(views) != 1 || views[0].User != bob {
+			t.Fatalf("views opened: %+v", views)
+		}
+		if got := h.approval(a.ID); got.Status != broker.StatusPending {
+			t.Fatalf("clicking Deny decided before the reason: %s", got.Status)
+		}
+		if code := h.post(h.slack.Submit(bob, views[0], map[string]string{"reason": "not on a Friday"})); code != http.StatusOK {
+			t.Fatalf("submission answered %d", code)
+		}
+		r := <-done
+		if !r.isError || !strings.Contains(r.text, "denied by slack:U0BOB: not on a Friday") {
+			t.Fatalf("the call returned %+v", r)
+		}
+		synctest.Wait()
+		text := h.message().AllText()
+		if !strings.Contains(text, "*Denied* by <@U0BOB>") || !strings.Contains(text, "Reason: not on a Friday") {
+			t.Errorf("message after the denial:\n%s", text)
+		}
+	})
+}
+
+// A dialog can only be opened within three seconds of the click; when
+// Slack is too slow for that, the person is told to click again and
+// nothing is decided.
+func TestDenyDialogTooLate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, harnessOptions{})
+		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.held()
+		synctest.Wait()
+		h.slack.Fail("users.info", slacktest.Fault{Status: http.StatusTooManyRequests, RetryAfter: 5})
+		h.post(h.slack.Click(bob, h.message(), "airlock_deny"))
+		time.Sleep(6 * time.Second) // Airlock waits as Slack asked
+		synctest.Wait()
+		if v := h.slack.Views(); len(v) != 0 {
+			t.Errorf("a dialog opened after its trigger expired: %+v", v)
+		}
+		if e := h.ephemerals(bob); len(e) != 1 || !strings.Contains(e[0], "Click Deny again") {
+			t.Errorf("bob was told %q", e)
+		}
+		if got := h.approval(a.ID); got.Status != broker.StatusPending {
+			t.Errorf("status %s", got.Status)
+		}
+		h.decide(a.ID, "carol", broker.Deny)
+		<-done
+	})
+}
+
+func (h *harness) decide(id, who string, v broker.Verdict) *broker.Approval {
+	h.t.Helper()
+	a, err := h.b.Decide(context.Background(), id, broker.Vote{Approver: who, Channel: "web", Verdict: v, Reason: "decided in the web UI"})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return a
+}
+
+// Every outcome shows in the message, whoever or whatever decided it.
+func TestOutcomesUpdateTheMessage(t *testing.T) {
+	tests := map[string]struct {
+		act  func(h *harness, a *broker.Approval, cancel context.CancelFunc)
+		want string
+	}{
+		"decided in the web UI": {
+			func(h *harness, a *broker.Approval, _ context.CancelFunc) { h.decide(a.ID, "carol", broker.Approve) },
+			":white_check_mark: *Approved* by carol in the web UI",
+		},
+		"denied with the CLI": {
+			func(h *harness, a *broker.Approval, _ context.CancelFunc) {
+				h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "cli", Verdict: broker.Deny, Reason: "use staging"})
+			},
+			":no_entry: *Denied* by <@U0ALICE> (alice) with the CLI",
+		},
+		"expired": {
+			func(*harness, *broker.Approval, context.CancelFunc) { time.Sleep(11 * time.Minute) },
+			":hourglass: *Expired*: nobody decided within 10m.",
+		},
+		"withdrawn": {
+			func(_ *harness, _ *broker.Approval, cancel context.CancelFunc) { cancel() },
+			":leftwards_arrow_with_hook: *Withdrawn* before anyone decided",
+		},
+		"abandoned": {
+			func(h *harness, _ *broker.Approval, _ context.CancelFunc) { h.b.Close() },
+			":black_square_for_stop: *Abandoned*",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, harnessOptions{})
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				done := h.call(ctx, "write", map[string]any{"path": "/srv/x"})
+				a := h.held()
+				synctest.Wait()
+				tc.act(h, a, cancel)
+				<-done
+				synctest.Wait()
+				m := h.message()
+				if text := m.Mrkdwn(); !strings.Contains(text, tc.want) {
+					t.Errorf("message after the outcome:\n%s\nwant it to contain %q", text, tc.want)
+				}
+				if strings.Contains(string(m.Blocks), "airlock_approve") {
+					t.Error("the message still has its buttons")
+				}
+			})
+		})
+	}
+}
+
+// With a quorum of two, the first approval shows as one of two and keeps
+// the buttons; the second releases the call.
+func TestQuorumInSlack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, harnessOptions{policy: holdWrite(2)})
+		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.held()
+		synctest.Wait()
+		h.post(h.slack.Click(alice, h.message(), "airlock_approve"))
+		synctest.Wait()
+		m := h.message()
+		if !strings.Contains(m.Mrkdwn(), "Approved so far by <@U0ALICE> (alice): *1 of 2*") || !strings.Contains(string(m.Blocks), "airlock_approve") {
+			t.Errorf("after one approval:\n%s", m.Mrkdwn())
+		}
+		// Alice again: her vote counts once.
+		h.post(h.slack.Click(alice, m, "airlock_approve"))
+		synctest.Wait()
+		if e := h.ephemerals(alice); len(e) != 1 || !strings.Contains(e[0], "already approved") {
+			t.Errorf("alice was told %q", e)
+		}
+		h.post(h.slack.Click(bob, m, "airlock_approve"))
+		if r := <-done; r.text != "wrote /srv/x" {
+			t.Fatalf("the call returned %+v", r)
+		}
+		synctest.Wait()
+		if text := h.message().Mrkdwn(); !strings.Contains(text, "*Approved* by <@U0ALICE> (alice), <@U0BOB>") || !strings.Contains(text, "(2 of 2)") {
+			t.Errorf("after the second approval:\n%s", text)
+		}
+		if got := h.approval(a.ID); strings.Join([]string{got.Votes[0].Approver, got.Votes[1].Approver}, ",") != "alice,slack:U0BOB" {
+			t.Errorf("votes = %+v", got.Votes)
+		}
+	})
+}
+
+// A click after the approval was decided elsewhere is told who decided.
+func TestClickAfterDecision(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, harnessOptions{})
+		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.held()
+		synctest.Wait()
+		m := h.message()
+		h.decide(a.ID, "alice", broker.Approve)
+		<-done
+		h.post(h.slack.Click(bob, m, "airlock_approve"))
+		synctest.Wait()
+		if e := h.ephemerals(bob); len(e) != 1 || e[0] != "Too late: this call was already approved by <@U0ALICE> (alice)." {
+			t.Errorf("bob was told %q", e)
+		}
+	})
+}

@@ -1,0 +1,294 @@
+package slack_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/brokertest"
+	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/notifiers/slack"
+	"github.com/airlock-mcp/airlock/notifiers/slack/slacktest"
+	"github.com/airlock-mcp/airlock/policy"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// The fake workspace.
+const (
+	channel   = "C0APPROVALS"
+	secops    = "C0SECOPS"
+	approvers = "S0APPROVERS"
+
+	alice   = "U0ALICE"   // approver, mapped to the Airlock identity "alice"
+	bob     = "U0BOB"     // approver, unmapped: votes as slack:U0BOB
+	tester  = "U0TESTER"  // the requester's Slack account, and in the group
+	mallory = "U0MALLORY" // in the workspace, not an approver
+	guest   = "U0GUEST"   // in the group, but a guest
+	robot   = "U0ROBOT"   // in the group, but a bot
+	gone    = "U0GONE"    // in the group, but deactivated
+)
+
+func newSlack(t *testing.T) *slacktest.Server {
+	s := slacktest.New(t)
+	s.AddChannel(channel, true)
+	s.AddChannel(secops, false)
+	s.AddUser(
+		slacktest.User{ID: alice, Name: "alice"},
+		slacktest.User{ID: bob, Name: "bob"},
+		slacktest.User{ID: tester, Name: "tester"},
+		slacktest.User{ID: mallory, Name: "mallory"},
+		slacktest.User{ID: guest, Name: "guest", Restricted: true},
+		slacktest.User{ID: robot, Name: "robot", Bot: true},
+		slacktest.User{ID: gone, Name: "gone", Deleted: true},
+	)
+	s.AddGroup(approvers, alice, bob, tester, guest, robot, gone)
+	return s
+}
+
+func config(s *slacktest.Server) slack.Config {
+	return slack.Config{
+		BotToken:      slacktest.BotToken,
+		SigningSecret: slacktest.SigningSecret,
+		Channel:       channel,
+		APIURL:        s.APIURL(),
+		UIURL:         "https://airlock.example.com",
+		Identities:    map[string]string{"alice": alice, "tester": tester},
+		HTTPClient:    s.Client(),
+		Logger:        testLogger(),
+	}
+}
+
+func newNotifier(t *testing.T, cfg slack.Config) *slack.Notifier {
+	t.Helper()
+	n, err := slack.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// holdWrite holds calls to "write" for the approvers group, with quorum q.
+func holdWrite(q int) brokertest.PolicyFunc {
+	return func(in *policy.Input) policy.Decision {
+		if in.Tool.Name != "write" {
+			return policy.Decision{Action: policy.Allow}
+		}
+		return policy.Decision{Action: policy.Hold, Reason: "write may change or destroy data", Risk: policy.RiskHigh,
+			Quorum: q, Approvers: policy.Approvers{SlackGroups: []string{approvers}}, Redact: []string{"arguments.secret"}}
+	}
+}
+
+// harness is a broker holding calls to "write", posting them to the fake
+// Slack, a client over stdio pipes whose principal is "tester", and the
+// test server upstream; all in memory, so that synctest controls time.
+type harness struct {
+	t      *testing.T
+	slack  *slacktest.Server
+	n      *slack.Notifier
+	b      *broker.Broker
+	srv    *brokertest.Server
+	store  *brokertest.MemStore
+	cs     *mcp.ClientSession
+	events <-chan broker.ApprovalEvent
+	http   http.Handler // the interactivity endpoint
+}
+
+type harnessOptions struct {
+	policy    broker.Policy
+	notifiers []broker.Notifier // besides Slack
+	config    func(*slack.Config)
+	listen    bool // serve the fake Slack on a port, for Socket Mode
+}
+
+func newHarness(t *testing.T, o harnessOptions) *harness {
+	h := &harness{t: t, slack: newSlack(t), srv: brokertest.NewServer(), store: brokertest.NewMemStore()}
+	if o.listen {
+		h.slack.Listen()
+	}
+	cfg := config(h.slack)
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	h.n = newNotifier(t, cfg)
+	if o.policy == nil {
+		o.policy = holdWrite(1)
+	}
+	b, err := broker.New(broker.Options{
+		Policy:    o.policy,
+		Store:     h.store,
+		Notifiers: append([]broker.Notifier{h.n}, o.notifiers...),
+		Logger:    testLogger(),
+		HoldWait:  -1,
+	}, h.srv.Upstream("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.b = b
+	var stop func()
+	h.events, stop = b.Subscribe()
+	t.Cleanup(stop)
+	h.cs = stdioClient(t, b)
+	// Before the client goes: closing answers the calls still held.
+	t.Cleanup(func() { b.Close() })
+	h.http = h.n.InteractivityHandler(b)
+	return h
+}
+
+// stdioClient connects an MCP client to b over pipes, as principal "tester".
+func stdioClient(t *testing.T, b *broker.Broker) *mcp.ClientSession {
+	cr, bw := io.Pipe()
+	br, cw := io.Pipe()
+	conn := wire.NewLineConn(br, bw, br, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.ServeConn(ctx, "test", conn, broker.Principal{ID: "tester", Source: "os"}) }()
+	c := mcp.NewClient(&mcp.Implementation{Name: "slack-test", Version: "0.1"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() {
+		cs.Close()
+		cw.Close()
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("the broker's session did not end")
+		}
+	})
+	return cs
+}
+
+type callResult struct {
+	text    string
+	isError bool
+}
+
+// call starts a tool call and returns where its result will arrive.
+func (h *harness) call(ctx context.Context, tool string, args map[string]any) <-chan callResult {
+	out := make(chan callResult, 1)
+	go func() {
+		res, err := h.cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+		if err != nil {
+			out <- callResult{text: "error: " + err.Error(), isError: true}
+			return
+		}
+		var parts []string
+		for _, c := range res.Content {
+			if tc, ok := c.(*mcp.TextContent); ok {
+				parts = append(parts, tc.Text)
+			}
+		}
+		out <- callResult{strings.Join(parts, "\n"), res.IsError}
+	}()
+	return out
+}
+
+// held waits for the next approval to be opened.
+func (h *harness) held() *broker.Approval {
+	h.t.Helper()
+	for {
+		select {
+		case ev := <-h.events:
+			if ev.Type == "held" {
+				return ev.Approval
+			}
+		case <-time.After(30 * time.Second):
+			h.t.Fatal("no call was held")
+		}
+	}
+}
+
+// message returns the one message in the channel.
+func (h *harness) message() slacktest.Message {
+	h.t.Helper()
+	ms := h.slack.Messages()
+	if len(ms) != 1 {
+		h.t.Fatalf("%d messages posted, want 1", len(ms))
+	}
+	return ms[0]
+}
+
+// post delivers an interaction payload to the HTTP endpoint, signed now.
+func (h *harness) post(payload []byte) int {
+	h.t.Helper()
+	rec := httptest.NewRecorder()
+	h.http.ServeHTTP(rec, slacktest.InteractionRequest("/slack/interactivity", slacktest.SigningSecret, time.Now(), payload))
+	return rec.Code
+}
+
+func (h *harness) approval(id string) *broker.Approval {
+	h.t.Helper()
+	a, err := h.b.Approval(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return a
+}
+
+// ephemerals returns what user was told privately.
+func (h *harness) ephemerals(user string) []string {
+	var out []string
+	for _, e := range h.slack.Ephemerals() {
+		if e.User == user {
+			out = append(out, e.Text)
+		}
+	}
+	return out
+}
+
+// golden compares a message with testdata/name.golden.json, after putting
+// placeholders where the approval's id is.
+func golden(t *testing.T, name string, m slacktest.Message, id string) {
+	t.Helper()
+	var blocks any
+	if err := json.Unmarshal(m.Blocks, &blocks); err != nil {
+		t.Fatalf("blocks: %v", err)
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	enc.Encode(map[string]any{"text": m.Text, "blocks": blocks})
+	got := b.Bytes()
+	if id != "" {
+		got = bytes.ReplaceAll(got, []byte(id), []byte("APPROVAL_ID"))
+	}
+	path := filepath.Join("testdata", name+".golden.json")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (go test -update rewrites it); got:\n%s", path, got)
+	}
+}

@@ -1,0 +1,350 @@
+package slack
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	slackgo "github.com/slack-go/slack"
+
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/policy"
+)
+
+// Interaction identifiers: the message's buttons and the deny dialog. A
+// new button needs an id here, and cases in parseInteraction and
+// Notifier.handle.
+const (
+	blockDecide   = "airlock_decide"
+	actionApprove = "airlock_approve"
+	actionDeny    = "airlock_deny"
+	callbackDeny  = "airlock_deny_reason"
+	blockReason   = "reason"
+	actionReason  = "reason"
+)
+
+// Slack IDs that are safe to put inside <…> in mrkdwn. Anything else from a
+// policy or a payload is shown escaped, and can never match a person.
+var (
+	userIDPattern    = regexp.MustCompile(`^[UW][A-Z0-9]{2,40}$`)
+	groupIDPattern   = regexp.MustCompile(`^S[A-Z0-9]{2,40}$`)
+	channelIDPattern = regexp.MustCompile(`^[CGD][A-Z0-9]{2,40}$`)
+)
+
+// IsUserID reports whether s is a Slack user ID (U… or W…).
+func IsUserID(s string) bool { return userIDPattern.MatchString(s) }
+
+// IsGroupID reports whether s is a Slack user group ID (S…).
+func IsGroupID(s string) bool { return groupIDPattern.MatchString(s) }
+
+// IsChannelID reports whether s is a Slack channel ID (C…, G… or D…).
+func IsChannelID(s string) bool { return channelIDPattern.MatchString(s) }
+
+// message is what Airlock posts for an approval, in every state.
+type message struct {
+	// text is the notification's text (and what screen readers say).
+	text   string
+	blocks []slackgo.Block
+}
+
+func plain(s string) *slackgo.TextBlockObject {
+	return slackgo.NewTextBlockObject(slackgo.PlainTextType, s, false, false)
+}
+
+// mrkdwn is for text Airlock composes. Verbatim stops Slack from turning
+// bare URLs and channel names into links; what came with the call is
+// escaped or put in plain text before it gets here.
+func mrkdwn(s string) *slackgo.TextBlockObject {
+	return slackgo.NewTextBlockObject(slackgo.MarkdownType, s, false, true)
+}
+
+func section(t *slackgo.TextBlockObject) *slackgo.SectionBlock {
+	return slackgo.NewSectionBlock(t, nil, nil)
+}
+
+// render lays out the message for a as it stands: a request with buttons
+// while it is pending, the outcome once it is decided.
+func (n *Notifier) render(a *broker.Approval) message {
+	what := a.Tool + " on " + a.Server
+	title := statusTitles[a.Status]
+	if title == "" {
+		title = string(a.Status)
+	}
+	header, _ := truncate(title+": "+what, headerBudget)
+	blocks := []slackgo.Block{
+		slackgo.NewHeaderBlock(plain(header)),
+		slackgo.NewSectionBlock(nil, n.fields(a), nil),
+	}
+	reason := a.Decision.Reason
+	if reason == "" {
+		reason = "the policy gave no reason"
+	}
+	reason, _ = truncate("Held because: "+reason, reasonBudget)
+	blocks = append(blocks, section(plain(reason)))
+	if len(a.PreviousDefinition) > 0 {
+		blocks = append(blocks, section(mrkdwn(":warning: *This tool's definition changed since Airlock first saw it.* "+
+			"Compare the two in the web UI before you approve.")))
+	}
+	blocks = append(blocks, section(mrkdwn(argumentsText(a))), n.context(a))
+	if a.Status == broker.StatusPending {
+		if a.Approvals() > 0 {
+			blocks = append(blocks, section(mrkdwn(fmt.Sprintf(":ballot_box_with_ballot: Approved so far by %s: *%d of %d*",
+				n.approvers(a), a.Approvals(), a.Quorum()))))
+		}
+		blocks = append(blocks, decideButtons(a))
+	} else {
+		blocks = append(blocks, n.outcome(a)...)
+	}
+	return message{
+		text:   fmt.Sprintf("%s: %s (ref %s)", title, escape(what), a.ID),
+		blocks: blocks,
+	}
+}
+
+var statusTitles = map[broker.Status]string{
+	broker.StatusPending:   "Approval needed",
+	broker.StatusApproved:  "Approved",
+	broker.StatusDenied:    "Denied",
+	broker.StatusExpired:   "Expired",
+	broker.StatusWithdrawn: "Withdrawn",
+	broker.StatusAbandoned: "Abandoned",
+}
+
+// decideButtons are the approver's choices. The "Always allow" button of
+// the grants issue goes after Deny, with its own action id.
+func decideButtons(a *broker.Approval) *slackgo.ActionBlock {
+	approve := slackgo.NewButtonBlockElement(actionApprove, a.ID, plain("Approve"))
+	approve.Style = slackgo.StylePrimary
+	deny := slackgo.NewButtonBlockElement(actionDeny, a.ID, plain("Deny"))
+	deny.Style = slackgo.StyleDanger
+	return slackgo.NewActionBlock(blockDecide, approve, deny)
+}
+
+func (n *Notifier) fields(a *broker.Approval) []*slackgo.TextBlockObject {
+	requester := n.person(a.Principal.ID)
+	if a.Principal.Source != "" {
+		requester += " · " + escape(a.Principal.Source)
+	}
+	risk := a.Decision.Risk
+	if risk == "" {
+		risk = "not rated"
+	}
+	expires := fmt.Sprintf("%s (after %s)", slackDate(a.ExpiresAt), timeout(a))
+	who := n.whoDecides(a)
+	if q := a.Quorum(); q > 1 {
+		who += fmt.Sprintf("\n%d different approvers needed", q)
+	}
+	out := []*slackgo.TextBlockObject{
+		mrkdwn("*Requested by*\n" + requester),
+		mrkdwn("*Risk*\n" + riskEmoji[risk] + escape(risk)),
+		mrkdwn("*Expires*\n" + expires),
+		mrkdwn("*Who can decide*\n" + who),
+	}
+	for _, f := range out {
+		f.Text, _ = truncate(f.Text, fieldBudget) // only a long list of approvers can get here
+	}
+	return out
+}
+
+var riskEmoji = map[string]string{
+	"low":      ":large_green_circle: ",
+	"medium":   ":large_yellow_circle: ",
+	"high":     ":large_orange_circle: ",
+	"critical": ":red_circle: ",
+}
+
+// whoDecides names the approvers, as mentions, so that they are notified.
+func (n *Notifier) whoDecides(a *broker.Approval) string {
+	set := n.approverSet(a)
+	var names []string
+	for _, u := range set.users {
+		names = append(names, mentionUser(u))
+	}
+	for _, g := range set.groups {
+		if groupIDPattern.MatchString(g) {
+			names = append(names, "<!subteam^"+g+">")
+		} else {
+			names = append(names, escape(g))
+		}
+	}
+	for _, u := range set.names {
+		names = append(names, n.person(u))
+	}
+	if len(names) == 0 {
+		return "anyone in this channel"
+	}
+	return joinWithin(names, fieldBudget-100)
+}
+
+// joinWithin joins names with commas until the budget runs out, and says
+// how many it left out: cutting a mention in half would break the message.
+func joinWithin(names []string, budget int) string {
+	var b strings.Builder
+	for i, s := range names {
+		if i > 0 && units(b.String())+units(s)+2 > budget {
+			fmt.Fprintf(&b, " and %d more", len(names)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+func mentionUser(id string) string {
+	if userIDPattern.MatchString(id) {
+		return "<@" + id + ">"
+	}
+	return escape(id)
+}
+
+// person shows an Airlock identity: a mention when Airlock knows the
+// person's Slack account, the name otherwise.
+func (n *Notifier) person(id string) string {
+	if u, ok := strings.CutPrefix(id, slackIdentityPrefix); ok {
+		return mentionUser(u)
+	}
+	if u, ok := n.slackUser[id]; ok {
+		return "<@" + u + "> (" + escape(id) + ")"
+	}
+	if id == "" {
+		return "unknown"
+	}
+	return escape(id)
+}
+
+// voter shows who cast a vote, and where when it was not in Slack.
+func (n *Notifier) voter(v broker.Vote) string {
+	s := n.person(v.Approver)
+	if where := channelNames[v.Channel]; where != "" {
+		s += " " + where
+	}
+	return s
+}
+
+var channelNames = map[string]string{"web": "in the web UI", "cli": "with the CLI", "api": "through the API"}
+
+// approvers lists everyone who approved so far.
+func (n *Notifier) approvers(a *broker.Approval) string {
+	var names []string
+	for _, v := range a.Votes {
+		if v.Verdict == broker.Approve {
+			names = append(names, n.voter(v))
+		}
+	}
+	return joinWithin(names, 1000)
+}
+
+func argumentsText(a *broker.Approval) string {
+	pretty, hid, err := prettyArguments(a.Arguments, a.Decision.Redact)
+	if err != nil {
+		return "*Arguments*\n_Airlock could not show them; open the approval in the web UI._"
+	}
+	title := "*Arguments*"
+	if hid {
+		title += " (values the policy hides from approvers show as \"" + redactedValue + "\")"
+	}
+	body, cut := truncateEscaped(pretty, argumentsBudget)
+	text := title + "\n```\n" + body + "\n```"
+	if cut > 0 {
+		text += fmt.Sprintf("\n_%d more characters not shown; the web UI has the whole call._", cut)
+	}
+	return text
+}
+
+func (n *Notifier) context(a *broker.Approval) *slackgo.ContextBlock {
+	var elems []slackgo.MixedElement
+	if a.Client.Name != "" {
+		c, _ := truncate(strings.TrimSpace("Client: "+a.Client.Name+" "+a.Client.Version), 300)
+		elems = append(elems, plain(c))
+	}
+	ref := "Ref `" + escape(a.ID) + "`"
+	if n.uiURL != "" {
+		link := n.uiURL + "/approvals/" + url.PathEscape(a.ID)
+		ref += " · <" + escape(link) + "|Open in Airlock>"
+	} else {
+		ref += " · or `airlock approve " + escape(a.ID) + "`"
+	}
+	elems = append(elems, mrkdwn(ref))
+	return slackgo.NewContextBlock("", elems...)
+}
+
+// outcome replaces the buttons once the approval is decided.
+func (n *Notifier) outcome(a *broker.Approval) []slackgo.Block {
+	at := slackDate(a.DecidedAt)
+	var line string
+	note := ""
+	switch a.Status {
+	case broker.StatusApproved:
+		line = fmt.Sprintf(":white_check_mark: *Approved* by %s, %s", n.approvers(a), at)
+		if a.Quorum() > 1 {
+			line += fmt.Sprintf(" (%d of %d)", a.Approvals(), a.Quorum())
+		}
+	case broker.StatusDenied:
+		by := n.person(a.DecidedBy)
+		for _, v := range a.Votes {
+			if v.Verdict == broker.Deny {
+				by = n.voter(v)
+			}
+		}
+		line = fmt.Sprintf(":no_entry: *Denied* by %s, %s", by, at)
+		if a.Note != "" {
+			note = "Reason: " + a.Note
+		}
+	case broker.StatusExpired:
+		line = fmt.Sprintf(":hourglass: *Expired*: nobody decided within %s.", timeout(a))
+	case broker.StatusWithdrawn:
+		line = ":leftwards_arrow_with_hook: *Withdrawn* before anyone decided, " + at
+		note = a.Note
+	case broker.StatusAbandoned:
+		line = ":black_square_for_stop: *Abandoned*, " + at
+		note = a.Note
+	default:
+		line = "*" + escape(string(a.Status)) + "*"
+	}
+	blocks := []slackgo.Block{section(mrkdwn(line))}
+	if note != "" {
+		// What a person typed is shown as typed.
+		t, _ := truncate(note, reasonBudget)
+		blocks = append(blocks, section(plain(t)))
+	}
+	return blocks
+}
+
+// timeout is how long the approval waits, as a policy writes it: "10m".
+func timeout(a *broker.Approval) string {
+	return policy.Duration(a.ExpiresAt.Sub(a.RequestedAt).Round(time.Second)).String()
+}
+
+// slackDate shows t in each reader's own time zone, with UTC for clients
+// that cannot.
+func slackDate(t time.Time) string {
+	return fmt.Sprintf("<!date^%d^{date_short_pretty} at {time}|%s>", t.Unix(), t.UTC().Format("2006-01-02 15:04 UTC"))
+}
+
+// denyDialog asks a denier why; the agent reads the answer.
+func denyDialog(a *broker.Approval, metadata string) slackgo.ModalViewRequest {
+	what, _ := truncate(a.Tool+" on "+a.Server, 500)
+	input := slackgo.NewPlainTextInputBlockElement(plain("For example: not on production"), actionReason)
+	input.Multiline = true
+	input.MaxLength = maxReason
+	return slackgo.ModalViewRequest{
+		Type:            slackgo.VTModal,
+		CallbackID:      callbackDeny,
+		Title:           plain("Deny this call"),
+		Submit:          plain("Deny"),
+		Close:           plain("Cancel"),
+		PrivateMetadata: metadata,
+		Blocks: slackgo.Blocks{BlockSet: []slackgo.Block{
+			section(plain("Deny " + what + " (ref " + a.ID + ")? The agent is told who denied it and why.")),
+			slackgo.NewInputBlock(blockReason, plain("Reason"), nil, input),
+		}},
+	}
+}
+
+// maxReason bounds a denier's reason, which the agent and the audit read.
+const maxReason = 500
