@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/notifiers/slack/slacktest"
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 // A held call is posted with the right blocks, an approver's click
@@ -96,7 +98,7 @@ func TestDenyDialogTooLate(t *testing.T) {
 		if v := h.slack.Views(); len(v) != 0 {
 			t.Errorf("a dialog opened after its trigger expired: %+v", v)
 		}
-		if e := h.ephemerals(bob); len(e) != 1 || !strings.Contains(e[0], "Click Deny again") {
+		if e := h.ephemerals(bob); len(e) != 1 || !strings.Contains(e[0], "Click again") {
 			t.Errorf("bob was told %q", e)
 		}
 		if got := h.approval(a.ID); got.Status != broker.StatusPending {
@@ -217,6 +219,62 @@ func TestClickAfterDecision(t *testing.T) {
 		synctest.Wait()
 		if e := h.ephemerals(bob); len(e) != 1 || e[0] != "Too late: this call was already approved by <@U0ALICE> (alice)." {
 			t.Errorf("bob was told %q", e)
+		}
+	})
+}
+
+// "Always allow…" opens a dialog with the scopes and durations the policy
+// allows; submitting it approves the call and makes the grant, and the
+// next identical call passes without a message.
+func TestAlwaysAllowInSlack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		grantable := func(in *policy.Input) policy.Decision {
+			if in.Tool.Name != "write" {
+				return policy.Decision{Action: policy.Allow}
+			}
+			if len(in.Grants) > 0 {
+				return policy.Decision{Action: policy.Allow, Grant: in.Grants[0].ID}
+			}
+			return policy.Decision{Action: policy.Hold, Reason: "write may change data", Approvers: policy.Approvers{SlackGroups: []string{approvers}},
+				Grantable: &policy.Grantable{Scopes: []string{policy.ScopeExact, policy.ScopeTool}, MaxTTL: policy.Duration(8 * time.Hour)}}
+		}
+		h := newHarness(t, harnessOptions{policy: brokertest.PolicyFunc(grantable)})
+		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.held()
+		synctest.Wait()
+		if !strings.Contains(string(h.message().Blocks), "Always allow") {
+			t.Fatal("the message offers no \"Always allow\"")
+		}
+		h.post(h.slack.Click(bob, h.message(), "airlock_grant"))
+		synctest.Wait()
+		views := h.slack.Views()
+		if len(views) != 1 {
+			t.Fatalf("views opened: %+v", views)
+		}
+		dialog := string(views[0].View)
+		for _, want := range []string{"Exactly this call", "Every call of this tool", "8 hours", "1 hour"} {
+			if !strings.Contains(dialog, want) {
+				t.Errorf("the dialog lacks %q", want)
+			}
+		}
+		if strings.Contains(dialog, "1 day") {
+			t.Error("the dialog offers more than the policy's max_ttl")
+		}
+		h.post(h.slack.Submit(bob, views[0], map[string]string{"scope": "exact"}))
+		if r := <-done; r.isError {
+			t.Fatalf("the call returned %+v", r)
+		}
+		got := h.approval(a.ID)
+		g, err := h.b.Grant(context.Background(), got.GrantID)
+		if err != nil || g.Scope != "exact" || g.CreatedBy != "slack:U0BOB" || g.ExpiresAt.Sub(g.CreatedAt) != time.Hour {
+			t.Fatalf("grant %+v, %v", g, err)
+		}
+		posted := len(h.slack.Messages())
+		if r := <-h.call(context.Background(), "write", map[string]any{"path": "/srv/x"}); r.isError {
+			t.Fatalf("the identical call after the grant: %+v", r)
+		}
+		if len(h.slack.Messages()) != posted {
+			t.Error("the granted call was posted for approval")
 		}
 	})
 }

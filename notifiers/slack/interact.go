@@ -16,6 +16,7 @@ import (
 	slackgo "github.com/slack-go/slack"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 // Decider is what the notifier needs of the broker to take decisions from
@@ -29,13 +30,14 @@ type Decider interface {
 // Only these fields are trusted, and only after Slack's signature (HTTP)
 // or its authenticated connection (Socket Mode) vouched for the payload.
 type interaction struct {
-	kind       string // actionApprove, actionDeny or callbackDeny
+	kind       string // actionApprove, actionDeny, actionGrant, callbackDeny or callbackGrant
 	user       string // Slack user ID of the person
 	approvalID string
 	channel    string // where the message is, for replies only they see
 	messageTS  string
 	triggerID  string // lets Airlock open a dialog, for three seconds
 	reason     string // the denier's reason
+	grant      *broker.GrantRequest
 }
 
 // payload is the part of Slack's interaction payloads Airlock reads; see
@@ -63,7 +65,10 @@ type payload struct {
 		PrivateMetadata string `json:"private_metadata"`
 		State           struct {
 			Values map[string]map[string]struct {
-				Value *string `json:"value"`
+				Value          *string `json:"value"`
+				SelectedOption *struct {
+					Value string `json:"value"`
+				} `json:"selected_option"`
 			} `json:"values"`
 		} `json:"state"`
 	} `json:"view"`
@@ -104,22 +109,35 @@ func parseInteraction(data []byte) (*interaction, error) {
 			return nil, errIgnored
 		}
 		act := p.Actions[0]
-		if act.ActionID != actionApprove && act.ActionID != actionDeny {
+		if act.ActionID != actionApprove && act.ActionID != actionDeny && act.ActionID != actionGrant {
 			return nil, errIgnored
 		}
 		in.kind, in.approvalID = act.ActionID, act.Value
 		in.channel = firstNonEmpty(p.Container.ChannelID, p.Channel.ID)
 		in.messageTS = p.Container.MessageTS
 	case "view_submission":
-		if p.View.CallbackID != callbackDeny {
+		if p.View.CallbackID != callbackDeny && p.View.CallbackID != callbackGrant {
 			return nil, errIgnored
 		}
 		var st dialogState
 		if err := json.Unmarshal([]byte(p.View.PrivateMetadata), &st); err != nil {
-			return nil, fmt.Errorf("slack: deny dialog state: %w", err)
+			return nil, fmt.Errorf("slack: dialog state: %w", err)
 		}
-		in.kind, in.approvalID, in.channel, in.messageTS = callbackDeny, st.Approval, st.Channel, st.TS
-		field := p.View.State.Values[blockReason][actionReason].Value
+		in.kind, in.approvalID, in.channel, in.messageTS = p.View.CallbackID, st.Approval, st.Channel, st.TS
+		values := p.View.State.Values
+		if in.kind == callbackGrant {
+			scope, ttl := values[blockScope][actionScope].SelectedOption, values[blockTTL][actionTTL].SelectedOption
+			if scope == nil || ttl == nil {
+				return nil, errors.New("slack: grant dialog without a scope or a duration")
+			}
+			d, err := time.ParseDuration(ttl.Value)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("slack: grant dialog duration %q", ttl.Value)
+			}
+			in.grant = &broker.GrantRequest{Scope: scope.Value, TTL: policy.Duration(d)}
+			break
+		}
+		field := values[blockReason][actionReason].Value
 		if field == nil {
 			return nil, errors.New("slack: deny dialog without a reason")
 		}
@@ -227,9 +245,9 @@ func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
 		n.tell(ctx, in, n.tooLate(a.Status, a.DecidedBy))
 		return
 	}
-	verdict := broker.Approve
-	if in.kind != actionApprove {
-		verdict = broker.Deny
+	verdict := broker.Deny
+	if in.kind == actionApprove || in.kind == actionGrant || in.kind == callbackGrant {
+		verdict = broker.Approve
 	}
 	who, refusal, err := n.authorize(ctx, a, in.user, verdict)
 	if err != nil {
@@ -241,11 +259,19 @@ func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
 		n.tell(ctx, in, refusal+" (ref "+a.ID+")")
 		return
 	}
-	if in.kind == actionDeny {
-		n.askReason(ctx, log, in, a)
+	switch in.kind {
+	case actionDeny:
+		n.openDialog(ctx, log, in, "deny", denyDialog(a, dialogMetadata(a, in)))
+		return
+	case actionGrant:
+		if g := a.Decision.Grantable; g == nil || len(g.Scopes) == 0 {
+			n.tell(ctx, in, "The policy does not allow an \"always allow\" for this call (ref "+a.ID+").")
+			return
+		}
+		n.openDialog(ctx, log, in, "always allow", grantDialog(a, dialogMetadata(a, in)))
 		return
 	}
-	_, err = d.Decide(ctx, a.ID, broker.Vote{Approver: who, Channel: "slack", Verdict: verdict, Reason: in.reason})
+	_, err = d.Decide(ctx, a.ID, broker.Vote{Approver: who, Channel: "slack", Verdict: verdict, Reason: in.reason, Grant: in.grant})
 	var de *broker.DecidedError
 	switch {
 	case err == nil:
@@ -256,22 +282,29 @@ func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
 		n.tell(ctx, in, refuseRequester+" (ref "+a.ID+")")
 	case errors.Is(err, broker.ErrAlreadyVoted):
 		n.tell(ctx, in, fmt.Sprintf("You have already approved this call; it needs %d different approvers.", a.Quorum()))
+	case errors.Is(err, broker.ErrNotGrantable), errors.Is(err, broker.ErrGrantScope), errors.Is(err, broker.ErrGrantQuorum):
+		n.tell(ctx, in, "Nothing was decided: "+escape(err.Error())+" (ref "+a.ID+").")
 	default:
 		n.failed(ctx, log, in, "recording the decision failed", err)
 	}
 }
 
-// askReason opens the deny dialog. Its trigger is good for three seconds
-// after the click, which is why clicks are handled at once.
-func (n *Notifier) askReason(ctx context.Context, log *slog.Logger, in *interaction, a *broker.Approval) {
+func dialogMetadata(a *broker.Approval, in *interaction) string {
 	meta, _ := json.Marshal(dialogState{Approval: a.ID, Channel: in.channel, TS: in.messageTS})
+	return string(meta)
+}
+
+// openDialog opens the deny or "always allow" dialog. Its trigger is good
+// for three seconds after the click, which is why clicks are handled at
+// once.
+func (n *Notifier) openDialog(ctx context.Context, log *slog.Logger, in *interaction, what string, view slackgo.ModalViewRequest) {
 	err := n.call(ctx, "views.open", func(ctx context.Context) error {
-		_, err := n.api.OpenViewContext(ctx, in.triggerID, denyDialog(a, string(meta)))
+		_, err := n.api.OpenViewContext(ctx, in.triggerID, view)
 		return err
 	})
 	if err != nil {
-		log.Warn("opening the deny dialog failed", "err", err)
-		n.tell(ctx, in, "Slack did not open the dialog in time. Click Deny again.")
+		log.Warn("opening a dialog failed", "dialog", what, "err", err)
+		n.tell(ctx, in, "Slack did not open the dialog in time. Click again.")
 	}
 }
 

@@ -20,9 +20,15 @@ const (
 	blockDecide   = "airlock_decide"
 	actionApprove = "airlock_approve"
 	actionDeny    = "airlock_deny"
+	actionGrant   = "airlock_grant"
 	callbackDeny  = "airlock_deny_reason"
+	callbackGrant = "airlock_grant_choice"
 	blockReason   = "reason"
 	actionReason  = "reason"
+	blockScope    = "scope"
+	actionScope   = "scope"
+	blockTTL      = "ttl"
+	actionTTL     = "ttl"
 )
 
 // Slack IDs that are safe to put inside <…> in mrkdwn. Anything else from a
@@ -112,14 +118,18 @@ var statusTitles = map[broker.Status]string{
 	broker.StatusAbandoned: "Abandoned",
 }
 
-// decideButtons are the approver's choices. The "Always allow" button of
-// the grants issue goes after Deny, with its own action id.
+// decideButtons are the approver's choices: Approve, Deny, and "Always
+// allow…" when the policy lets this hold become a grant.
 func decideButtons(a *broker.Approval) *slackgo.ActionBlock {
 	approve := slackgo.NewButtonBlockElement(actionApprove, a.ID, plain("Approve"))
 	approve.Style = slackgo.StylePrimary
 	deny := slackgo.NewButtonBlockElement(actionDeny, a.ID, plain("Deny"))
 	deny.Style = slackgo.StyleDanger
-	return slackgo.NewActionBlock(blockDecide, approve, deny)
+	elems := []slackgo.BlockElement{approve, deny}
+	if g := a.Decision.Grantable; g != nil && len(g.Scopes) > 0 {
+		elems = append(elems, slackgo.NewButtonBlockElement(actionGrant, a.ID, plain("Always allow…")))
+	}
+	return slackgo.NewActionBlock(blockDecide, elems...)
 }
 
 func (n *Notifier) fields(a *broker.Approval) []*slackgo.TextBlockObject {
@@ -348,3 +358,90 @@ func denyDialog(a *broker.Approval, metadata string) slackgo.ModalViewRequest {
 
 // maxReason bounds a denier's reason, which the agent and the audit read.
 const maxReason = 500
+
+// scopeLabels explain each grant scope to an approver.
+var scopeLabels = map[string]string{
+	broker.ScopeExact:     "Exactly this call (the same arguments)",
+	broker.ScopeArguments: "Calls with the same %s",
+	broker.ScopeTool:      "Every call of this tool",
+}
+
+// grantTTLs are the durations a grant dialog offers, up to the policy's
+// max_ttl.
+var grantTTLs = []time.Duration{15 * time.Minute, time.Hour, 8 * time.Hour, 24 * time.Hour, 7 * 24 * time.Hour}
+
+// grantDialog asks an approver how far an "always allow" should reach and
+// for how long, within what the policy allows; submitting it also approves
+// this call. It is the confirmation the issue asks for.
+func grantDialog(a *broker.Approval, metadata string) slackgo.ModalViewRequest {
+	g := a.Decision.Grantable
+	var scopes []*slackgo.OptionBlockObject
+	for _, sc := range g.Scopes {
+		label, ok := scopeLabels[sc]
+		if !ok {
+			continue
+		}
+		if sc == broker.ScopeArguments {
+			label = fmt.Sprintf(label, strings.Join(g.KeyArguments, ", "))
+		}
+		label, _ = truncate(label, 70)
+		scopes = append(scopes, slackgo.NewOptionBlockObject(sc, plain(label), nil))
+	}
+	maxTTL := time.Duration(g.MaxTTL)
+	if maxTTL <= 0 {
+		maxTTL = broker.DefaultGrantTTL
+	}
+	var ttls []*slackgo.OptionBlockObject
+	for _, d := range grantTTLs {
+		if d <= maxTTL {
+			ttls = append(ttls, slackgo.NewOptionBlockObject(policy.Duration(d).String(), plain(humanDuration(d)), nil))
+		}
+	}
+	if len(ttls) == 0 {
+		ttls = append(ttls, slackgo.NewOptionBlockObject(policy.Duration(maxTTL).String(), plain(humanDuration(maxTTL)), nil))
+	}
+	scopeMenu := slackgo.NewOptionsSelectBlockElement(slackgo.OptTypeStatic, plain("Choose what to allow"), actionScope, scopes...)
+	scopeMenu.InitialOption = scopes[0]
+	ttlMenu := slackgo.NewOptionsSelectBlockElement(slackgo.OptTypeStatic, plain("Choose how long"), actionTTL, ttls...)
+	ttlMenu.InitialOption = ttls[min(1, len(ttls)-1)]
+	what, _ := truncate(a.Tool+" on "+a.Server, 500)
+	return slackgo.ModalViewRequest{
+		Type:            slackgo.VTModal,
+		CallbackID:      callbackGrant,
+		Title:           plain("Always allow"),
+		Submit:          plain("Approve and allow"),
+		Close:           plain("Cancel"),
+		PrivateMetadata: metadata,
+		Blocks: slackgo.Blocks{BlockSet: []slackgo.Block{
+			section(plain("Approve " + what + " (ref " + a.ID + "), and let later calls like it through without asking, for " +
+				forRequester(a.Principal.ID) + ". Every grant expires, and can be revoked in the web UI or with `airlock grants revoke`.")),
+			slackgo.NewInputBlock(blockScope, plain("Allow"), nil, scopeMenu),
+			slackgo.NewInputBlock(blockTTL, plain("For"), nil, ttlMenu),
+		}},
+	}
+}
+
+// forRequester names whom a grant covers, in plain text.
+func forRequester(principal string) string {
+	if principal == "" {
+		return "the same requester"
+	}
+	return "the same requester (" + principal + ")"
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d%(24*time.Hour) == 0:
+		if d == 24*time.Hour {
+			return "1 day"
+		}
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		if d == time.Hour {
+			return "1 hour"
+		}
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	default:
+		return fmt.Sprintf("%d minutes", d/time.Minute)
+	}
+}

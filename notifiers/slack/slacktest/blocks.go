@@ -63,11 +63,15 @@ func checkBlocks(raw []byte, maxBlocks int) []string {
 		case "input":
 			c.text(at+"/label", b["label"], 2000, "plain_text")
 			el, _ := b["element"].(map[string]any)
-			if el["type"] != "plain_text_input" {
-				c.fail(at+"/element", "the fake only knows plain_text_input")
-			}
-			if n, _ := el["max_length"].(float64); n > 3000 {
-				c.fail(at+"/element/max_length", "must be at most 3000")
+			switch el["type"] {
+			case "plain_text_input":
+				if n, _ := el["max_length"].(float64); n > 3000 {
+					c.fail(at+"/element/max_length", "must be at most 3000")
+				}
+			case "static_select":
+				c.staticSelect(at+"/element", el)
+			default:
+				c.fail(at+"/element", "the fake only knows plain_text_input and static_select")
 			}
 		case "divider":
 		default:
@@ -100,6 +104,31 @@ func checkModal(raw []byte) []string {
 	blocks, _ := json.Marshal(v["blocks"])
 	c.errs = append(c.errs, checkBlocks(blocks, MaxModalBlocks)...)
 	return c.errs
+}
+
+// staticSelect checks a menu of options.
+func (c *checker) staticSelect(at string, el map[string]any) {
+	if el["placeholder"] != nil {
+		c.text(at+"/placeholder", el["placeholder"], 150, "plain_text")
+	}
+	opts, _ := el["options"].([]any)
+	if len(opts) == 0 || len(opts) > 100 {
+		c.fail(at+"/options", "must have 1 to 100 items")
+	}
+	values := map[string]bool{}
+	for i, o := range opts {
+		opt, _ := o.(map[string]any)
+		oat := fmt.Sprintf("%s/options/%d", at, i)
+		c.text(oat+"/text", opt["text"], 75, "plain_text")
+		v, _ := opt["value"].(string)
+		c.length(oat+"/value", v, 150)
+		values[v] = true
+	}
+	if init, ok := el["initial_option"].(map[string]any); ok {
+		if v, _ := init["value"].(string); !values[v] {
+			c.fail(at+"/initial_option", "must be one of the options")
+		}
+	}
 }
 
 type checker struct{ errs []string }

@@ -634,22 +634,34 @@ func (s *Server) Submit(user string, v View, inputs map[string]string) []byte {
 			Type    string `json:"type"`
 			BlockID string `json:"block_id"`
 			Element struct {
-				Type     string `json:"type"`
-				ActionID string `json:"action_id"`
+				Type          string          `json:"type"`
+				ActionID      string          `json:"action_id"`
+				InitialOption json.RawMessage `json:"initial_option"`
 			} `json:"element"`
 		} `json:"blocks"`
 	}
 	json.Unmarshal(v.View, &view)
 	values := map[string]any{}
 	for _, b := range view.Blocks {
-		if b.Type == "input" {
-			val, ok := inputs[b.BlockID]
-			var field any
-			if ok {
-				field = val
-			}
-			values[b.BlockID] = map[string]any{b.Element.ActionID: map[string]any{"type": b.Element.Type, "value": field}}
+		if b.Type != "input" {
+			continue
 		}
+		val, ok := inputs[b.BlockID]
+		if b.Element.Type == "static_select" {
+			// A menu submits the option chosen: the one given, else the
+			// menu's initial option.
+			var opt any = b.Element.InitialOption
+			if ok {
+				opt = map[string]any{"value": val}
+			}
+			values[b.BlockID] = map[string]any{b.Element.ActionID: map[string]any{"type": b.Element.Type, "selected_option": opt}}
+			continue
+		}
+		var field any
+		if ok {
+			field = val
+		}
+		values[b.BlockID] = map[string]any{b.Element.ActionID: map[string]any{"type": b.Element.Type, "value": field}}
 	}
 	p := map[string]any{
 		"type":       "view_submission",
