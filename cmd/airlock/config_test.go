@@ -32,6 +32,13 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		"unset variable":        {"servers:\n  a:\n    url: http://h/mcp\n    headers: {Authorization: 'Bearer ${AIRLOCK_TEST_UNSET}'}\n", "servers.a.headers.Authorization: environment variable AIRLOCK_TEST_UNSET is not set"},
 		"headers on a command":  {"servers:\n  a:\n    command: x\n    headers: {A: b}\n", "servers.a.headers: only apply to a url"},
 		"wrong type":            {"init_timeout: soon\n", "init_timeout"},
+		"unknown ui key":        {"ui:\n  aprover: bob\n", `line 2: unknown key "aprover"`},
+		"ui url with a path":    {"ui:\n  url: https://h/airlock\n", "ui.url:"},
+		"oidc without issuer":   {"ui:\n  oidc: {client_id: x}\n", "ui.oidc.issuer is required"},
+		"oidc over http":        {"ui:\n  oidc: {issuer: 'http://idp.example', client_id: x}\n", "ui.oidc.issuer:"},
+		"oidc without client":   {"ui:\n  oidc: {issuer: 'https://idp.example'}\n", "ui.oidc.client_id is required"},
+		"missing secret file":   {"ui:\n  oidc: {issuer: 'https://idp.example', client_id: x, client_secret_file: /nonexistent}\n", "ui.oidc.client_secret_file:"},
+		"email as domain":       {"ui:\n  oidc: {issuer: 'https://idp.example', client_id: x, allowed_domains: [a@b.c]}\n", "ui.oidc.allowed_domains:"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

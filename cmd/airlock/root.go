@@ -25,7 +25,7 @@ Start here:
 		SilenceErrors: true,
 	}
 	root.AddCommand(newWrapCmd(), newServeCmd(), newPendingCmd(), newDecideCmd(broker.Approve), newDecideCmd(broker.Deny),
-		newAuditCmd(), newPolicyCmd(), newBenchCmd(), newVersionCmd())
+		newAuditCmd(), newLoginCmd(), newPolicyCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 
