@@ -89,3 +89,29 @@ func TestConfigEmptyMeansDefaults(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigUI(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
+	cfg, err := loadConfig(writeConfig(t, `ui:
+  approver: " carol "
+  url: https://airlock.example.com/
+  session_ttl: 2h
+  oidc:
+    issuer: https://accounts.example.com
+    client_id: airlock
+    client_secret_file: `+secret+`
+    allowed_domains: [example.com]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.UI.oidc()
+	if cfg.UI.Approver != "carol" || cfg.UI.SessionTTL.Hours() != 2 || o.ClientSecret != "s3cret" || o.Claim != "email" ||
+		o.AllowedDomains[0] != "example.com" {
+		t.Errorf("ui = %+v, oidc = %+v", cfg.UI, o)
+	}
+	if cfg, _ := loadConfig(""); cfg.UI.oidc() != nil {
+		t.Error("OIDC is on without a config")
+	}
+}

@@ -66,3 +66,34 @@ func TestServePrintsLoginLinkAndLoginMakesMore(t *testing.T) {
 		t.Errorf("airlock login's link signs in as %q", who)
 	}
 }
+
+// wrap prints its link on stderr too (stdout carries the protocol), for
+// the UI on its own loopback port; with OIDC it prints where to sign in
+// and no link.
+func TestWrapPrintsLoginLink(t *testing.T) {
+	waitLink := func(stderr *syncBuffer, re *regexp.Regexp) string {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if m := re.FindString(stderr.String()); m != "" {
+				return m
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("no %s on stderr:\n%s", re, stderr)
+		return ""
+	}
+	cs, cmd, stderr := wrapClient(t, []string{"--name", "echo"}, testServerArgs("echo")...)
+	if who := signedInAs(t, waitLink(stderr, loginURL)); who != "admin" {
+		t.Errorf("wrap's link signs in as %q", who)
+	}
+	cs.Close()
+	exitCode(t, cmd) // the next wrap of echo needs its state directory
+
+	cfg := writeConfig(t, "ui:\n  oidc: {issuer: 'https://idp.example', client_id: airlock}\n")
+	cs, _, stderr = wrapClient(t, []string{"--name", "echo", "-c", cfg}, testServerArgs("echo")...)
+	defer cs.Close()
+	waitLink(stderr, regexp.MustCompile(`Approvals UI: http://127\.0\.0\.1:\d+ \(sign in with https://idp\.example`))
+	if loginURL.MatchString(stderr.String()) {
+		t.Errorf("with OIDC, a login link was printed:\n%s", stderr)
+	}
+}
