@@ -297,7 +297,7 @@ func TestScreenshots(t *testing.T) {
 
 func shot(t *testing.T, tab context.Context, name string) {
 	t.Helper()
-	png := run(t, tab, chromedp.FullScreenshot(100))
+	png := run(t, tab, chromedp.Screenshot(chromedp.CSS("body")))
 	path := filepath.Join(brokertest.RepoRoot(t), "docs", name)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)

@@ -124,14 +124,18 @@ func outcome(a *broker.Approval, user string) string {
 	case broker.StatusPending:
 		return ""
 	case broker.StatusApproved, broker.StatusDenied:
-		verb := "approved"
+		verb := pastTense(broker.Approve)
 		if a.Status == broker.StatusDenied {
-			verb = "denied"
+			verb = pastTense(broker.Deny)
+		}
+		said := ""
+		if a.Note != "" {
+			said = fmt.Sprintf(" (%q)", a.Note)
 		}
 		if a.DecidedBy == user {
-			return fmt.Sprintf("You %s this call at %s%s.", verb, at, note)
+			return fmt.Sprintf("You %s this call at %s%s.", verb, at, said)
 		}
-		return fmt.Sprintf("Already decided by %s at %s: %s%s.", a.DecidedBy, at, verb, note)
+		return fmt.Sprintf("Already decided by %s at %s: %s%s.", a.DecidedBy, at, verb, said)
 	case broker.StatusExpired:
 		return fmt.Sprintf("Expired at %s%s.", at, note)
 	case broker.StatusWithdrawn:
@@ -140,6 +144,22 @@ func outcome(a *broker.Approval, user string) string {
 		return fmt.Sprintf("Abandoned at %s%s.", at, note)
 	}
 	return fmt.Sprintf("Ended (%s) at %s%s.", a.Status, at, note)
+}
+
+func pastTense(v broker.Verdict) string {
+	if v == broker.Deny {
+		return "denied"
+	}
+	return "approved"
+}
+
+// voteText says who voted how, where and when.
+func voteText(v broker.Vote) string {
+	s := fmt.Sprintf("%s %s via %s at %s", v.Approver, pastTense(v.Verdict), v.Channel, timeText(v.At))
+	if v.Reason != "" {
+		s += fmt.Sprintf(" (%q)", v.Reason)
+	}
+	return s
 }
 
 // permission says what user may do with a pending approval, and why not.
