@@ -39,7 +39,7 @@ type OIDC struct {
 
 const (
 	oidcStateTTL  = 10 * time.Minute // a sign-in at the provider must finish within this
-	maxOIDCStates = 1000
+	maxOIDCStates = 10000            // bounds what anonymous requests can make the UI remember
 	oidcTimeout   = 10 * time.Second
 )
 

@@ -96,6 +96,11 @@
       }
     }
     ['held', 'updated', 'decided'].forEach(function (t) { es.addEventListener(t, onEvent); });
+    es.addEventListener('error', function () {
+      // The browser retries a dropped stream by itself; it gives up only
+      // when the answer is not a stream, as when the session ended.
+      if (es.readyState === EventSource.CLOSED) setTimeout(function () { location.reload(); }, 1000);
+    });
     es.addEventListener('open', function () {
       // After a reconnect, events may have been missed.
       if (opened) {
