@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
+	"github.com/airlock-mcp/airlock/ui/uitest"
 )
 
 // The browser tests drive Debian's Chromium, headless, through the real
@@ -38,37 +38,20 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func chromiumPath(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	brokertest.Missing(t, "Chromium", "install it with `apt-get install chromium` (see .ci/run)")
-	return ""
-}
-
-// newTab returns a chromedp context for a fresh browser context, and the
-// deadline-bound context to run its steps with.
+// newTab returns a context for a tab in a fresh browser context (its own
+// cookies) of the package's browser.
 func newTab(t *testing.T) context.Context {
 	t.Helper()
-	path := chromiumPath(t)
+	path := uitest.Chromium(t)
 	browserOnce.Do(func() {
-		opts := append(chromedp.DefaultExecAllocatorOptions[:],
-			chromedp.ExecPath(path),
-			chromedp.UserDataDir(mustTempDir()),
-			chromedp.DisableGPU,
-			chromedp.Flag("disable-background-networking", true),
-			chromedp.Flag("disable-component-update", true),
-			chromedp.Flag("disable-sync", true),
-			chromedp.WindowSize(1280, 860),
-		)
-		if os.Geteuid() == 0 {
-			opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run as root with its sandbox
+		dir, err := os.MkdirTemp("", "airlock-chromium-")
+		if err != nil {
+			browserErr = err
+			return
 		}
-		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), uitest.AllocatorOptions(path, dir)...)
 		ctx, cancel := chromedp.NewContext(actx)
-		stopBrowser = func() { cancel(); cancelAlloc() }
+		stopBrowser = func() { cancel(); cancelAlloc(); os.RemoveAll(dir) }
 		// The first run starts the browser, and must not have a deadline:
 		// the browser lives as long as this context.
 		browserErr = chromedp.Do(ctx)
@@ -82,33 +65,17 @@ func newTab(t *testing.T) context.Context {
 	if err := chromedp.Do(tab); err != nil {
 		t.Fatalf("opening a tab: %v", err)
 	}
-	ctx, cancelTimeout := context.WithTimeout(tab, 60*time.Second)
-	t.Cleanup(cancelTimeout)
-	return ctx
-}
-
-func mustTempDir() string {
-	d, err := os.MkdirTemp("", "airlock-chromium-")
-	if err != nil {
-		panic(err)
-	}
-	return d
+	return uitest.WithTimeout(t, tab)
 }
 
 func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		t.Fatalf("in the browser: %v", err)
-	}
+	uitest.Do(t, ctx, steps...)
 }
 
 func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 	t.Helper()
-	v, err := chromedp.Run(ctx, a)
-	if err != nil {
-		t.Fatalf("in the browser: %v", err)
-	}
-	return v
+	return uitest.Run(t, ctx, a)
 }
 
 // signInBrowser opens a login link, as a person opens the one the broker
