@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/ui"
 )
 
 func TestPendingPage(t *testing.T) {
@@ -477,5 +480,36 @@ func TestPolicyPage(t *testing.T) {
 	wantStatus(t, resp, http.StatusBadRequest)
 	if got := text(doc.Find("#error")); !strings.Contains(got, "policy: input") {
 		t.Errorf("error = %q", got)
+	}
+}
+
+// While a reload fails, the Policy page says so, with file:row:col, and
+// that the previous revision still decides.
+func TestPolicyPageShowsAFailedReload(t *testing.T) {
+	dir := t.TempDir()
+	write := func(src string) {
+		if err := os.WriteFile(filepath.Join(dir, "airlock.rego"), []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("package airlock\n\ndecision := {\"action\": \"allow\"}\n")
+	engine, err := policy.New(context.Background(), policy.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(o *ui.Options) { o.Policy = engine })
+	write("package airlock\n\ndecision := {\"action\": \"allow\"\n")
+	if err := engine.Reload(context.Background()); err == nil {
+		t.Fatal("a broken policy reloaded")
+	}
+	_, doc := h.signIn("").get("/policy")
+	if got := text(doc.Find("main dl")); !strings.Contains(got, "failed at") || !strings.Contains(got, "the revision above still decides") {
+		t.Errorf("status: %q", got)
+	}
+	if got := doc.Find("#reload-error").Text(); !strings.Contains(got, "airlock.rego:4:0: rego_parse_error") {
+		t.Errorf("reload error: %q", got)
+	}
+	if got := text(doc.Find("main")); !strings.Contains(got, dir) {
+		t.Errorf("the page does not name the policy directory: %s", got)
 	}
 }
