@@ -103,6 +103,9 @@ func TestBrowserApproveLive(t *testing.T) {
 		t.Errorf("title = %q", got)
 	}
 	run(t, tab, chromedp.Evaluate[int]("window.notReloaded = 1"))
+	// The call must reach the page through the event stream, not through
+	// the refresh that follows the stream's start.
+	do(t, tab, chromedp.WaitReady(chromedp.CSS(`body[data-stream="open"]`)))
 
 	done := h.call("write", map[string]any{"path": "/srv/live.txt", "content": "hello"})
 	a := h.held()
@@ -156,7 +159,8 @@ func TestBrowserSeesAnotherDecision(t *testing.T) {
 	tab := newTab(t)
 	signInBrowser(t, h, tab)
 	a := h.addApproval(nil)
-	do(t, tab, chromedp.Navigate(h.url("/approvals/"+a.ID)), chromedp.WaitVisible(chromedp.CSS("#actions")))
+	do(t, tab, chromedp.Navigate(h.url("/approvals/"+a.ID)), chromedp.WaitVisible(chromedp.CSS("#actions")),
+		chromedp.WaitReady(chromedp.CSS(`body[data-stream="open"]`)))
 	if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
 		t.Fatal(err)
 	}

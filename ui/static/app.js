@@ -1,8 +1,9 @@
 // Airlock's page script, served from /static so that the page's
 // Content-Security-Policy can forbid inline script. It keeps relative
 // times ticking, follows /events (server-sent events) to refresh the
-// pending list or an approval's status without a reload, and offers
-// browser notifications of new held calls.
+// pending list or an approval's status without a reload (data-stream on
+// the body says whether the stream is open), and offers browser
+// notifications of new held calls.
 (function () {
   'use strict';
 
@@ -85,7 +86,6 @@
   function follow(live, id) {
     if (!window.EventSource) return;
     var es = new EventSource('/events');
-    var opened = false;
     function onEvent(e) {
       var ev = JSON.parse(e.data);
       if (live === 'pending') {
@@ -97,16 +97,16 @@
     }
     ['held', 'updated', 'decided'].forEach(function (t) { es.addEventListener(t, onEvent); });
     es.addEventListener('error', function () {
+      document.body.dataset.stream = 'down';
       // The browser retries a dropped stream by itself; it gives up only
       // when the answer is not a stream, as when the session ended.
       if (es.readyState === EventSource.CLOSED) setTimeout(function () { location.reload(); }, 1000);
     });
     es.addEventListener('open', function () {
-      // After a reconnect, events may have been missed.
-      if (opened) {
-        if (live === 'pending') refreshPending(); else refreshApproval(id);
-      }
-      opened = true;
+      document.body.dataset.stream = 'open';
+      // Events between the page's rendering and this stream's start, or
+      // during a reconnect, were missed.
+      if (live === 'pending') refreshPending(); else refreshApproval(id);
     });
   }
 
