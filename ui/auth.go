@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Bounds on what unauthenticated requests can make the UI remember.
+// Bounds on the sign-ins the UI keeps in memory.
 const (
 	maxLinks    = 1000
 	maxSessions = 10000
@@ -25,25 +25,24 @@ const (
 // sign in again.
 type auth struct {
 	mu       sync.Mutex
-	links    map[string]grant // token → who it signs in
-	sessions map[string]grant // cookie value → who is signed in
+	links    map[string]identity // token → who it signs in
+	sessions map[string]identity // cookie value → who is signed in
 }
 
-// grant is an identity, how it was established, and until when it holds.
-type grant struct {
+// identity is who a link or a session signs in, and until when.
+type identity struct {
 	approver string
-	via      string // "link" or "oidc"
 	expires  time.Time
 }
 
 func (a *auth) init() {
-	a.links = make(map[string]grant)
-	a.sessions = make(map[string]grant)
+	a.links = make(map[string]identity)
+	a.sessions = make(map[string]identity)
 }
 
-// add stores g under a new random key in m, after dropping expired
+// add stores id under a new random key in m, after dropping expired
 // entries; it fails when m is full of live ones.
-func (a *auth) add(m map[string]grant, limit int, g grant, now time.Time) (string, error) {
+func (a *auth) add(m map[string]identity, limit int, id identity, now time.Time) (string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for k, v := range m {
@@ -55,17 +54,17 @@ func (a *auth) add(m map[string]grant, limit int, g grant, now time.Time) (strin
 		return "", errors.New("ui: too many outstanding sign-ins")
 	}
 	key := secret()
-	m[key] = g
+	m[key] = id
 	return key, nil
 }
 
-// take returns the grant under key, removing it when once is set.
-func (a *auth) take(m map[string]grant, key string, once bool, now time.Time) (grant, bool) {
+// take returns the identity under key, removing it when once is set.
+func (a *auth) take(m map[string]identity, key string, once bool, now time.Time) (identity, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	g, ok := m[key]
 	if !ok || key == "" {
-		return grant{}, false
+		return identity{}, false
 	}
 	if once || now.After(g.expires) {
 		delete(m, key)
@@ -77,7 +76,7 @@ func (a *auth) take(m map[string]grant, key string, once bool, now time.Time) (g
 // OIDC states.
 func secret() string { return rand.Text() + rand.Text() }
 
-func (a *auth) drop(m map[string]grant, key string) {
+func (a *auth) drop(m map[string]identity, key string) {
 	a.mu.Lock()
 	delete(m, key)
 	a.mu.Unlock()
@@ -102,7 +101,7 @@ func (s *Server) NewLoginLink(base, approver string) (LoginLink, error) {
 		base = s.public.String()
 	}
 	exp := s.now().Add(LinkTTL)
-	token, err := s.auth.add(s.auth.links, maxLinks, grant{approver: approver, via: "link", expires: exp}, s.now())
+	token, err := s.auth.add(s.auth.links, maxLinks, identity{approver: approver, expires: exp}, s.now())
 	if err != nil {
 		return LoginLink{}, err
 	}
@@ -151,14 +150,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusOK, loginPage(s.pageFor(r, "Sign in", ""), s.loginView(r, "")))
 		return
 	}
-	g, ok := s.auth.take(s.auth.links, token, true, s.now())
+	id, ok := s.auth.take(s.auth.links, token, true, s.now())
 	if !ok {
 		s.log.Info("login link refused: unknown, used or expired")
 		s.render(w, r, http.StatusForbidden, loginPage(s.pageFor(r, "Sign in", ""),
-			s.loginView(r, "This login link has expired or was already used. Run `airlock login` on the broker's machine for a new one.")))
+			s.loginView(r, "This login link has expired or was already used. Run airlock login on the broker's machine for a new one.")))
 		return
 	}
-	if err := s.startSession(w, r, g.approver, "link"); err != nil {
+	if err := s.startSession(w, r, id.approver, "link"); err != nil {
 		s.internal(w, r, "signing in", err)
 		return
 	}
@@ -169,7 +168,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) startSession(w http.ResponseWriter, r *http.Request, approver, via string) error {
 	exp := s.now().Add(s.ttl)
-	id, err := s.auth.add(s.auth.sessions, maxSessions, grant{approver: approver, via: via, expires: exp}, s.now())
+	id, err := s.auth.add(s.auth.sessions, maxSessions, identity{approver: approver, expires: exp}, s.now())
 	if err != nil {
 		return err
 	}
@@ -201,8 +200,8 @@ func (s *Server) signedIn(r *http.Request) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	g, ok := s.auth.take(s.auth.sessions, c.Value, false, s.now())
-	return g.approver, ok
+	id, ok := s.auth.take(s.auth.sessions, c.Value, false, s.now())
+	return id.approver, ok
 }
 
 // authed serves h to signed-in people only: anyone else is sent to the
