@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/airlock-mcp/airlock/notifiers/slack"
+	"github.com/airlock-mcp/airlock/ui"
 )
 
 // DefaultListen is where serve and wrap listen when the config says nothing.
@@ -59,6 +60,8 @@ type Config struct {
 	// Pprof serves Go's profiler at /debug/pprof/ on the listener, behind
 	// the admin token (default off).
 	Pprof bool `yaml:"pprof"`
+	// UI configures the approvals web page served at / (docs/ui.md).
+	UI UIConfig `yaml:"ui"`
 	// Servers are the upstream MCP servers, by name.
 	Servers map[string]*ServerConfig `yaml:"servers"`
 	// MCPServers accepts the "mcpServers" block of claude_desktop_config.json
@@ -104,6 +107,38 @@ type PolicyConfig struct {
 	// Timeout bounds one evaluation; past it the call is denied (default
 	// 1s).
 	Timeout time.Duration `yaml:"timeout"`
+}
+
+// UIConfig is the ui section: who signs in with a login link, and how else
+// people may sign in.
+type UIConfig struct {
+	// Approver is who a login link signs in (default "admin", the
+	// identity the CLI decides as).
+	Approver string `yaml:"approver"`
+	// URL is where browsers reach Airlock when that is not the listen
+	// address, as behind a reverse proxy. An https URL makes the session
+	// cookie Secure.
+	URL string `yaml:"url"`
+	// SessionTTL is how long a browser stays signed in (default 12h).
+	SessionTTL time.Duration `yaml:"session_ttl"`
+	// OIDC turns on sign-in with an OpenID Connect provider.
+	OIDC *OIDCConfig `yaml:"oidc"`
+}
+
+// OIDCConfig is ui.oidc.
+type OIDCConfig struct {
+	Issuer           string `yaml:"issuer"`
+	ClientID         string `yaml:"client_id"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// Claim is the ID token claim that names the approver (default
+	// "email").
+	Claim string `yaml:"claim"`
+	// AllowedUsers and AllowedDomains (of email addresses) limit who may
+	// sign in; both empty lets in anyone the provider signs in.
+	AllowedUsers   []string `yaml:"allowed_users"`
+	AllowedDomains []string `yaml:"allowed_domains"`
+
+	clientSecret string // read from ClientSecretFile
 }
 
 // ServerConfig is one upstream: a command for stdio, or a URL for
@@ -247,6 +282,9 @@ func (c *Config) resolve() error {
 			return fmt.Errorf("config: policy.dir: %q is not a directory", c.Policy.Dir)
 		}
 	}
+	if err := c.UI.resolve(); err != nil {
+		return err
+	}
 	if c.Servers == nil {
 		c.Servers = map[string]*ServerConfig{}
 	}
@@ -314,6 +352,61 @@ func (s *SlackConfig) validate() error {
 		seen[id] = name
 	}
 	return nil
+}
+
+func (u *UIConfig) resolve() error {
+	u.Approver = strings.TrimSpace(u.Approver)
+	if u.URL != "" {
+		p, err := url.Parse(u.URL)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || strings.Trim(p.Path, "/") != "" {
+			return fmt.Errorf("config: ui.url: %q must be http(s)://host[:port], without a path (the UI is served at /)", u.URL)
+		}
+	}
+	if u.SessionTTL < 0 {
+		return fmt.Errorf("config: ui.session_ttl: must not be negative")
+	}
+	o := u.OIDC
+	if o == nil {
+		return nil
+	}
+	if o.Issuer == "" {
+		return fmt.Errorf("config: ui.oidc.issuer is required")
+	}
+	p, err := url.Parse(o.Issuer)
+	if err != nil || p.Host == "" || (p.Scheme != "https" && !(p.Scheme == "http" && loopbackListen(p.Host))) {
+		return fmt.Errorf("config: ui.oidc.issuer: %q must be an https URL (http only on loopback, for testing)", o.Issuer)
+	}
+	if o.ClientID == "" {
+		return fmt.Errorf("config: ui.oidc.client_id is required")
+	}
+	if o.ClientSecretFile != "" {
+		data, err := os.ReadFile(o.ClientSecretFile)
+		if err != nil {
+			return fmt.Errorf("config: ui.oidc.client_secret_file: %w", err)
+		}
+		if o.clientSecret = strings.TrimSpace(string(data)); o.clientSecret == "" {
+			return fmt.Errorf("config: ui.oidc.client_secret_file: %s is empty", o.ClientSecretFile)
+		}
+	}
+	if o.Claim == "" {
+		o.Claim = "email"
+	}
+	for _, d := range o.AllowedDomains {
+		if d == "" || strings.Contains(d, "@") {
+			return fmt.Errorf("config: ui.oidc.allowed_domains: %q must be a domain such as example.com", d)
+		}
+	}
+	return nil
+}
+
+// oidc is ui.oidc as the UI takes it; nil when it is off.
+func (u *UIConfig) oidc() *ui.OIDC {
+	if u.OIDC == nil {
+		return nil
+	}
+	o := u.OIDC
+	return &ui.OIDC{Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: o.clientSecret, Claim: o.Claim,
+		AllowedUsers: o.AllowedUsers, AllowedDomains: o.AllowedDomains}
 }
 
 func (c *Config) serverNames() []string {

@@ -32,6 +32,13 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		"unset variable":        {"servers:\n  a:\n    url: http://h/mcp\n    headers: {Authorization: 'Bearer ${AIRLOCK_TEST_UNSET}'}\n", "servers.a.headers.Authorization: environment variable AIRLOCK_TEST_UNSET is not set"},
 		"headers on a command":  {"servers:\n  a:\n    command: x\n    headers: {A: b}\n", "servers.a.headers: only apply to a url"},
 		"wrong type":            {"init_timeout: soon\n", "init_timeout"},
+		"unknown ui key":        {"ui:\n  aprover: bob\n", `line 2: unknown key "aprover"`},
+		"ui url with a path":    {"ui:\n  url: https://h/airlock\n", "ui.url:"},
+		"oidc without issuer":   {"ui:\n  oidc: {client_id: x}\n", "ui.oidc.issuer is required"},
+		"oidc over http":        {"ui:\n  oidc: {issuer: 'http://idp.example', client_id: x}\n", "ui.oidc.issuer:"},
+		"oidc without client":   {"ui:\n  oidc: {issuer: 'https://idp.example'}\n", "ui.oidc.client_id is required"},
+		"missing secret file":   {"ui:\n  oidc: {issuer: 'https://idp.example', client_id: x, client_secret_file: /nonexistent}\n", "ui.oidc.client_secret_file:"},
+		"email as domain":       {"ui:\n  oidc: {issuer: 'https://idp.example', client_id: x, allowed_domains: [a@b.c]}\n", "ui.oidc.allowed_domains:"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -80,5 +87,31 @@ func TestConfigEmptyMeansDefaults(t *testing.T) {
 		if err != nil || cfg.Listen != DefaultListen || len(cfg.Servers) != 0 {
 			t.Errorf("loadConfig(%q) = %+v, %v", path, cfg, err)
 		}
+	}
+}
+
+func TestConfigUI(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
+	cfg, err := loadConfig(writeConfig(t, `ui:
+  approver: " carol "
+  url: https://airlock.example.com/
+  session_ttl: 2h
+  oidc:
+    issuer: https://accounts.example.com
+    client_id: airlock
+    client_secret_file: `+secret+`
+    allowed_domains: [example.com]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.UI.oidc()
+	if cfg.UI.Approver != "carol" || cfg.UI.SessionTTL.Hours() != 2 || o.ClientSecret != "s3cret" || o.Claim != "email" ||
+		o.AllowedDomains[0] != "example.com" {
+		t.Errorf("ui = %+v, oidc = %+v", cfg.UI, o)
+	}
+	if cfg, _ := loadConfig(""); cfg.UI.oidc() != nil {
+		t.Error("OIDC is on without a config")
 	}
 }

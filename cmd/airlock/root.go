@@ -19,13 +19,14 @@ policy: allowed calls pass straight through, denied calls come back as a tool
 error that says why, and risky calls wait until a person approves them.
 
 Start here:
+  airlock demo     # a sample server, a scripted agent and the approvals page
   airlock wrap -- npx -y @modelcontextprotocol/server-filesystem /srv/data
   airlock serve -c airlock.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newWrapCmd(), newServeCmd(), newPendingCmd(), newDecideCmd(broker.Approve), newDecideCmd(broker.Deny),
-		newGrantsCmd(), newAuditCmd(), newPolicyCmd(), newSlackCmd(), newBenchCmd(), newVersionCmd())
+		newGrantsCmd(), newAuditCmd(), newLoginCmd(), newDemoCmd(), newPolicyCmd(), newSlackCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // on DefaultServeMux, mounted only when config asks
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,6 +22,7 @@ import (
 	"github.com/airlock-mcp/airlock/broker/boltstore"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/ui"
 )
 
 // runtime is what serve and wrap share: the state directory and its
@@ -33,6 +36,7 @@ type runtime struct {
 	store    *boltstore.Store
 	engine   *policy.Engine
 	broker   *broker.Broker
+	ui       *ui.Server
 	metrics  *promMetrics
 	token    string
 	mux      *http.ServeMux
@@ -106,6 +110,13 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	if rt.slack != nil {
 		rt.startSlack()
 	}
+	rt.ui, err = ui.New(ui.Options{Broker: rt.broker, Policy: rt.engine, Logger: log, Approver: cfg.UI.Approver,
+		PublicURL: cfg.UI.URL, SessionTTL: cfg.UI.SessionTTL, OIDC: cfg.UI.oidc()})
+	if err != nil {
+		return nil, err
+	}
+	rt.mux.Handle("/", rt.ui)
+	rt.mux.Handle("POST /api/v1/login-links", rt.ui.LoginLinkHandler(rt.token))
 	rt.mux.Handle("/api/v1/", rt.broker.APIHandler(rt.token))
 	rt.mux.Handle("GET /metrics", promhttp.HandlerFor(rt.metrics.reg, promhttp.HandlerOpts{}))
 	rt.mux.HandleFunc("GET /healthz", rt.healthz)
@@ -146,6 +157,9 @@ func (rt *runtime) close() {
 	if rt.broker != nil {
 		rt.broker.Close()
 	}
+	if rt.ui != nil {
+		rt.ui.Close() // its event streams would hold up the shutdown
+	}
 	if rt.server != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		rt.server.Shutdown(ctx)
@@ -174,6 +188,39 @@ func requireToken(token string, h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// announceUI tells the person at the terminal how to open the approvals
+// page: a one-time login link, or where to sign in with OIDC. Logs may be
+// kept for long, so the OIDC case prints no link.
+func (rt *runtime) announceUI(w io.Writer) {
+	if o := rt.cfg.UI.OIDC; o != nil {
+		fmt.Fprintf(w, "Approvals UI: %s (sign in with %s; `airlock login` prints a one-time link)\n", rt.uiURL(), o.Issuer)
+		return
+	}
+	link, err := rt.ui.NewLoginLink(rt.uiURL(), "")
+	if err != nil {
+		rt.log.Error("making a login link failed", "err", err)
+		return
+	}
+	fmt.Fprintf(w, "Approvals UI: open %s to sign in as %s (the link works once, within an hour; `airlock login` prints another)\n",
+		link.URL, link.Approver)
+}
+
+// uiURL is where people open the UI: the configured URL, or the
+// listener's address with a loopback host in place of an unspecified one.
+func (rt *runtime) uiURL() string {
+	if rt.cfg.UI.URL != "" {
+		return strings.TrimSuffix(rt.cfg.UI.URL, "/")
+	}
+	host, port, err := net.SplitHostPort(rt.listener.Addr().String())
+	if err != nil {
+		return rt.baseURL()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 func (rt *runtime) healthz(w http.ResponseWriter, r *http.Request) {

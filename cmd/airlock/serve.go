@@ -77,6 +77,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- rt.serve() }()
+	rt.announceUI(os.Stderr)
 	if len(ups) == 0 {
 		log.Warn("no servers configured; add some under servers: or mcpServers: in the config")
 	}

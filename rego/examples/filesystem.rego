@@ -9,8 +9,11 @@
 # paths outside its own allowed directories; this policy is the layer that
 # explains the refusal to the agent and asks a person about writes.
 #
-# To adopt it, see "Adopting an example" in docs/policy.md, then edit the
-# settings below.
+# To adopt it, see "Examples, and adopting one" in docs/policy.md, then set
+# the settings below: edit the defaults here, or leave this file as it is and
+# give them in a data file of your policy directory, such as settings.json:
+#
+#     {"settings": {"filesystem": {"roots": ["/home/me/work"], "scratch": "/home/me/work/tmp"}}}
 package airlock.examples.filesystem
 
 import data.airlock.baseline
@@ -18,13 +21,19 @@ import data.airlock.baseline
 # --- settings -----------------------------------------------------------------
 
 # The server's name in Airlock's config.
-server := "filesystem"
+default server := "filesystem"
+
+server := data.settings.filesystem.server
 
 # The directories the server was started with.
-roots := ["/srv/data"]
+default roots := ["/srv/data"]
+
+roots := data.settings.filesystem.roots
 
 # Writes below this directory pass without asking.
-scratch := "/srv/data/tmp"
+default scratch := "/srv/data/tmp"
+
+scratch := data.settings.filesystem.scratch
 
 read_tools := {
 	"read_file", "read_text_file", "read_media_file", "read_multiple_files",

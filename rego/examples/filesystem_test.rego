@@ -111,3 +111,26 @@ test_settings_can_be_changed if {
 		with filesystem.scratch as "/home/me/out/"
 	d.action == "allow"
 }
+
+settings := {"server": "sandbox", "roots": ["/tmp/demo"], "scratch": "/tmp/demo/scratch"}
+
+test_settings_can_come_from_data if {
+	c := object.union(call("write_file", {"path": "/tmp/demo/scratch/x"}), {"server": {"name": "sandbox"}})
+	d := filesystem.decision with input as c with data.settings.filesystem as settings
+	d.action == "allow"
+	d.reason == "write_file writes only inside the scratch directory /tmp/demo/scratch."
+}
+
+test_settings_from_data_replace_the_defaults if {
+	c := object.union(call("read_text_file", {"path": "/srv/data/notes.md"}), {"server": {"name": "sandbox"}})
+	d := filesystem.decision with input as c with data.settings.filesystem as settings
+	d.action == "deny"
+	contains(d.reason, "outside the allowed directories (/tmp/demo)")
+}
+
+test_settings_left_out_of_data_keep_their_defaults if {
+	d := filesystem.decision with input as call("read_text_file", {"path": "/tmp/demo/a"})
+		with data.settings.filesystem as {"roots": ["/tmp/demo"]}
+	d.action == "allow"
+	filesystem.scratch == "/srv/data/tmp" with data.settings.filesystem as {"roots": ["/tmp/demo"]}
+}

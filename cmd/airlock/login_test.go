@@ -1,0 +1,99 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var loginURL = regexp.MustCompile(`http://\S+/login\?token=[A-Z0-9]+`)
+
+// signedInAs opens a login link in a fresh client and returns who the
+// approvals page says is signed in.
+func signedInAs(t *testing.T, link string) string {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	resp, err := c.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`Signed in as <strong>([^<]*)</strong>`).FindStringSubmatch(string(body))
+	if resp.Request.URL.Path != "/" || m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// serve prints a login link on stderr; `airlock login` asks the running
+// broker for another, for another browser or another name.
+func TestServePrintsLoginLinkAndLoginMakesMore(t *testing.T) {
+	base, stderr := startServe(t, "ui: {approver: carol}\n")
+	var printed string
+	deadline := time.Now().Add(10 * time.Second)
+	for printed == "" && time.Now().Before(deadline) {
+		printed = loginURL.FindString(stderr.String())
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.HasPrefix(printed, base+"/login?token=") {
+		t.Fatalf("no login link on stderr:\n%s", stderr)
+	}
+	if who := signedInAs(t, printed); who != "carol" {
+		t.Errorf("the printed link signs in as %q, want carol (ui.approver)", who)
+	}
+	if who := signedInAs(t, printed); who != "" {
+		t.Errorf("the printed link worked twice (as %q)", who)
+	}
+
+	out, err := cli(t, "login", "--as", "dave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := loginURL.FindString(out)
+	if !strings.HasPrefix(link, base+"/login?token=") || !strings.Contains(out, "signs in as dave") {
+		t.Fatalf("airlock login printed:\n%s", out)
+	}
+	if who := signedInAs(t, link); who != "dave" {
+		t.Errorf("airlock login's link signs in as %q", who)
+	}
+}
+
+// wrap prints its link on stderr too (stdout carries the protocol), for
+// the UI on its own loopback port; with OIDC it prints where to sign in
+// and no link.
+func TestWrapPrintsLoginLink(t *testing.T) {
+	waitLink := func(stderr *syncBuffer, re *regexp.Regexp) string {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if m := re.FindString(stderr.String()); m != "" {
+				return m
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("no %s on stderr:\n%s", re, stderr)
+		return ""
+	}
+	cs, cmd, stderr := wrapClient(t, []string{"--name", "echo"}, testServerArgs("echo")...)
+	if who := signedInAs(t, waitLink(stderr, loginURL)); who != "admin" {
+		t.Errorf("wrap's link signs in as %q", who)
+	}
+	cs.Close()
+	exitCode(t, cmd) // the next wrap of echo needs its state directory
+
+	cfg := writeConfig(t, "ui:\n  oidc: {issuer: 'https://idp.example', client_id: airlock}\n")
+	cs, _, stderr = wrapClient(t, []string{"--name", "echo", "-c", cfg}, testServerArgs("echo")...)
+	defer cs.Close()
+	waitLink(stderr, regexp.MustCompile(`Approvals UI: http://127\.0\.0\.1:\d+ \(sign in with https://idp\.example`))
+	if loginURL.MatchString(stderr.String()) {
+		t.Errorf("with OIDC, a login link was printed:\n%s", stderr)
+	}
+}

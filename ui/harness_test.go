@@ -1,0 +1,287 @@
+package ui_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/PuerkitoBio/goquery"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/brokertest"
+	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/ui"
+)
+
+// harness is the UI in front of a real broker (in-memory store, the test
+// MCP server upstream as "test", a policy that holds calls to "write"),
+// with the broker's MCP endpoint on the same HTTP server, as `airlock
+// serve` has it. MCP callers are the principal "agent".
+type harness struct {
+	t      *testing.T
+	store  *brokertest.MemStore
+	b      *broker.Broker
+	engine *policy.Engine
+	ui     *ui.Server
+	srv    *httptest.Server
+	events <-chan broker.ApprovalEvent
+	clock  *clock
+
+	mcpOnce sync.Once
+	cs      *mcp.ClientSession
+}
+
+// holdWrites holds "write" and allows everything else.
+func holdWrites(in *policy.Input) policy.Decision {
+	if in.Tool.Name == "write" {
+		return policy.Decision{Action: policy.Hold, Reason: "writes need a person", Risk: policy.RiskHigh, Quorum: 1}
+	}
+	return policy.Decision{Action: policy.Allow, Reason: "reads pass"}
+}
+
+func newHarness(t *testing.T, configure ...func(*ui.Options)) *harness {
+	t.Helper()
+	h := &harness{t: t, store: brokertest.NewMemStore(), clock: &clock{}}
+	h.clock.set(time.Now())
+	var err error
+	h.b, err = broker.New(broker.Options{Policy: brokertest.PolicyFunc(holdWrites), Store: h.store, HoldWait: -1},
+		brokertest.NewServer().Upstream("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.engine, err = policy.New(context.Background(), policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := ui.Options{Broker: h.b, Policy: h.engine, Now: h.clock.now}
+	for _, c := range configure {
+		c(&opts)
+	}
+	h.ui, err = ui.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stop func()
+	h.events, stop = h.b.Subscribe()
+	mcpHandler := h.b.HTTPHandler(broker.HTTPOptions{Loopback: true, Principal: func(*http.Request) (broker.Principal, error) {
+		return broker.Principal{ID: "agent", Source: "token"}, nil
+	}})
+	mux := http.NewServeMux()
+	mux.Handle("/", h.ui)
+	mux.Handle("/mcp/{server}", mcpHandler)
+	mux.Handle("POST /api/v1/login-links", h.ui.LoginLinkHandler(testToken))
+	h.srv = httptest.NewServer(mux)
+	// Cleanups run last first: live streams end, held calls are answered,
+	// sessions close, and then the server can stop.
+	t.Cleanup(h.srv.Close)
+	t.Cleanup(mcpHandler.Close)
+	t.Cleanup(func() {
+		if h.cs != nil {
+			h.cs.Close()
+		}
+	})
+	t.Cleanup(func() { h.b.Close() })
+	t.Cleanup(h.ui.Close)
+	t.Cleanup(stop)
+	return h
+}
+
+const testToken = "test-admin-token"
+
+// clock is a settable time for the UI.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time           { return time.Unix(0, c.ns.Load()) }
+func (c *clock) set(t time.Time)          { c.ns.Store(t.UnixNano()) }
+func (c *clock) add(d time.Duration)      { c.ns.Add(int64(d)) }
+func (h *harness) url(path string) string { return h.srv.URL + path }
+
+type callResult struct {
+	res *mcp.CallToolResult
+	err error
+}
+
+// call makes a tool call through the broker's MCP endpoint and returns
+// where its result will arrive.
+func (h *harness) call(tool string, args any) <-chan callResult {
+	h.t.Helper()
+	h.mcpOnce.Do(func() {
+		c := mcp.NewClient(&mcp.Implementation{Name: "ui-test-agent", Version: "1"}, nil)
+		cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: h.url("/mcp/test")}, nil)
+		if err != nil {
+			h.t.Fatalf("connect to the MCP endpoint: %v", err)
+		}
+		h.cs = cs
+	})
+	out := make(chan callResult, 1)
+	go func() {
+		res, err := h.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: tool, Arguments: args})
+		out <- callResult{res, err}
+	}()
+	return out
+}
+
+// held waits for the broker to hold a call.
+func (h *harness) held() *broker.Approval {
+	h.t.Helper()
+	for {
+		select {
+		case ev := <-h.events:
+			if ev.Type == "held" {
+				return ev.Approval
+			}
+		case <-time.After(10 * time.Second):
+			h.t.Fatal("no call was held")
+		}
+	}
+}
+
+func resultText(t *testing.T, ch <-chan callResult) (string, bool) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("call failed: %v", r.err)
+		}
+		var parts []string
+		for _, c := range r.res.Content {
+			if tc, ok := c.(*mcp.TextContent); ok {
+				parts = append(parts, tc.Text)
+			}
+		}
+		return strings.Join(parts, "\n"), r.res.IsError
+	case <-time.After(20 * time.Second):
+		t.Fatal("the call did not return")
+	}
+	return "", false
+}
+
+var approvalSeq atomic.Int64
+
+// addApproval stores a pending approval as the broker would, changed by
+// edit, for pages that need a particular one.
+func (h *harness) addApproval(edit func(*broker.Approval)) *broker.Approval {
+	h.t.Helper()
+	now := time.Now().UTC()
+	a := &broker.Approval{
+		ID:              fmt.Sprintf("01TEST%010d", approvalSeq.Add(1)),
+		Status:          broker.StatusPending,
+		Server:          "test",
+		Tool:            "write",
+		Arguments:       json.RawMessage(`{"path":"/srv/x","content":"hello"}`),
+		ArgumentsDigest: "sha256:test",
+		ToolFingerprint: "sha256:tool",
+		Definition: &broker.ToolDefinition{Name: "write", Description: "Write a file.",
+			Annotations: json.RawMessage(`{"destructiveHint":true}`), InputSchema: json.RawMessage(`{"type":"object"}`)},
+		Principal:   broker.Principal{ID: "agent", Source: "token"},
+		Client:      broker.ClientInfo{Name: "ui-test-agent", Version: "1"},
+		Session:     "session-1",
+		Decision:    policy.Decision{Action: policy.Hold, Reason: "writes need a person", Risk: policy.RiskHigh, Quorum: 1, ID: "decision-1", Revision: "revision-1"},
+		RequestedAt: now.Add(-time.Minute),
+		ExpiresAt:   now.Add(9 * time.Minute),
+	}
+	if edit != nil {
+		edit(a)
+	}
+	if err := h.store.CreateApproval(context.Background(), a, &broker.AuditRecord{Time: now, Event: broker.EventHeld,
+		Server: a.Server, Tool: a.Tool, Principal: a.Principal.ID, ApprovalID: a.ID, Reason: a.Decision.Reason}); err != nil {
+		h.t.Fatal(err)
+	}
+	return a
+}
+
+// client is a browser stand-in: a cookie jar, and redirects left for the
+// test to see.
+type client struct {
+	h *harness
+	c *http.Client
+}
+
+func (h *harness) anonymous() *client {
+	jar, _ := cookiejar.New(nil)
+	return &client{h: h, c: &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// signIn signs a new client in with a login link, as approver ("" for
+// the default).
+func (h *harness) signIn(approver string) *client {
+	h.t.Helper()
+	link, err := h.ui.NewLoginLink(h.srv.URL, approver)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c := h.anonymous()
+	resp, _ := c.do(http.MethodGet, link.URL, nil, nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		h.t.Fatalf("login link: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	return c
+}
+
+// do sends a request and parses the answer as HTML.
+func (c *client) do(method, target string, form url.Values, header http.Header) (*http.Response, *goquery.Document) {
+	c.h.t.Helper()
+	if strings.HasPrefix(target, "/") {
+		target = c.h.url(target)
+	}
+	var body *strings.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	} else {
+		body = strings.NewReader("")
+	}
+	req, err := http.NewRequest(method, target, body)
+	if err != nil {
+		c.h.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.c.Do(req)
+	if err != nil {
+		c.h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	doc, err := goquery.NewDocumentFromReader(resp.Body)
+	if err != nil {
+		c.h.t.Fatal(err)
+	}
+	return resp, doc
+}
+
+func (c *client) get(path string) (*http.Response, *goquery.Document) {
+	c.h.t.Helper()
+	return c.do(http.MethodGet, path, nil, nil)
+}
+
+func (c *client) post(path string, form url.Values) (*http.Response, *goquery.Document) {
+	c.h.t.Helper()
+	return c.do(http.MethodPost, path, form, nil)
+}
+
+// text is the element's text with runs of white space made one space.
+func text(s *goquery.Selection) string { return strings.Join(strings.Fields(s.Text()), " ") }
+
+func wantStatus(t *testing.T, resp *http.Response, want int) {
+	t.Helper()
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: status %d, want %d", resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, want)
+	}
+}
