@@ -31,12 +31,12 @@ type Call struct {
 }
 
 // verdict is what the gate decided for a call: forward it, answer the
-// client with result, or wait for people (held). None of them means the
-// client is gone and nobody is left to answer.
+// client with result, or hold it for people. None of them means the client
+// is gone and nobody is left to answer.
 type verdict struct {
 	forward bool
 	result  *mcp.CallToolResult
-	held    *heldCall
+	hold    *holdRequest
 }
 
 func refuse(text string) verdict { return verdict{result: toolError(text)} }
@@ -79,9 +79,9 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 		Received:   c.started,
 	}
 	v := s.b.gate(ctx, s, c, m, call)
-	if v.held != nil {
+	if v.hold != nil {
 		waiting = true
-		go s.awaitDecision(ctx, v.held)
+		go s.awaitDecision(ctx, c, m, *v.hold)
 		return
 	}
 	s.conclude(ctx, c, m, v)
@@ -180,11 +180,11 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		case policy.Hold:
 			b.metrics.Call(call.Server, "held")
 			log.Info("call held", "reason", d.Reason, "risk", d.Risk)
-			hr := holdRequest{call: call, in: in, decision: d}
+			hr := &holdRequest{call: call, in: in, decision: d}
 			if tool.Changed {
 				hr.previous = first.Definition
 			}
-			return b.hold(ctx, s, c, req, hr)
+			return verdict{hold: hr}
 		default:
 			// Deny, and whatever else: the engine fails closed to deny.
 			b.metrics.Call(call.Server, "denied")

@@ -58,7 +58,8 @@ type holds struct {
 	byKey map[holdKey]*hold
 }
 
-// holdRequest is what the gate knows of a call the policy held.
+// holdRequest is what the gate knows of a call the policy held, all that
+// opening its approval needs.
 type holdRequest struct {
 	call     *Call
 	in       *policy.Input
@@ -75,25 +76,21 @@ type heldCall struct {
 	h   *hold
 }
 
-// hold stores the approval for a call the policy held (or joins an
-// identical earlier call's) and returns the call, ready to wait.
-func (b *Broker) hold(ctx context.Context, s *Session, c *call, req *jsonrpc.Request, hr holdRequest) verdict {
-	h, _, err := b.openHold(ctx, hr)
+// awaitDecision stores the approval for a call the policy held (or joins
+// an identical earlier call's), waits for people to decide, then releases
+// or refuses the call. It runs on a goroutine of its own, started as soon
+// as the policy has decided: a goroutine keeps the stack it grew, the
+// policy's evaluation grows one deep, and thousands of calls may wait.
+func (s *Session) awaitDecision(ctx context.Context, c *call, req *jsonrpc.Request, hr holdRequest) {
+	defer c.cancel(nil)
+	h, _, err := s.b.openHold(ctx, hr)
 	if err != nil {
 		ref := newRef()
-		b.log.Error("holding a call failed", "ref", ref, "server", hr.call.Server, "tool", hr.call.Tool, "err", err)
-		return refuse(fmt.Sprintf("Airlock could not hold this call for approval, so it was not run (ref %s).", ref))
+		s.log.Error("holding a call failed", "ref", ref, "tool", hr.call.Tool, "err", err)
+		s.answerResult(c, toolError(fmt.Sprintf("Airlock could not hold this call for approval, so it was not run (ref %s).", ref)))
+		return
 	}
-	return verdict{held: &heldCall{s: s, c: c, req: req, h: h}}
-}
-
-// awaitDecision waits for people to decide a held call, then releases or
-// refuses it. It runs on a goroutine of its own, started after the policy
-// ran: a parked goroutine keeps the stack it grew, and the policy's
-// evaluation grows one deep.
-func (s *Session) awaitDecision(ctx context.Context, hc *heldCall) {
-	defer hc.c.cancel(nil)
-	s.conclude(ctx, hc.c, hc.req, s.b.waitHold(ctx, hc))
+	s.conclude(ctx, c, req, s.b.waitHold(ctx, &heldCall{s: s, c: c, req: req, h: h}))
 }
 
 // waitHold is the wait itself; it returns the verdict for the call.

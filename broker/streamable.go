@@ -146,7 +146,7 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 		httpError(w, http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "JSON-RPC batches are not supported; send one message per request")
 		return
 	}
-	msg, err := jsonrpc.DecodeMessage(body)
+	msg, err := wire.Decode(body)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, jsonrpc.CodeParseError, "parse error: "+err.Error())
 		return
@@ -379,7 +379,7 @@ type httpSession struct {
 }
 
 func (hs *httpSession) send(msg jsonrpc.Message, related jsonrpc.ID) error {
-	data, err := jsonrpc.EncodeMessage(msg)
+	data, err := wire.Encode(msg)
 	if err != nil {
 		return err
 	}
@@ -450,7 +450,7 @@ func (hs *httpSession) openStandalone(ps *postStream) bool {
 	hs.mu.Unlock()
 	ps.startSSE()
 	for _, msg := range backlog {
-		if data, err := jsonrpc.EncodeMessage(msg); err == nil {
+		if data, err := wire.Encode(msg); err == nil {
 			ps.event(data)
 		}
 	}
@@ -603,7 +603,7 @@ func httpError(w http.ResponseWriter, status int, code int64, msg string) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, msg jsonrpc.Message) {
-	data, err := jsonrpc.EncodeMessage(msg)
+	data, err := wire.Encode(msg)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

@@ -95,7 +95,7 @@ func (c *HTTPConn) Write(_ context.Context, msg jsonrpc.Message) error {
 	if err := c.failure(); err != nil {
 		return err
 	}
-	data, err := jsonrpc.EncodeMessage(msg)
+	data, err := Encode(msg)
 	if err != nil {
 		return fmt.Errorf("wire: encode: %w", err)
 	}
@@ -324,7 +324,7 @@ func (c *HTTPConn) deliverJSON(data []byte, callID jsonrpc.ID) bool {
 	}
 	answered := false
 	for _, raw := range batch {
-		msg, err := jsonrpc.DecodeMessage(raw)
+		msg, err := Decode(raw)
 		if err != nil {
 			c.log.Warn("bad message from upstream", "err", err)
 			continue
@@ -543,7 +543,7 @@ func (c *HTTPConn) SessionID() string { return c.currentSession() }
 
 func httpErrorResponse(id jsonrpc.ID, status int, body []byte) *jsonrpc.Response {
 	// Many servers put a JSON-RPC error in the body of a 4xx; keep it whole.
-	if msg, err := jsonrpc.DecodeMessage(bytes.TrimSpace(body)); err == nil {
+	if msg, err := Decode(bytes.TrimSpace(body)); err == nil {
 		if r, ok := msg.(*jsonrpc.Response); ok && r.Error != nil {
 			r.ID = id
 			return r

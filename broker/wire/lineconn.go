@@ -78,7 +78,9 @@ func (c *LineConn) Read(context.Context) (jsonrpc.Message, error) {
 		if len(line) == 0 {
 			continue
 		}
-		msg, err := jsonrpc.DecodeMessage(line)
+		// Decode copies what it keeps: line is only valid until the next
+		// read.
+		msg, err := Decode(line)
 		if err != nil {
 			return nil, &ParseError{Err: err}
 		}
@@ -137,11 +139,18 @@ func (c *LineConn) discardLine(err error) error {
 
 // Write sends one message followed by a newline.
 func (c *LineConn) Write(_ context.Context, msg jsonrpc.Message) error {
-	data, err := jsonrpc.EncodeMessage(msg)
+	data, err := AppendMessage(make([]byte, 0, 256), msg)
 	if err != nil {
 		return fmt.Errorf("wire: encode: %w", err)
 	}
-	return c.WriteRaw(data)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	// One Write call per message keeps concurrent writers from
+	// interleaving and costs one syscall on a pipe.
+	if _, err := c.w.Write(append(data, '\n')); err != nil {
+		return fmt.Errorf("wire: write: %w", err)
+	}
+	return nil
 }
 
 // WriteRaw sends an already encoded message. data must not contain a
