@@ -233,3 +233,77 @@ func (g *Grant) end(s GrantStatus, by string, now time.Time) error {
 	g.Status, g.EndedAt, g.EndedBy = s, now, by
 	return nil
 }
+
+// GrantChoice is one scope an approver may pick for an "always allow",
+// described for a person.
+type GrantChoice struct {
+	Scope string
+	Label string
+}
+
+// GrantChoices are the scopes the policy lets a grant from a have, in the
+// policy's order; none when a cannot become a grant.
+func (a *Approval) GrantChoices() []GrantChoice {
+	g := a.Decision.Grantable
+	if g == nil {
+		return nil
+	}
+	var out []GrantChoice
+	for _, sc := range g.Scopes {
+		switch sc {
+		case ScopeExact:
+			out = append(out, GrantChoice{sc, "Exactly this call (the same arguments)"})
+		case ScopeArguments:
+			if len(g.KeyArguments) > 0 {
+				out = append(out, GrantChoice{sc, "Calls with the same " + strings.Join(g.KeyArguments, ", ")})
+			}
+		case ScopeTool:
+			out = append(out, GrantChoice{sc, "Every call of this tool"})
+		}
+	}
+	return out
+}
+
+// grantDurations are the durations offered for a grant, before the
+// policy's cap.
+var grantDurations = []time.Duration{15 * time.Minute, time.Hour, 8 * time.Hour, 24 * time.Hour, 7 * 24 * time.Hour}
+
+// GrantDurations are the durations offered for a grant from a: the usual
+// ones up to the policy's max_ttl, or the max_ttl itself when it is
+// shorter than all of them.
+func (a *Approval) GrantDurations() []time.Duration {
+	maxTTL := DefaultGrantTTL
+	if g := a.Decision.Grantable; g != nil && g.MaxTTL > 0 {
+		maxTTL = time.Duration(g.MaxTTL)
+	}
+	var out []time.Duration
+	for _, d := range grantDurations {
+		if d <= maxTTL {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		out = []time.Duration{maxTTL}
+	}
+	return out
+}
+
+// HumanDuration says a grant's duration the way a person would: "15
+// minutes", "1 hour", "7 days".
+func HumanDuration(d time.Duration) string {
+	plural := func(n time.Duration, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return fmt.Sprintf("%d %ss", n, unit)
+	}
+	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) == 0:
+		return plural(d/(24*time.Hour), "day")
+	case d >= time.Hour && d%time.Hour == 0:
+		return plural(d/time.Hour, "hour")
+	case d%time.Minute == 0:
+		return plural(d/time.Minute, "minute")
+	}
+	return d.String()
+}

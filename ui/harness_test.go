@@ -41,10 +41,15 @@ type harness struct {
 	cs      *mcp.ClientSession
 }
 
-// holdWrites holds "write" and allows everything else.
+// holdWrites holds "write", offering exact and tool grants as the default
+// library does and honouring them, and allows everything else.
 func holdWrites(in *policy.Input) policy.Decision {
 	if in.Tool.Name == "write" {
-		return policy.Decision{Action: policy.Hold, Reason: "writes need a person", Risk: policy.RiskHigh, Quorum: 1}
+		if len(in.Grants) > 0 {
+			return policy.Decision{Action: policy.Allow, Reason: "granted", Grant: in.Grants[0].ID}
+		}
+		return policy.Decision{Action: policy.Hold, Reason: "writes need a person", Risk: policy.RiskHigh, Quorum: 1,
+			Grantable: &policy.Grantable{Scopes: []string{policy.ScopeExact, policy.ScopeTool}, MaxTTL: policy.Duration(8 * time.Hour)}}
 	}
 	return policy.Decision{Action: policy.Allow, Reason: "reads pass"}
 }

@@ -186,6 +186,15 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, who string) {
 	}
 	verdict := broker.Verdict(r.PostForm.Get("verdict"))
 	reason := strings.TrimSpace(r.PostForm.Get("reason"))
+	var grant *broker.GrantRequest
+	if scope := r.PostForm.Get("grant_scope"); scope != "" {
+		ttl, err := time.ParseDuration(r.PostForm.Get("grant_ttl"))
+		if err != nil || ttl <= 0 {
+			s.renderError(w, r, http.StatusBadRequest, "Bad request", "The grant's duration could not be read.")
+			return
+		}
+		grant = &broker.GrantRequest{Scope: scope, TTL: policy.Duration(ttl), Anyone: r.PostForm.Get("grant_anyone") != ""}
+	}
 	refuse := func(status int, msg string, a *broker.Approval) {
 		v := s.detail(a, who)
 		v.Error, v.Reason = msg, reason
@@ -204,17 +213,21 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, who string) {
 		refuse(http.StatusForbidden, may.Why, a)
 		return
 	}
-	_, err := s.broker.Decide(r.Context(), a.ID, broker.Vote{Approver: who, Channel: "web", Verdict: verdict, Reason: reason})
+	decided, err := s.broker.Decide(r.Context(), a.ID, broker.Vote{Approver: who, Channel: "web", Verdict: verdict, Reason: reason, Grant: grant})
 	var de *broker.DecidedError
 	switch {
 	case err == nil:
 		http.Redirect(w, r, "/approvals/"+url.PathEscape(a.ID), http.StatusSeeOther)
 		return
+	case decided != nil:
+		// Approved, but the grant could not be stored: say both.
+		refuse(http.StatusInternalServerError, sentence(err.Error()), decided)
 	case errors.As(err, &de):
 		if fresh, ok := s.loadApproval(w, r); ok {
 			refuse(http.StatusConflict, sentence(de.Error()), fresh)
 		}
-	case errors.Is(err, broker.ErrSelfApproval), errors.Is(err, broker.ErrAlreadyVoted):
+	case errors.Is(err, broker.ErrSelfApproval), errors.Is(err, broker.ErrAlreadyVoted),
+		errors.Is(err, broker.ErrNotGrantable), errors.Is(err, broker.ErrGrantScope), errors.Is(err, broker.ErrGrantQuorum):
 		refuse(http.StatusForbidden, sentence(err.Error()), a)
 	case errors.Is(err, broker.ErrNotFound):
 		s.renderError(w, r, http.StatusNotFound, "No such approval", "There is no approval "+a.ID+".")
@@ -381,4 +394,39 @@ func (s *Server) evaluate(w http.ResponseWriter, r *http.Request, who string) {
 	}
 	v.Decision, v.Action = marshalIndent(d), d.Action
 	s.render(w, r, http.StatusOK, policyPage(p, v))
+}
+
+// grantsView is the Grants page's content.
+type grantsView struct {
+	Grants []*broker.Grant
+	All    bool
+	Now    time.Time
+}
+
+func (s *Server) grantsPage(w http.ResponseWriter, r *http.Request, who string) {
+	v := grantsView{All: r.URL.Query().Get("all") != "", Now: s.now()}
+	q := broker.GrantQuery{Limit: 1000}
+	if !v.All {
+		q.Status = []broker.GrantStatus{broker.GrantActive}
+	}
+	grants, err := s.broker.Grants(r.Context(), q)
+	if err != nil {
+		s.internal(w, r, "listing grants", err)
+		return
+	}
+	v.Grants = grants
+	s.render(w, r, http.StatusOK, grantsPage(page{Title: "Grants", Nav: "/grants", User: who}, v))
+}
+
+func (s *Server) revokeGrant(w http.ResponseWriter, r *http.Request, who string) {
+	_, err := s.broker.RevokeGrant(r.Context(), r.PathValue("id"), who)
+	switch {
+	case err == nil, errors.Is(err, broker.ErrGrantNotActive):
+		// Ended already, by someone or by time: the list says how.
+		http.Redirect(w, r, "/grants", http.StatusSeeOther)
+	case errors.Is(err, broker.ErrNotFound):
+		s.renderError(w, r, http.StatusNotFound, "No such grant", "There is no grant "+r.PathValue("id")+".")
+	default:
+		s.internal(w, r, "revoking a grant", err)
+	}
 }

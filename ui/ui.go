@@ -32,6 +32,8 @@ type Broker interface {
 	// Subscribe follows approvals as they are held, voted on and decided.
 	Subscribe() (<-chan broker.ApprovalEvent, func())
 	Upstreams() []*broker.Upstream
+	Grants(ctx context.Context, q broker.GrantQuery) ([]*broker.Grant, error)
+	RevokeGrant(ctx context.Context, id, by string) (*broker.Grant, error)
 }
 
 // Policy is what the Policy page needs (*policy.Engine): what is loaded,
@@ -150,6 +152,8 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /approvals/{id}/decision", s.authed(s.decide))
 	mux.Handle("GET /history", s.authed(s.history))
 	mux.Handle("GET /history/{seq}", s.authed(s.record))
+	mux.Handle("GET /grants", s.authed(s.grantsPage))
+	mux.Handle("POST /grants/{id}/revoke", s.authed(s.revokeGrant))
 	mux.Handle("GET /policy", s.authed(s.policyPage))
 	mux.Handle("POST /policy", s.authed(s.evaluate))
 	mux.Handle("/", s.authed(s.notFound))

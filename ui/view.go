@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -35,6 +37,7 @@ type navItem struct{ Name, Path string }
 var nav = []navItem{
 	{"Pending", "/"},
 	{"History", "/history"},
+	{"Grants", "/grants"},
 	{"Policy", "/policy"},
 }
 
@@ -370,4 +373,51 @@ func actionClass(a policy.Action) string {
 		return "badge status-denied"
 	}
 	return "badge status-pending"
+}
+
+// mayGrant says whether the signed-in approver may turn this approval into
+// an "always allow": the policy must allow grants for it, and this approval
+// must be the one that completes the quorum.
+func mayGrant(a *broker.Approval, may permission) bool {
+	return may.Approve && len(a.GrantChoices()) > 0 && a.Approvals()+1 >= a.Quorum()
+}
+
+// grantCovers says which calls a grant covers, for a person.
+func grantCovers(g *broker.Grant) string {
+	switch g.Scope {
+	case broker.ScopeExact:
+		return "the same arguments"
+	case broker.ScopeArguments:
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(g.KeyArguments)) {
+			parts = append(parts, k+" = "+string(g.KeyArguments[k]))
+		}
+		return strings.Join(parts, ", ")
+	}
+	return "any arguments"
+}
+
+func grantFor(g *broker.Grant) string {
+	if g.Principal == "" {
+		return "anyone"
+	}
+	return g.Principal
+}
+
+func grantUses(g *broker.Grant) string {
+	if g.MaxUses > 0 {
+		return fmt.Sprintf("%d of %d", g.Uses, g.MaxUses)
+	}
+	return strconv.Itoa(g.Uses)
+}
+
+func grantLeft(g *broker.Grant, now time.Time) string {
+	if g.Status != broker.GrantActive {
+		return string(g.Status)
+	}
+	return g.ExpiresAt.Sub(now).Round(time.Second).String()
+}
+
+func revokeURL(id string) templ.SafeURL {
+	return templ.SafeURL("/grants/" + url.PathEscape(id) + "/revoke")
 }

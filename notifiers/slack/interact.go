@@ -264,7 +264,7 @@ func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
 		n.openDialog(ctx, log, in, "deny", denyDialog(a, dialogMetadata(a, in)))
 		return
 	case actionGrant:
-		if g := a.Decision.Grantable; g == nil || len(g.Scopes) == 0 {
+		if len(a.GrantChoices()) == 0 {
 			n.tell(ctx, in, "The policy does not allow an \"always allow\" for this call (ref "+a.ID+").")
 			return
 		}

@@ -126,7 +126,7 @@ func decideButtons(a *broker.Approval) *slackgo.ActionBlock {
 	deny := slackgo.NewButtonBlockElement(actionDeny, a.ID, plain("Deny"))
 	deny.Style = slackgo.StyleDanger
 	elems := []slackgo.BlockElement{approve, deny}
-	if g := a.Decision.Grantable; g != nil && len(g.Scopes) > 0 {
+	if len(a.GrantChoices()) > 0 {
 		elems = append(elems, slackgo.NewButtonBlockElement(actionGrant, a.ID, plain("Always allow…")))
 	}
 	return slackgo.NewActionBlock(blockDecide, elems...)
@@ -359,46 +359,18 @@ func denyDialog(a *broker.Approval, metadata string) slackgo.ModalViewRequest {
 // maxReason bounds a denier's reason, which the agent and the audit read.
 const maxReason = 500
 
-// scopeLabels explain each grant scope to an approver.
-var scopeLabels = map[string]string{
-	broker.ScopeExact:     "Exactly this call (the same arguments)",
-	broker.ScopeArguments: "Calls with the same %s",
-	broker.ScopeTool:      "Every call of this tool",
-}
-
-// grantTTLs are the durations a grant dialog offers, up to the policy's
-// max_ttl.
-var grantTTLs = []time.Duration{15 * time.Minute, time.Hour, 8 * time.Hour, 24 * time.Hour, 7 * 24 * time.Hour}
-
 // grantDialog asks an approver how far an "always allow" should reach and
 // for how long, within what the policy allows; submitting it also approves
 // this call. It is the confirmation the issue asks for.
 func grantDialog(a *broker.Approval, metadata string) slackgo.ModalViewRequest {
-	g := a.Decision.Grantable
 	var scopes []*slackgo.OptionBlockObject
-	for _, sc := range g.Scopes {
-		label, ok := scopeLabels[sc]
-		if !ok {
-			continue
-		}
-		if sc == broker.ScopeArguments {
-			label = fmt.Sprintf(label, strings.Join(g.KeyArguments, ", "))
-		}
-		label, _ = truncate(label, 70)
-		scopes = append(scopes, slackgo.NewOptionBlockObject(sc, plain(label), nil))
-	}
-	maxTTL := time.Duration(g.MaxTTL)
-	if maxTTL <= 0 {
-		maxTTL = broker.DefaultGrantTTL
+	for _, c := range a.GrantChoices() {
+		label, _ := truncate(c.Label, 70)
+		scopes = append(scopes, slackgo.NewOptionBlockObject(c.Scope, plain(label), nil))
 	}
 	var ttls []*slackgo.OptionBlockObject
-	for _, d := range grantTTLs {
-		if d <= maxTTL {
-			ttls = append(ttls, slackgo.NewOptionBlockObject(policy.Duration(d).String(), plain(humanDuration(d)), nil))
-		}
-	}
-	if len(ttls) == 0 {
-		ttls = append(ttls, slackgo.NewOptionBlockObject(policy.Duration(maxTTL).String(), plain(humanDuration(maxTTL)), nil))
+	for _, d := range a.GrantDurations() {
+		ttls = append(ttls, slackgo.NewOptionBlockObject(policy.Duration(d).String(), plain(broker.HumanDuration(d)), nil))
 	}
 	scopeMenu := slackgo.NewOptionsSelectBlockElement(slackgo.OptTypeStatic, plain("Choose what to allow"), actionScope, scopes...)
 	scopeMenu.InitialOption = scopes[0]
@@ -427,21 +399,4 @@ func forRequester(principal string) string {
 		return "the same requester"
 	}
 	return "the same requester (" + principal + ")"
-}
-
-func humanDuration(d time.Duration) string {
-	switch {
-	case d%(24*time.Hour) == 0:
-		if d == 24*time.Hour {
-			return "1 day"
-		}
-		return fmt.Sprintf("%d days", d/(24*time.Hour))
-	case d%time.Hour == 0:
-		if d == time.Hour {
-			return "1 hour"
-		}
-		return fmt.Sprintf("%d hours", d/time.Hour)
-	default:
-		return fmt.Sprintf("%d minutes", d/time.Minute)
-	}
 }
