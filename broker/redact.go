@@ -3,6 +3,8 @@ package broker
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -10,57 +12,153 @@ import (
 // Redacted replaces a value the policy hid from approvers.
 const Redacted = "[redacted]"
 
-// ShownArguments returns the call's arguments as approvers may see them:
-// every path in the policy's redact list ("arguments.content",
-// "arguments.auth.token", or "arguments" for all) replaced by Redacted.
-// Channels that show arguments (the web UI, Slack) use it, so that a
-// policy hides a secret everywhere at once. Without redactions the bytes
-// are returned as they were received.
-func (a *Approval) ShownArguments() json.RawMessage {
+// ShowArguments returns the call's arguments as approvers may see them,
+// and whether anything was hidden: every path in the policy's redact list
+// ("arguments.content", "arguments.auth.token", "arguments.items.0", or
+// "arguments" for all) replaced by Redacted. Keys keep the order the agent
+// sent them in, and numbers their exact text. Every channel that shows
+// arguments (the web UI, Slack) uses it, so that a policy hides a secret
+// everywhere at once. Without redactions the bytes are returned as they
+// were received.
+func (a *Approval) ShowArguments() (json.RawMessage, bool) {
 	if len(a.Decision.Redact) == 0 || len(a.Arguments) == 0 {
-		return a.Arguments
+		return a.Arguments, false
 	}
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(a.Arguments))
-	dec.UseNumber() // keep numbers exactly as sent
-	if err := dec.Decode(&v); err != nil {
-		// The gate accepted only valid JSON; anything else is shown as
-		// nothing rather than risk showing what should be hidden.
-		return json.RawMessage(strconv.Quote(Redacted))
-	}
+	var paths [][]string
 	for _, p := range a.Decision.Redact {
-		rest, ok := strings.CutPrefix(p, "arguments")
-		switch {
-		case !ok:
-			continue
-		case rest == "":
-			return json.RawMessage(strconv.Quote(Redacted))
-		case rest[0] == '.':
-			v = redactPath(v, strings.Split(rest[1:], "."))
+		if rest, ok := strings.CutPrefix(p, "arguments"); ok && (rest == "" || rest[0] == '.') {
+			var segs []string
+			if rest != "" {
+				segs = strings.Split(rest[1:], ".")
+			}
+			paths = append(paths, segs)
 		}
 	}
-	out, err := json.Marshal(v)
-	if err != nil {
-		return json.RawMessage(strconv.Quote(Redacted))
+	dec := json.NewDecoder(bytes.NewReader(a.Arguments))
+	dec.UseNumber()
+	var out bytes.Buffer
+	r := redactor{dec: dec, out: &out, paths: paths}
+	if err := r.value(nil); err != nil {
+		// The gate only accepts valid JSON; anything else is shown as
+		// nothing rather than risk showing what should be hidden.
+		return json.RawMessage(strconv.Quote(Redacted)), true
 	}
-	return out
+	return out.Bytes(), r.hid
 }
 
-// redactPath replaces the value at path in v. A segment names an object
-// key, or an array index; a path that leads nowhere changes nothing.
-func redactPath(v any, path []string) any {
-	if len(path) == 0 {
-		return Redacted
-	}
-	switch x := v.(type) {
-	case map[string]any:
-		if child, ok := x[path[0]]; ok {
-			x[path[0]] = redactPath(child, path[1:])
+// redactor copies JSON token by token, which keeps the keys in their
+// order and numbers as written, and skips the values it must hide.
+type redactor struct {
+	dec   *json.Decoder
+	out   *bytes.Buffer
+	paths [][]string
+	hid   bool
+}
+
+func (r *redactor) hidden(path []string) bool {
+	for _, p := range r.paths {
+		if len(p) == len(path) && equalPath(p, path) {
+			return true
 		}
-	case []any:
-		if i, err := strconv.Atoi(path[0]); err == nil && i >= 0 && i < len(x) {
-			x[i] = redactPath(x[i], path[1:])
+	}
+	return false
+}
+
+func equalPath(a, b []string) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
 		}
 	}
-	return v
+	return true
+}
+
+func (r *redactor) value(path []string) error {
+	if r.hidden(path) {
+		r.hid = true
+		r.writeString(Redacted)
+		return r.skip()
+	}
+	tok, err := r.dec.Token()
+	if err != nil {
+		return err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			r.out.WriteByte('{')
+			for first := true; r.dec.More(); first = false {
+				k, err := r.dec.Token()
+				if err != nil {
+					return err
+				}
+				key, ok := k.(string)
+				if !ok {
+					return errors.New("object key is not a string")
+				}
+				if !first {
+					r.out.WriteByte(',')
+				}
+				r.writeString(key)
+				r.out.WriteByte(':')
+				if err := r.value(append(path[:len(path):len(path)], key)); err != nil {
+					return err
+				}
+			}
+			r.out.WriteByte('}')
+		case '[':
+			r.out.WriteByte('[')
+			for i := 0; r.dec.More(); i++ {
+				if i > 0 {
+					r.out.WriteByte(',')
+				}
+				if err := r.value(append(path[:len(path):len(path)], strconv.Itoa(i))); err != nil {
+					return err
+				}
+			}
+			r.out.WriteByte(']')
+		default:
+			return fmt.Errorf("unexpected %q", t)
+		}
+		_, err := r.dec.Token() // the closing delimiter
+		return err
+	case string:
+		r.writeString(t)
+	case json.Number:
+		r.out.WriteString(t.String())
+	case bool:
+		r.out.WriteString(strconv.FormatBool(t))
+	case nil:
+		r.out.WriteString("null")
+	}
+	return nil
+}
+
+// skip consumes the next value without writing it.
+func (r *redactor) skip() error {
+	depth := 0
+	for {
+		tok, err := r.dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := tok.(json.Delim); ok {
+			if d == '{' || d == '[' {
+				depth++
+			} else {
+				depth--
+			}
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}
+
+func (r *redactor) writeString(s string) {
+	enc := json.NewEncoder(r.out)
+	enc.SetEscapeHTML(false) // channels escape for their own markup
+	enc.Encode(s)            // a Go string always encodes
+	r.out.Truncate(r.out.Len() - 1)
 }

@@ -8,25 +8,27 @@ import (
 	"github.com/airlock-mcp/airlock/policy"
 )
 
-func TestShownArguments(t *testing.T) {
+func TestShowArguments(t *testing.T) {
 	args := `{"path":"/srv/x","content":"secret","auth":{"token":"t0k","user":"bob"},"n":9007199254740993,"list":["a","b"]}`
 	tests := map[string]struct {
 		redact []string
 		want   string
+		hid    bool
 	}{
-		"nothing to hide keeps the bytes": {nil, args},
-		"one key":                         {[]string{"arguments.content"}, `{"auth":{"token":"t0k","user":"bob"},"content":"[redacted]","list":["a","b"],"n":9007199254740993,"path":"/srv/x"}`},
-		"nested key":                      {[]string{"arguments.auth.token"}, `{"auth":{"token":"[redacted]","user":"bob"},"content":"secret","list":["a","b"],"n":9007199254740993,"path":"/srv/x"}`},
-		"array element":                   {[]string{"arguments.list.1"}, `{"auth":{"token":"t0k","user":"bob"},"content":"secret","list":["a","[redacted]"],"n":9007199254740993,"path":"/srv/x"}`},
-		"a whole object":                  {[]string{"arguments.auth"}, `{"auth":"[redacted]","content":"secret","list":["a","b"],"n":9007199254740993,"path":"/srv/x"}`},
-		"everything":                      {[]string{"arguments.path", "arguments"}, `"[redacted]"`},
-		"a path that leads nowhere":       {[]string{"arguments.missing.deeper", "arguments.path.x", "arguments.list.7"}, `{"auth":{"token":"t0k","user":"bob"},"content":"secret","list":["a","b"],"n":9007199254740993,"path":"/srv/x"}`},
+		"nothing to hide keeps the bytes": {nil, args, false},
+		"one key":                         {[]string{"arguments.content"}, `{"path":"/srv/x","content":"[redacted]","auth":{"token":"t0k","user":"bob"},"n":9007199254740993,"list":["a","b"]}`, true},
+		"nested key":                      {[]string{"arguments.auth.token"}, `{"path":"/srv/x","content":"secret","auth":{"token":"[redacted]","user":"bob"},"n":9007199254740993,"list":["a","b"]}`, true},
+		"array element":                   {[]string{"arguments.list.1"}, `{"path":"/srv/x","content":"secret","auth":{"token":"t0k","user":"bob"},"n":9007199254740993,"list":["a","[redacted]"]}`, true},
+		"a whole object":                  {[]string{"arguments.auth"}, `{"path":"/srv/x","content":"secret","auth":"[redacted]","n":9007199254740993,"list":["a","b"]}`, true},
+		"everything":                      {[]string{"arguments.path", "arguments"}, `"[redacted]"`, true},
+		"a path that leads nowhere":       {[]string{"arguments.missing.deeper", "arguments.path.x", "arguments.list.7", "input.path"}, args, false},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			a := &broker.Approval{Arguments: json.RawMessage(args), Decision: policy.Decision{Redact: tt.redact}}
-			if got := string(a.ShownArguments()); got != tt.want {
-				t.Errorf("got  %s\nwant %s", got, tt.want)
+			got, hid := a.ShowArguments()
+			if string(got) != tt.want || hid != tt.hid {
+				t.Errorf("got  %s (hid %v)\nwant %s (hid %v)", got, hid, tt.want, tt.hid)
 			}
 			if string(a.Arguments) != args {
 				t.Errorf("the approval's arguments changed: %s", a.Arguments)
@@ -35,7 +37,7 @@ func TestShownArguments(t *testing.T) {
 	}
 }
 
-func FuzzShownArguments(f *testing.F) {
+func FuzzShowArguments(f *testing.F) {
 	f.Add(`{"a":{"b":[1,{"c":2}]}}`, "arguments.a.b.1.c")
 	f.Add(`[1,2]`, "arguments.0")
 	f.Fuzz(func(t *testing.T, args, path string) {
@@ -43,7 +45,7 @@ func FuzzShownArguments(f *testing.F) {
 			return // the gate refuses such calls before they are held
 		}
 		a := &broker.Approval{Arguments: json.RawMessage(args), Decision: policy.Decision{Redact: []string{path}}}
-		out := a.ShownArguments()
+		out, _ := a.ShowArguments()
 		if !json.Valid(out) {
 			t.Fatalf("redacting %q in %s gave invalid JSON %s", path, args, out)
 		}

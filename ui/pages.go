@@ -122,7 +122,7 @@ type detailView struct {
 }
 
 func (s *Server) detail(a *broker.Approval, who string) detailView {
-	shown := a.ShownArguments()
+	shown, _ := a.ShowArguments()
 	v := detailView{A: a, Now: s.now(), User: who, Outcome: outcome(a, who), May: mayDecide(a, who),
 		Args: arguments(shown), RawArgs: indent(shown), Diff: definitionDiff(a)}
 	if d := a.Definition; d != nil {

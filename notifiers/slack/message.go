@@ -250,13 +250,13 @@ func (n *Notifier) approvers(a *broker.Approval) string {
 }
 
 func argumentsText(a *broker.Approval) string {
-	pretty, hid, err := prettyArguments(a.Arguments, a.Decision.Redact)
+	pretty, hid, err := prettyArguments(a)
 	if err != nil {
 		return "*Arguments*\n_Airlock could not show them; open the approval in the web UI._"
 	}
 	title := "*Arguments*"
 	if hid {
-		title += " (values the policy hides from approvers show as \"" + redactedValue + "\")"
+		title += " (values the policy hides from approvers show as \"" + broker.Redacted + "\")"
 	}
 	body, cut := truncateEscaped(pretty, argumentsBudget)
 	text := title + "\n```\n" + body + "\n```"

@@ -3,11 +3,11 @@ package slack
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/airlock-mcp/airlock/broker"
 )
 
 // Slack counts a text's length in characters and refuses a block whose text
@@ -86,155 +86,22 @@ func truncateEscaped(s string, budget int) (string, int) {
 	return b.String(), 0
 }
 
-// redactedValue replaces what the policy hides from approvers.
-const redactedValue = "[redacted]"
-
-// prettyArguments renders a call's arguments as indented JSON, in the
-// order the agent wrote them, with the values at the policy's redact paths
-// replaced. It reports whether anything was hidden.
+// prettyArguments renders a call's arguments as approvers may see them
+// (broker.Approval.ShowArguments: redactions applied, the agent's key
+// order, exact numbers) as indented JSON, and reports whether anything was
+// hidden.
 //
-// Backticks in strings are written as \u0060: the JSON means the same, and
-// an argument cannot close the code block it is shown in.
-func prettyArguments(args json.RawMessage, redact []string) (string, bool, error) {
-	if len(bytes.TrimSpace(args)) == 0 {
-		args = json.RawMessage("{}")
-	}
-	var paths [][]string
-	for _, p := range redact {
-		segs := strings.Split(p, ".")
-		if segs[0] != "arguments" {
-			continue // the policy engine refuses these; nothing to match
-		}
-		paths = append(paths, segs[1:])
-	}
-	dec := json.NewDecoder(bytes.NewReader(args))
-	dec.UseNumber()
-	var out bytes.Buffer
-	r := redactor{dec: dec, out: &out, paths: paths}
-	if err := r.value(nil); err != nil {
-		return "", false, fmt.Errorf("slack: arguments: %w", err)
+// Backticks are written as \u0060: the JSON means the same (a backtick can
+// only be inside a string), and an argument cannot close the code block it
+// is shown in.
+func prettyArguments(a *broker.Approval) (string, bool, error) {
+	shown, hid := a.ShowArguments()
+	if len(bytes.TrimSpace(shown)) == 0 {
+		shown = json.RawMessage("{}")
 	}
 	var pretty bytes.Buffer
-	if err := json.Indent(&pretty, out.Bytes(), "", "  "); err != nil {
+	if err := json.Indent(&pretty, shown, "", "  "); err != nil {
 		return "", false, fmt.Errorf("slack: arguments: %w", err)
 	}
-	return pretty.String(), r.hid, nil
-}
-
-// redactor copies JSON token by token, which keeps the keys in their
-// order, numbers as written, and skips the values it must hide.
-type redactor struct {
-	dec   *json.Decoder
-	out   *bytes.Buffer
-	paths [][]string
-	hid   bool
-}
-
-func (r *redactor) hidden(path []string) bool {
-	for _, p := range r.paths {
-		if len(p) == len(path) && equalPath(p, path) {
-			return true
-		}
-	}
-	return false
-}
-
-func equalPath(a, b []string) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func (r *redactor) value(path []string) error {
-	if r.hidden(path) {
-		r.hid = true
-		r.writeString(redactedValue)
-		return r.skip()
-	}
-	tok, err := r.dec.Token()
-	if err != nil {
-		return err
-	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			r.out.WriteByte('{')
-			for first := true; r.dec.More(); first = false {
-				k, err := r.dec.Token()
-				if err != nil {
-					return err
-				}
-				key, ok := k.(string)
-				if !ok {
-					return errors.New("object key is not a string")
-				}
-				if !first {
-					r.out.WriteByte(',')
-				}
-				r.writeString(key)
-				r.out.WriteByte(':')
-				if err := r.value(append(path[:len(path):len(path)], key)); err != nil {
-					return err
-				}
-			}
-			r.out.WriteByte('}')
-		case '[':
-			r.out.WriteByte('[')
-			for i := 0; r.dec.More(); i++ {
-				if i > 0 {
-					r.out.WriteByte(',')
-				}
-				if err := r.value(append(path[:len(path):len(path)], strconv.Itoa(i))); err != nil {
-					return err
-				}
-			}
-			r.out.WriteByte(']')
-		default:
-			return fmt.Errorf("unexpected %q", t)
-		}
-		_, err := r.dec.Token() // the closing delimiter
-		return err
-	case string:
-		r.writeString(t)
-	case json.Number:
-		r.out.WriteString(t.String())
-	case bool:
-		r.out.WriteString(strconv.FormatBool(t))
-	case nil:
-		r.out.WriteString("null")
-	}
-	return nil
-}
-
-// skip consumes the next value without writing it.
-func (r *redactor) skip() error {
-	depth := 0
-	for {
-		tok, err := r.dec.Token()
-		if err != nil {
-			return err
-		}
-		if d, ok := tok.(json.Delim); ok {
-			if d == '{' || d == '[' {
-				depth++
-			} else {
-				depth--
-			}
-		}
-		if depth == 0 {
-			return nil
-		}
-	}
-}
-
-func (r *redactor) writeString(s string) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // escaped for mrkdwn later, once
-	enc.Encode(s)            // a Go string always encodes
-	r.out.Write(bytes.ReplaceAll(bytes.TrimSuffix(b.Bytes(), []byte("\n")), []byte("`"), []byte(`\u0060`)))
+	return strings.ReplaceAll(pretty.String(), "`", `\u0060`), hid, nil
 }

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 func TestPrettyArguments(t *testing.T) {
@@ -51,7 +54,7 @@ func TestPrettyArguments(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, hid, err := prettyArguments(json.RawMessage(tc.args), tc.redact)
+			got, hid, err := prettyArguments(&broker.Approval{Arguments: json.RawMessage(tc.args), Decision: policy.Decision{Redact: tc.redact}})
 			if err != nil {
 				t.Fatal(err)
 			}
