@@ -31,6 +31,25 @@ type Upstream struct {
 	TrustAnnotations bool
 }
 
+// InProcessUpstream serves an MCP server running in this process as an
+// upstream: a new in-memory session for each client session, as a stdio
+// server gets a new process. To the policy it is a local server like any
+// started over stdio. The demo's sample server and tests use it.
+func InProcessUpstream(name string, s *mcp.Server) *Upstream {
+	return &Upstream{
+		Name:             name,
+		Transport:        "stdio",
+		TrustAnnotations: true,
+		Dial: func(ctx context.Context) (mcp.Connection, error) {
+			st, ct := mcp.NewInMemoryTransports()
+			if _, err := s.Connect(ctx, st, nil); err != nil {
+				return nil, err
+			}
+			return ct.Connect(ctx)
+		},
+	}
+}
+
 // Policy decides every call. *policy.Engine is the implementation; it
 // never fails open.
 type Policy interface {

@@ -240,18 +240,7 @@ func (s *Server) Sessions() []*mcp.ServerSession {
 // Upstream returns an upstream that dials a new in-memory session with s,
 // as a stdio server would get a new process.
 func (s *Server) Upstream(name string) *broker.Upstream {
-	return &broker.Upstream{
-		Name:             name,
-		Transport:        "stdio",
-		TrustAnnotations: true,
-		Dial: func(ctx context.Context) (mcp.Connection, error) {
-			st, ct := mcp.NewInMemoryTransports()
-			if _, err := s.Connect(ctx, st, nil); err != nil {
-				return nil, err
-			}
-			return ct.Connect(ctx)
-		},
-	}
+	return broker.InProcessUpstream(name, s.Server)
 }
 
 // HTTPUpstream serves s over streamable HTTP for the length of the test and

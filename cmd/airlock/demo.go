@@ -87,7 +87,7 @@ func runDemo(ctx context.Context, out, stderr io.Writer, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	rt, err := startRuntime(ctx, cfg, log, stateDir, []*broker.Upstream{memoryUpstream(demoServer, srv)})
+	rt, err := startRuntime(ctx, cfg, log, stateDir, []*broker.Upstream{broker.InProcessUpstream(demoServer, srv)})
 	if err != nil {
 		return err
 	}

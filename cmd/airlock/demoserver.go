@@ -10,8 +10,6 @@ import (
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/airlock-mcp/airlock/broker"
 )
 
 // sandbox is the MCP server built into `airlock demo`: a few file tools,
@@ -176,24 +174,4 @@ func (sb *sandbox) remove(_ context.Context, _ *mcp.CallToolRequest, in pathArgs
 		return nil, nil, err
 	}
 	return textResult("deleted %s", in.Path), nil, nil
-}
-
-// memoryUpstream serves an in-process MCP server to the broker as an
-// upstream, a new session for each client session, as a stdio server
-// would get a new process.
-func memoryUpstream(name string, s *mcp.Server) *broker.Upstream {
-	return &broker.Upstream{
-		Name: name,
-		// In memory, but to the policy it is a local server like any
-		// started over stdio.
-		Transport:        "stdio",
-		TrustAnnotations: true,
-		Dial: func(ctx context.Context) (mcp.Connection, error) {
-			st, ct := mcp.NewInMemoryTransports()
-			if _, err := s.Connect(ctx, st, nil); err != nil {
-				return nil, err
-			}
-			return ct.Connect(ctx)
-		},
-	}
 }
