@@ -18,6 +18,7 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
+	"github.com/airlock-mcp/airlock/policy"
 	"github.com/airlock-mcp/airlock/ui/uitest"
 )
 
@@ -242,6 +243,8 @@ func TestScreenshots(t *testing.T) {
 		a.Decision.Reason = "write_file writes outside the scratch directory /srv/data/tmp (/srv/data/reports/q3.md); it waits for a person to approve it."
 		a.Decision.Risk = "high"
 		a.Decision.ID, a.Decision.Revision = "0193c4f2a6d87e41b5a3c0d9e2f41877", "48e7a1c09b3f5d2e6a7c8b9d0e1f2a3b"
+		a.Decision.Grantable = &policy.Grantable{Scopes: []string{policy.ScopeExact, policy.ScopeArguments},
+			MaxTTL: policy.Duration(8 * time.Hour), KeyArguments: []string{"path"}}
 		a.RequestedAt, a.ExpiresAt = now.Add(-95*time.Second), now.Add(8*time.Minute+25*time.Second)
 	})
 	h.addApproval(func(a *broker.Approval) {
