@@ -269,6 +269,10 @@ type benchResult struct {
 	P99       float64 `json:"p99_us"`
 	// PeakRSS is the Airlock process's peak resident memory, in KiB.
 	PeakRSS int64 `json:"peak_rss_kib,omitempty"`
+	// CPUPerCall is the CPU time the Airlock process spent per call while
+	// measuring, in µs: its own cost, which a busy machine does not
+	// inflate the way it inflates latency.
+	CPUPerCall float64 `json:"airlock_cpu_us_per_call,omitempty"`
 }
 
 func runBench(ctx context.Context, out io.Writer, o benchOptions) error {
@@ -454,6 +458,10 @@ func benchCase(ctx context.Context, self string, up *benchUpstream, work, worklo
 			return benchResult{}, err
 		}
 	}
+	var cpu0 time.Duration
+	if airlock != nil {
+		cpu0 = procCPU(airlock.Process.Pid)
+	}
 	lat, err := measure(ctx, op, callers, o.duration)
 	if err != nil {
 		return benchResult{}, err
@@ -462,6 +470,9 @@ func benchCase(ctx context.Context, self string, up *benchUpstream, work, worklo
 	r.Workload, r.Transport, r.Path, r.Callers = workload, transport, path, callers
 	if airlock != nil {
 		r.PeakRSS = procStatus(airlock.Process.Pid, "VmHWM")
+		if r.Calls > 0 {
+			r.CPUPerCall = float64((procCPU(airlock.Process.Pid) - cpu0).Microseconds()) / float64(r.Calls)
+		}
 	}
 	return r, nil
 }
@@ -584,6 +595,8 @@ func heldNow(ctx context.Context, base string) (int, error) {
 // measure keeps callers operations in flight for d, after a short warm-up,
 // and returns every operation's latency.
 func measure(ctx context.Context, op func() error, callers int, d time.Duration) ([]time.Duration, error) {
+	// The warm-up runs before the caller reads the CPU clock; its calls
+	// are not counted.
 	for range 100 {
 		if err := op(); err != nil {
 			return nil, err
@@ -634,22 +647,48 @@ func summarize(lat []time.Duration, d time.Duration) benchResult {
 // and each other path with its ratio to direct.
 func printBench(out io.Writer, rs []benchResult) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\ttransport\tcallers\tpath\tcalls/s\tof direct\tp50 µs\tadded p50\tp99 µs\tadded p99\tpeak RSS MiB\t")
+	fmt.Fprintln(tw, "workload\ttransport\tcallers\tpath\tcalls/s\tof direct\tp50 µs\tadded p50\tp99 µs\tadded p99\tCPU µs/call\tpeak RSS MiB\t")
 	var direct benchResult
 	for _, r := range rs {
 		if r.Path == "direct" {
 			direct = r
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.0f\t\t%.0f\t\t%.0f\t\t\t\n", r.Workload, r.Transport, r.Callers, r.Path, r.PerSecond, r.P50, r.P99)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.0f\t\t%.0f\t\t%.0f\t\t\t\t\n", r.Workload, r.Transport, r.Callers, r.Path, r.PerSecond, r.P50, r.P99)
 			continue
 		}
-		rss := ""
+		rss, cpu := "", ""
 		if r.PeakRSS > 0 {
 			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1024)
 		}
-		fmt.Fprintf(tw, "\t\t\t%s\t%.0f\t%.0f%%\t%.0f\t%+.0f\t%.0f\t%+.0f\t%s\t\n", r.Path, r.PerSecond, 100*r.PerSecond/direct.PerSecond,
-			r.P50, r.P50-direct.P50, r.P99, r.P99-direct.P99, rss)
+		if r.CPUPerCall > 0 {
+			cpu = fmt.Sprintf("%.0f", r.CPUPerCall)
+		}
+		fmt.Fprintf(tw, "\t\t\t%s\t%.0f\t%.0f%%\t%.0f\t%+.0f\t%.0f\t%+.0f\t%s\t%s\t\n", r.Path, r.PerSecond, 100*r.PerSecond/direct.PerSecond,
+			r.P50, r.P50-direct.P50, r.P99, r.P99-direct.P99, cpu, rss)
 	}
 	tw.Flush()
+}
+
+// procCPU is a process's user and system CPU time so far, from /proc, or 0
+// where /proc is not there.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are the 12th and 13th of them, in
+	// clock ticks (100 a second on Linux).
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // procStatus reads a memory field (VmRSS, VmHWM) of a process, in KiB, or
