@@ -24,6 +24,7 @@ func BenchmarkDecision(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer engine.Close()
 	args := json.RawMessage(`{"path":"/srv/data/report.md","content":"quarterly numbers"}`)
 	digest, _ := policy.Digest(args)
 	rawTool := json.RawMessage(`{"name":"write_file","description":"Write a file.","inputSchema":{"type":"object"},"annotations":{"destructiveHint":true}}`)

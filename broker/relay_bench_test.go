@@ -30,6 +30,7 @@ func BenchmarkAllowedCall(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			defer engine.Close()
 			store, err := boltstore.Open(b.TempDir()+"/airlock.db", boltstore.Options{})
 			if err != nil {
 				b.Fatal(err)

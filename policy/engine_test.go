@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -79,6 +80,7 @@ func newEngine(t *testing.T, opts Options) *Engine {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(e.Close)
 	return e
 }
 
@@ -682,5 +684,42 @@ func TestDecisionJSON(t *testing.T) {
 		if d.String() != want {
 			t.Errorf("Duration(%d).String() = %q, want %q", d, d.String(), want)
 		}
+	}
+}
+
+// Many more decisions at once than there are workers all get their own
+// answer: the hand-over neither drops nor mixes them up.
+func TestConcurrentDecisions(t *testing.T) {
+	e := engineFor(t, map[string]string{"airlock.rego": "package airlock\n\n" + `decision := {"action": "allow", "reason": input.arguments.path}` + "\n"}, Options{})
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			in := call()
+			path := fmt.Sprintf("/srv/data/%d", i)
+			in.Arguments = json.RawMessage(fmt.Sprintf(`{"path":%q}`, path))
+			if d := e.Decide(t.Context(), in); d.Action != Allow || d.Reason != path {
+				t.Errorf("call %d: decision %+v, want allow with reason %s", i, d, path)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// A closed engine stops its workers; a decision asked of it afterwards
+// fails closed instead of waiting for a worker that never comes.
+func TestClosedEngineFailsClosed(t *testing.T) {
+	var l logs
+	e := engineFor(t, map[string]string{"airlock.rego": "package airlock\n\ndecision := {\"action\": \"allow\"}\n"}, Options{Logger: l.logger()})
+	if d := e.Decide(t.Context(), call()); d.Action != Allow {
+		t.Fatalf("before Close: %+v, want allow", d)
+	}
+	e.Close()
+	e.Close() // twice is fine
+	d := e.Decide(t.Context(), call())
+	if d.Action != Deny || d.Ref == "" {
+		t.Fatalf("after Close: %+v, want a deny with a ref", d)
+	}
+	if rec := l.find("policy failed closed", map[string]string{"ref": d.Ref}); rec == nil || rec["failure"] != "closed" {
+		t.Errorf("log line for ref %s = %v, want failure closed", d.Ref, rec)
 	}
 }

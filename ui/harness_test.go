@@ -71,6 +71,7 @@ func newHarness(t *testing.T, configure ...func(*ui.Options)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(h.engine.Close)
 	opts := ui.Options{Broker: h.b, Policy: h.engine, Now: h.clock.now}
 	for _, c := range configure {
 		c(&opts)

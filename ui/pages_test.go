@@ -497,6 +497,7 @@ func TestPolicyPageShowsAFailedReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(engine.Close)
 	h := newHarness(t, func(o *ui.Options) { o.Policy = engine })
 	write("package airlock\n\ndecision := {\"action\": \"allow\"\n")
 	if err := engine.Reload(context.Background()); err == nil {

@@ -178,6 +178,7 @@ compile.`,
 			if err != nil {
 				return err
 			}
+			defer e.Close()
 			st := e.Status()
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "ok: %s compiles to revision %s (%d modules)\n", st.Source, st.Revision, len(st.Modules))
 			return err
@@ -228,6 +229,7 @@ calls in the policy.`,
 			if err != nil {
 				return err
 			}
+			defer e.Close()
 			d, err := e.DecideJSON(cmd.Context(), raw)
 			if err != nil {
 				return fmt.Errorf("policy eval: %s: %w", input, err)

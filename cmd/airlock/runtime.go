@@ -171,6 +171,9 @@ func (rt *runtime) close() {
 	if rt.stop != nil {
 		rt.stop()
 	}
+	if rt.engine != nil {
+		rt.engine.Close()
+	}
 	if rt.store != nil {
 		if err := rt.store.Close(); err != nil {
 			rt.log.Error("closing the database failed", "err", err)
