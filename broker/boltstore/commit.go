@@ -195,7 +195,11 @@ func (s *Store) try(group []*write) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("boltstore: begin: %w", err)
 	}
-	t := &txn{Tx: tx}
+	// The writer alone changes the file, so the audit head a commit left
+	// is still the head: the next transaction starts from it instead of
+	// reading and decoding the last record again.
+	t := &txn{Tx: tx, head: s.head, loaded: s.headKnown}
+	s.headKnown = false // until this transaction commits
 	for i, w := range group {
 		w.err = apply(w, t)
 		if w.err == nil {
@@ -211,6 +215,7 @@ func (s *Store) try(group []*write) (int, error) {
 	if err := tx.Commit(); err != nil {
 		return -1, fmt.Errorf("boltstore: commit: %w", err)
 	}
+	s.head, s.headKnown = t.head, t.loaded
 	return -1, nil
 }
 

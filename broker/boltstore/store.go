@@ -87,6 +87,11 @@ type Store struct {
 	closed bool
 	writes chan *write
 	done   chan struct{} // closed when the writer goroutine has exited
+
+	// The audit chain's head after the last commit, kept by the writer
+	// goroutine (see try).
+	head      auditHead
+	headKnown bool
 }
 
 var _ broker.Store = (*Store)(nil)
@@ -103,7 +108,10 @@ func Open(path string, opts Options) (*Store, error) {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	// The free-page list is not written at every commit but rebuilt when
+	// the file is opened: one page write less per commit (the commits
+	// are what every audited call waits for) for a longer open.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("boltstore: open %s: %w: another Airlock is probably running on it (gave up after %s)", path, ErrLocked, timeout)
 	}

@@ -388,9 +388,18 @@ func TestSpoiledWriteRetried(t *testing.T) {
 		return put(b, make([]byte, bolt.MaxKeySize+1), []byte("{}"))
 	}}
 	clean := &write{done: make(chan struct{}), apply: func(*txn) error { return errors.New("refused before writing") }}
+	// The writer keeps the chain's head between commits; appends before
+	// and after the retried group show that a rolled-back transaction's
+	// head is not kept.
+	if err := s.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventAllowed, Reason: "before"}); err != nil {
+		t.Fatal(err)
+	}
 	first, second := appendOne("first"), appendOne("second")
 	group := []*write{first, clean, half, second}
 	s.commit(slices.Clone(group)) // the writer is idle; bbolt serializes the two anyway
+	if err := s.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventAllowed, Reason: "after"}); err != nil {
+		t.Fatal(err)
+	}
 
 	for i, w := range group {
 		select {
@@ -417,8 +426,12 @@ func TestSpoiledWriteRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs, err := s.Audit(t.Context(), broker.AuditQuery{})
-	if err != nil || len(recs) != 2 || recs[1].Reason != "first" || recs[0].Reason != "second" {
-		t.Errorf("audit = %+v, %v; want first and second", recs, err)
+	var reasons []string
+	for _, r := range recs {
+		reasons = append(reasons, r.Reason)
+	}
+	if err != nil || !slices.Equal(reasons, []string{"after", "second", "first", "before"}) {
+		t.Errorf("audit (newest first) = %q, %v; want after, second, first, before", reasons, err)
 	}
 	if v, err := s.VerifyAudit(t.Context()); err != nil || !v.OK {
 		t.Errorf("VerifyAudit = %+v, %v", v, err)
@@ -458,7 +471,8 @@ func TestSpoiledWriteAmongCallers(t *testing.T) {
 
 func TestVerifyNamesUnreadableRecord(t *testing.T) {
 	ctx := t.Context()
-	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	path := filepath.Join(t.TempDir(), "airlock.db")
+	s := openTest(t, path)
 	for range 4 {
 		if err := s.AppendAudit(ctx, &broker.AuditRecord{Event: broker.EventAllowed}); err != nil {
 			t.Fatal(err)
@@ -470,10 +484,16 @@ func TestVerifyNamesUnreadableRecord(t *testing.T) {
 	if v, err := s.VerifyAudit(ctx); err != nil || v.OK || v.BrokenSeq != 2 || v.Records != 1 {
 		t.Errorf("VerifyAudit = %+v, %v; want broken at 2", v, err)
 	}
-	// Nothing can be chained to an unreadable head.
+	// Nothing can be chained to an unreadable head. Only the store's own
+	// writer changes the file while it is open, so the damage is done
+	// while it is closed, as it would be in life.
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAudit).Put(seqKey(4), []byte("{garbage")) }); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, path)
 	if err := s.AppendAudit(ctx, &broker.AuditRecord{Event: broker.EventAllowed}); err == nil {
 		t.Error("AppendAudit chained a record to an unreadable one")
 	}
