@@ -53,6 +53,7 @@ type runtime struct {
 // holds it), loads the policy, and starts the broker for ups. The caller
 // adds its own routes to rt.mux, then calls rt.serve.
 func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir string, ups []*broker.Upstream) (*runtime, error) {
+	tuneGC(gcHeadroom)
 	rt := &runtime{cfg: cfg, log: log, stateDir: stateDir, metrics: newPromMetrics(), mux: http.NewServeMux()}
 	ok := false
 	defer func() {
