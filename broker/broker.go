@@ -111,6 +111,7 @@ type Broker struct {
 	grants grantIndex
 	events hub
 
+	pool      pool          // goroutines for work on calls
 	bg        background    // work that Close waits for
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -137,6 +138,8 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 		holds:           holds{byID: map[string]*hold{}, byKey: map[holdKey]*hold{}},
 		done:            make(chan struct{}),
 	}
+	b.pool = newPool(b.done)
+	b.bg.pool = b.pool
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -169,6 +172,7 @@ func orDefault(d, def time.Duration) time.Duration {
 // writes, message updates). Once the broker is closing, work runs in the
 // caller instead, so nothing is dropped and Wait is never raced by Add.
 type background struct {
+	pool    pool
 	mu      sync.Mutex
 	wg      sync.WaitGroup
 	closing bool
@@ -183,10 +187,10 @@ func (g *background) Go(f func()) {
 	}
 	g.wg.Add(1)
 	g.mu.Unlock()
-	go func() {
+	g.pool.Go(func() {
 		defer g.wg.Done()
 		f()
-	}()
+	})
 }
 
 func (g *background) Wait() {

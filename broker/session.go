@@ -177,7 +177,7 @@ func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
 			// The gate may wait (for the tool list, later for a person),
 			// and must not stall the client's other messages meanwhile.
 			ctx, c.cancel = context.WithCancelCause(ctx)
-			go s.toolsCall(ctx, c, m)
+			s.b.pool.Go(func() { s.toolsCall(ctx, c, m) })
 		case "initialize":
 			s.initialize(ctx, c, m)
 		case "server/discover":
@@ -302,7 +302,7 @@ func (s *Session) answerAudited(c *call, m *jsonrpc.Response) {
 	case err := <-c.audit:
 		send(err)
 	default:
-		go func() { send(<-c.audit) }()
+		s.b.pool.Go(func() { send(<-c.audit) })
 	}
 }
 
