@@ -204,6 +204,7 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 	for {
 		select {
 		case <-ps.done:
+			ps.writeAnswer()
 			return
 		case <-keepAlive.C:
 			ps.keepAlive()
@@ -519,7 +520,8 @@ type postStream struct {
 	acceptSSE bool
 	sse       bool
 	answered  bool
-	finished  bool // the handler has returned; the writer is no longer ours
+	answer    []byte // for the handler to write (see respond)
+	finished  bool   // the handler has returned; the writer is no longer ours
 	done      chan struct{}
 }
 
@@ -559,7 +561,11 @@ func (ps *postStream) event(data []byte) bool {
 	return http.NewResponseController(ps.w).Flush() == nil
 }
 
-// respond sends the answer, which ends the stream.
+// respond hands over the answer, which ends the stream. The handler,
+// waiting on done, writes it on its way out: as the stream's last event,
+// or as plain JSON to a client that takes no stream. Then net/http sends
+// all that is buffered in one write, where a flush here would cost one
+// more.
 func (ps *postStream) respond(data []byte) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -567,16 +573,22 @@ func (ps *postStream) respond(data []byte) {
 		return
 	}
 	ps.answered = true
+	ps.answer = data
+	close(ps.done)
+}
+
+// writeAnswer writes what respond handed over.
+func (ps *postStream) writeAnswer() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
 	if ps.acceptSSE {
 		ps.startSSELocked()
-		ps.w.Write(wire.AppendEvent(nil, "", data))
-		http.NewResponseController(ps.w).Flush()
+		ps.w.Write(wire.AppendEvent(nil, "", ps.answer))
 	} else {
 		ps.w.Header().Set("Content-Type", "application/json")
 		ps.w.WriteHeader(http.StatusOK)
-		ps.w.Write(data)
+		ps.w.Write(ps.answer)
 	}
-	close(ps.done)
 }
 
 func (ps *postStream) keepAlive() {
