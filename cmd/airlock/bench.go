@@ -273,6 +273,10 @@ type benchResult struct {
 	// measuring, in µs: its own cost, which a busy machine does not
 	// inflate the way it inflates latency.
 	CPUPerCall float64 `json:"airlock_cpu_us_per_call,omitempty"`
+	// PolicyWithin100us is the share of policy evaluations, over the whole
+	// case, that took at most 100 µs (the target is a p99 under 100 µs),
+	// from Airlock's own histogram.
+	PolicyWithin100us float64 `json:"policy_evals_within_100us,omitempty"`
 }
 
 func runBench(ctx context.Context, out io.Writer, o benchOptions) error {
@@ -378,6 +382,7 @@ func benchCase(ctx context.Context, self string, up *benchUpstream, work, worklo
 
 	var t mcp.Transport
 	var airlock *exec.Cmd
+	var metricsURL string // Airlock's, when this case runs one
 	switch {
 	case transport == "stdio":
 		argv := up.stdio
@@ -425,6 +430,7 @@ func benchCase(ctx context.Context, self string, up *benchUpstream, work, worklo
 		if err := waitTCP(ctx, addr); err != nil {
 			return benchResult{}, err
 		}
+		metricsURL = "http://" + addr + "/metrics"
 		t = &mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp/up", DisableStandaloneSSE: true}
 	}
 
@@ -462,6 +468,13 @@ func benchCase(ctx context.Context, self string, up *benchUpstream, work, worklo
 	if airlock != nil {
 		cpu0 = procCPU(airlock.Process.Pid)
 	}
+	if path == "airlock" && transport == "stdio" {
+		ref, err := waitBroker(ctx, stateDir)
+		if err != nil {
+			return benchResult{}, err
+		}
+		metricsURL = ref.Info.URL + "/metrics"
+	}
 	lat, err := measure(ctx, op, callers, o.duration)
 	if err != nil {
 		return benchResult{}, err
@@ -474,7 +487,43 @@ func benchCase(ctx context.Context, self string, up *benchUpstream, work, worklo
 			r.CPUPerCall = float64((procCPU(airlock.Process.Pid) - cpu0).Microseconds()) / float64(r.Calls)
 		}
 	}
+	if metricsURL != "" && workload != "list" {
+		if r.PolicyWithin100us, err = policyWithin(ctx, metricsURL, "0.0001"); err != nil {
+			return benchResult{}, err
+		}
+	}
 	return r, nil
+}
+
+// policyWithin reads Airlock's policy evaluation histogram and returns the
+// share of evaluations in the bucket whose upper bound is le.
+func policyWithin(ctx context.Context, metricsURL, le string) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var within, count float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, `airlock_policy_evaluation_seconds_bucket{le="`+le+`"} `); ok {
+			within, err = strconv.ParseFloat(v, 64)
+		} else if v, ok := strings.CutPrefix(line, "airlock_policy_evaluation_seconds_count "); ok {
+			count, err = strconv.ParseFloat(v, 64)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q: %w", metricsURL, line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if count == 0 {
+		return 0, fmt.Errorf("%s: no policy evaluations counted", metricsURL)
+	}
+	return within / count, nil
 }
 
 // benchGrant makes a tool grant through the running broker's API.
@@ -647,23 +696,26 @@ func summarize(lat []time.Duration, d time.Duration) benchResult {
 // and each other path with its ratio to direct.
 func printBench(out io.Writer, rs []benchResult) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\ttransport\tcallers\tpath\tcalls/s\tof direct\tp50 µs\tadded p50\tp99 µs\tadded p99\tCPU µs/call\tpeak RSS MiB\t")
+	fmt.Fprintln(tw, "workload\ttransport\tcallers\tpath\tcalls/s\tof direct\tp50 µs\tadded p50\tp99 µs\tadded p99\tCPU µs/call\tpeak RSS MiB\tpolicy ≤100µs\t")
 	var direct benchResult
 	for _, r := range rs {
 		if r.Path == "direct" {
 			direct = r
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.0f\t\t%.0f\t\t%.0f\t\t\t\t\n", r.Workload, r.Transport, r.Callers, r.Path, r.PerSecond, r.P50, r.P99)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.0f\t\t%.0f\t\t%.0f\t\t\t\t\t\n", r.Workload, r.Transport, r.Callers, r.Path, r.PerSecond, r.P50, r.P99)
 			continue
 		}
-		rss, cpu := "", ""
+		rss, cpu, pol := "", "", ""
 		if r.PeakRSS > 0 {
 			rss = fmt.Sprintf("%.1f", float64(r.PeakRSS)/1024)
 		}
 		if r.CPUPerCall > 0 {
 			cpu = fmt.Sprintf("%.0f", r.CPUPerCall)
 		}
-		fmt.Fprintf(tw, "\t\t\t%s\t%.0f\t%.0f%%\t%.0f\t%+.0f\t%.0f\t%+.0f\t%s\t%s\t\n", r.Path, r.PerSecond, 100*r.PerSecond/direct.PerSecond,
-			r.P50, r.P50-direct.P50, r.P99, r.P99-direct.P99, cpu, rss)
+		if r.PolicyWithin100us > 0 {
+			pol = fmt.Sprintf("%.1f%%", 100*r.PolicyWithin100us)
+		}
+		fmt.Fprintf(tw, "\t\t\t%s\t%.0f\t%.0f%%\t%.0f\t%+.0f\t%.0f\t%+.0f\t%s\t%s\t%s\t\n", r.Path, r.PerSecond, 100*r.PerSecond/direct.PerSecond,
+			r.P50, r.P50-direct.P50, r.P99, r.P99-direct.P99, cpu, rss, pol)
 	}
 	tw.Flush()
 }
