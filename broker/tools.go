@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,14 +31,48 @@ type ToolDefinition struct {
 // listed them: the client (its tools/list answers pass through here) or
 // Airlock itself when a call names a tool it has not seen.
 type toolCache struct {
-	mu    sync.Mutex
-	defs  map[string]*ToolDefinition
-	stale bool // the upstream said its tools changed since they were listed
+	mu   sync.Mutex
+	defs map[string]*ToolDefinition
+	// byRaw holds the same definitions by their exact bytes: a client
+	// lists tools again and again, and a definition already fingerprinted
+	// need not be again. The last page is kept whole for the same reason:
+	// most lists are one page, the same as last time.
+	byRaw    map[string]*ToolDefinition
+	lastPage json.RawMessage
+	lastDefs []*ToolDefinition
+	lastNext string
+	stale    bool // the upstream said its tools changed since they were listed
 }
 
 // record takes in one page of a tools/list result and returns the tools it
 // held and the cursor of the next page.
 func (tc *toolCache) record(result json.RawMessage, now time.Time) (defs []*ToolDefinition, next string) {
+	tc.mu.Lock()
+	same := bytes.Equal(result, tc.lastPage)
+	defs, next = tc.lastDefs, tc.lastNext
+	tc.mu.Unlock()
+	if !same {
+		defs, next = tc.parse(result, now)
+	}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.defs == nil {
+		tc.defs = make(map[string]*ToolDefinition, len(defs))
+		tc.byRaw = make(map[string]*ToolDefinition, len(defs))
+	}
+	for _, d := range defs {
+		if old := tc.defs[d.Name]; old != nil && old != d {
+			delete(tc.byRaw, string(old.Raw))
+		}
+		tc.defs[d.Name] = d
+		tc.byRaw[string(d.Raw)] = d
+	}
+	tc.lastPage, tc.lastDefs, tc.lastNext = result, defs, next
+	return defs, next
+}
+
+// parse reads a page's definitions, fingerprinting those not known yet.
+func (tc *toolCache) parse(result json.RawMessage, now time.Time) (defs []*ToolDefinition, next string) {
 	var page struct {
 		Tools      []json.RawMessage `json:"tools"`
 		NextCursor string            `json:"nextCursor"`
@@ -46,6 +81,13 @@ func (tc *toolCache) record(result json.RawMessage, now time.Time) (defs []*Tool
 		return nil, ""
 	}
 	for _, raw := range page.Tools {
+		tc.mu.Lock()
+		known := tc.byRaw[string(raw)]
+		tc.mu.Unlock()
+		if known != nil {
+			defs = append(defs, known)
+			continue
+		}
 		var d ToolDefinition
 		if json.Unmarshal(raw, &d) != nil || d.Name == "" {
 			continue
@@ -56,14 +98,6 @@ func (tc *toolCache) record(result json.RawMessage, now time.Time) (defs []*Tool
 		}
 		d.Raw, d.Fingerprint, d.ListedAt = raw, fp, now
 		defs = append(defs, &d)
-	}
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	if tc.defs == nil {
-		tc.defs = make(map[string]*ToolDefinition, len(defs))
-	}
-	for _, d := range defs {
-		tc.defs[d.Name] = d
 	}
 	return defs, page.NextCursor
 }
@@ -123,7 +157,7 @@ func (s *Session) freshDefinition(ctx context.Context, name string) (*ToolDefini
 // listTools reads every page of the upstream's tool list into the cache.
 func (s *Session) listTools(ctx context.Context) error {
 	s.tools.mu.Lock()
-	s.tools.defs = nil // tools that vanished must not linger
+	s.tools.defs, s.tools.byRaw = nil, nil // tools that vanished must not linger
 	s.tools.stale = false
 	s.tools.mu.Unlock()
 	cursor := ""
