@@ -32,31 +32,43 @@ func measure(b *testing.B, e *Engine, in *Input, want Action) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
 }
 
-// BenchmarkDecide evaluates the default library on its three main paths.
+// BenchmarkDecide decides with the default library on its three main
+// paths: "evaluated" runs the policy every time, "remembered" finds the
+// decision learnt from the first call (see decisions).
 func BenchmarkDecide(b *testing.B) {
 	e, err := New(b.Context(), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Run("read-only allow", func(b *testing.B) {
+	defer e.Close()
+	fresh, err := New(b.Context(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fresh.Close()
+	fresh.cur.Load().decisions = nil
+	for _, c := range []struct {
+		name   string
+		change func(*Input)
+		want   Action
+	}{
+		{"read-only allow", func(in *Input) {
+			in.Tool.Name, in.Tool.Annotations = "read_file", json.RawMessage(`{"readOnlyHint":true}`)
+		}, Allow},
+		{"hold", func(*Input) {}, Hold},
+		{"changed tool hold", func(in *Input) { in.Tool.Changed = true }, Hold},
+	} {
 		in := call()
-		in.Tool.Name, in.Tool.Annotations = "read_file", json.RawMessage(`{"readOnlyHint":true}`)
-		measure(b, e, in, Allow)
-	})
-	b.Run("hold", func(b *testing.B) {
-		measure(b, e, call(), Hold)
-	})
-	b.Run("changed tool hold", func(b *testing.B) {
-		in := call()
-		in.Tool.Changed = true
-		measure(b, e, in, Hold)
-	})
-	b.Run("parallel", func(b *testing.B) {
+		c.change(in)
+		b.Run(c.name+"/evaluated", func(b *testing.B) { measure(b, fresh, in, c.want) })
+		b.Run(c.name+"/remembered", func(b *testing.B) { measure(b, e, in, c.want) })
+	}
+	b.Run("parallel/evaluated", func(b *testing.B) {
 		in := call()
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if d := e.Decide(b.Context(), in); d.Action != Hold {
+				if d := fresh.Decide(b.Context(), in); d.Action != Hold {
 					b.Errorf("decision = %+v", d)
 				}
 			}

@@ -72,10 +72,11 @@ type Engine struct {
 
 // revision is one compiled policy, immutable once built.
 type revision struct {
-	id       string
-	query    rego.PreparedEvalQuery
-	modules  []string
-	loadedAt time.Time
+	id        string
+	query     rego.PreparedEvalQuery
+	modules   []string
+	loadedAt  time.Time
+	decisions *decisions // nil when the policy's decisions cannot be reused
 }
 
 // Status describes what the engine is serving, for /healthz and the UI.
@@ -143,7 +144,7 @@ func (e *Engine) build(ctx context.Context) (*revision, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: prepare %s:\n%s", Query, describe(err))
 	}
-	return &revision{id: l.revision, query: pq, modules: l.names, loadedAt: time.Now()}, nil
+	return &revision{id: l.revision, query: pq, modules: l.names, loadedAt: time.Now(), decisions: newDecisions(c)}, nil
 }
 
 // keepValue hands back OPA's own value instead of converting it to
@@ -218,9 +219,21 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	if err := ctx.Err(); err != nil {
 		return e.failClosed(rev, id, "cancelled", fmt.Errorf("policy: %w", err))
 	}
+	select {
+	case <-e.closed:
+		return e.failClosed(rev, id, "closed", errors.New("policy: the engine is closed"))
+	default:
+	}
 	v, err := in.value(&e.memo)
 	if err != nil {
 		return e.failClosed(rev, id, "input", err)
+	}
+	var tracer *ruleTracer
+	if rev.decisions != nil {
+		if d, ok := rev.decisions.lookup(v); ok {
+			return e.decided(ctx, rev, id, d)
+		}
+		tracer = rev.decisions.tracer()
 	}
 	// The evaluation runs on one of a few long-lived workers, a couple per
 	// CPU. OPA's evaluation needs a deep stack: on the caller's goroutine,
@@ -228,7 +241,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	// times for every decision, which cost a fifth of Airlock's CPU. And
 	// the time limit counts the policy's work, not the wait for a turn
 	// among thousands of calls that arrived at once.
-	j := &job{ctx: ctx, rev: rev, input: v, in: in, done: make(chan struct{})}
+	j := &job{ctx: ctx, rev: rev, input: v, in: in, tracer: tracer, done: make(chan struct{})}
 	select {
 	case e.jobs <- j:
 	case <-ctx.Done():
@@ -244,7 +257,14 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 		}
 		return e.failClosed(rev, id, kind, j.err)
 	}
-	d = j.d
+	if tracer != nil {
+		rev.decisions.add(v, tracer, j.d)
+	}
+	return e.decided(ctx, rev, id, j.d)
+}
+
+// decided stamps a decision with its id and revision.
+func (e *Engine) decided(ctx context.Context, rev *revision, id string, d Decision) Decision {
 	d.ID, d.Revision = id, rev.id
 	if e.log.Enabled(ctx, slog.LevelDebug) {
 		e.log.Debug("policy decided", "decision_id", id, "revision", rev.id, "action", string(d.Action), "risk", d.Risk, "reason", d.Reason)
@@ -254,10 +274,11 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 
 // job is one evaluation handed to a worker.
 type job struct {
-	ctx   context.Context
-	rev   *revision
-	input ast.Value
-	in    *Input
+	ctx    context.Context
+	rev    *revision
+	input  ast.Value
+	in     *Input
+	tracer *ruleTracer // nil: evaluate untraced
 
 	d        Decision
 	err      error
@@ -286,7 +307,7 @@ func (e *Engine) run(j *job) {
 			j.err, j.panicked = fmt.Errorf("policy: panic: %v", r), true
 		}
 	}()
-	j.d, j.err = e.eval(j.ctx, j.rev, j.input, j.in)
+	j.d, j.err = e.eval(j.ctx, j.rev, j.input, j.in, j.tracer)
 }
 
 // Close stops the engine's workers; later decisions fail closed. It is
@@ -295,7 +316,7 @@ func (e *Engine) Close() {
 	e.closeOnce.Do(func() { close(e.closed) })
 }
 
-func (e *Engine) eval(ctx context.Context, rev *revision, input ast.Value, in *Input) (Decision, error) {
+func (e *Engine) eval(ctx context.Context, rev *revision, input ast.Value, in *Input, tracer *ruleTracer) (Decision, error) {
 	// One cancel serves both the time limit and the caller's ctx, without
 	// the goroutine OPA would otherwise start per evaluation.
 	cancel := topdown.NewCancel()
@@ -316,6 +337,9 @@ func (e *Engine) eval(ctx context.Context, rev *revision, input ast.Value, in *I
 	if !in.Time.IsZero() {
 		// Built-ins that need a clock (io.jwt.decode_verify) use the call's.
 		opts = append(opts, rego.EvalTime(in.Time))
+	}
+	if tracer != nil {
+		opts = append(opts, rego.EvalQueryTracer(tracer))
 	}
 	rs, err := rev.query.Eval(ctx, opts...)
 	switch {
