@@ -28,23 +28,37 @@ type entry struct {
 // chain as it stands in t and encodes them, changing nothing yet: putAudit
 // stores them.
 func (t *txn) sealAudit(recs ...*broker.AuditRecord) ([]entry, error) {
-	if len(recs) == 0 || len(recs) == 1 && recs[0] == nil {
-		return nil, nil
-	}
 	if !t.loaded {
 		// Once per transaction, however many records it appends.
-		k, v := t.Bucket(bucketAudit).Cursor().Last()
-		if k != nil {
-			if err := json.Unmarshal(v, &t.head); err != nil {
-				return nil, fmt.Errorf("boltstore: the last audit record (key %x) is unreadable, so nothing can be chained to it: %w", k, err)
-			}
-			if len(k) != 8 || binary.BigEndian.Uint64(k) != t.head.Seq {
-				return nil, fmt.Errorf("boltstore: the last audit record says it is %d but is stored under key %x", t.head.Seq, k)
-			}
+		head, err := lastRecord(t.Tx)
+		if err != nil {
+			return nil, err
 		}
-		t.loaded = true
+		t.head, t.loaded = head, true
 	}
-	head := t.head
+	es, _, err := seal(t.head, recs)
+	return es, err
+}
+
+// lastRecord reads the head of the chain as the database has it.
+func lastRecord(tx *bolt.Tx) (auditHead, error) {
+	var head auditHead
+	k, v := tx.Bucket(bucketAudit).Cursor().Last()
+	if k == nil {
+		return head, nil
+	}
+	if err := json.Unmarshal(v, &head); err != nil {
+		return head, fmt.Errorf("boltstore: the last audit record (key %x) is unreadable, so nothing can be chained to it: %w", k, err)
+	}
+	if len(k) != 8 || binary.BigEndian.Uint64(k) != head.Seq {
+		return head, fmt.Errorf("boltstore: the last audit record says it is %d but is stored under key %x", head.Seq, k)
+	}
+	return head, nil
+}
+
+// seal seals copies of recs (skipping nil ones) onto the chain after head,
+// encodes them, and returns the new head.
+func seal(head auditHead, recs []*broker.AuditRecord) ([]entry, auditHead, error) {
 	out := make([]entry, 0, len(recs))
 	for _, r := range recs {
 		if r == nil {
@@ -54,12 +68,12 @@ func (t *txn) sealAudit(recs ...*broker.AuditRecord) ([]entry, error) {
 		c.Seal(head.Seq+1, head.Hash)
 		data, err := json.Marshal(&c)
 		if err != nil {
-			return nil, fmt.Errorf("boltstore: encode audit record: %w", err)
+			return nil, head, fmt.Errorf("boltstore: encode audit record: %w", err)
 		}
 		out = append(out, entry{&c, data})
 		head = auditHead{c.Seq, c.Hash}
 	}
-	return out, nil
+	return out, head, nil
 }
 
 // putAudit stores records sealed by sealAudit and moves the head.
@@ -76,8 +90,9 @@ func (t *txn) putAudit(es []entry) error {
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
-// AppendAudit appends records to the audit log in order, in one durable
-// transaction, and seals the caller's records in place.
+// AppendAudit appends records to the audit log in order and seals the
+// caller's records in place. They are durable when it returns: in the
+// audit journal, or in the database when other writes share the commit.
 func (s *Store) AppendAudit(ctx context.Context, recs ...*broker.AuditRecord) error {
 	if len(recs) == 0 {
 		return nil
@@ -87,21 +102,36 @@ func (s *Store) AppendAudit(ctx context.Context, recs ...*broker.AuditRecord) er
 			return errors.New("boltstore: append audit: nil record")
 		}
 	}
-	var sealed []entry
-	err := s.write(ctx, func(t *txn) error {
-		var err error
-		if sealed, err = t.sealAudit(recs...); err != nil {
-			return err
-		}
-		return t.putAudit(sealed)
-	})
-	if err != nil {
+	w := auditWrite(recs)
+	if err := s.submit(ctx, w); err != nil {
 		return err
 	}
-	for i, e := range sealed {
+	for i, e := range w.sealed {
 		*recs[i] = *e.rec
 	}
 	return nil
+}
+
+// auditWrite appends recs: through the journal, or in a transaction.
+func auditWrite(recs []*broker.AuditRecord) *write {
+	w := newWrite(nil)
+	w.audit = recs
+	w.apply = func(t *txn) (err error) {
+		if w.sealed, err = t.sealAudit(recs...); err != nil {
+			return err
+		}
+		return t.putAudit(w.sealed)
+	}
+	return w
+}
+
+// flushJournal moves journaled records into the database, so that a read
+// of the audit log sees them.
+func (s *Store) flushJournal(ctx context.Context) error {
+	if s.journaled.Load() == 0 {
+		return nil
+	}
+	return s.write(ctx, func(*txn) error { return nil })
 }
 
 // Audit lists records newest first, or oldest first after q.After.
@@ -109,6 +139,9 @@ func (s *Store) Audit(ctx context.Context, q broker.AuditQuery) ([]*broker.Audit
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100
+	}
+	if err := s.flushJournal(ctx); err != nil {
+		return nil, err
 	}
 	var out []*broker.AuditRecord
 	err := s.view(ctx, func(tx *bolt.Tx) error {
@@ -150,6 +183,9 @@ func (s *Store) Audit(ctx context.Context, q broker.AuditQuery) ([]*broker.Audit
 // stored under its own sequence number.
 func (s *Store) VerifyAudit(ctx context.Context) (broker.AuditVerification, error) {
 	var res broker.AuditVerification
+	if err := s.flushJournal(ctx); err != nil {
+		return res, err
+	}
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var v broker.Verifier
 		c := tx.Bucket(bucketAudit).Cursor()

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/airlock-mcp/airlock/broker"
 )
 
 const (
@@ -31,11 +33,22 @@ const (
 // in which apply panicked) is rolled back and the group retried without
 // that write. Applies must therefore be safe to run more than once: they
 // see the same state each time.
+//
+// A write of audit records alone (audit set) goes to the journal when its
+// whole group is like it; apply then does not run.
 type write struct {
 	apply func(*txn) error
+	audit []*broker.AuditRecord
 	state atomic.Int32 // queued, taken or cancelled
 	err   error        // set by the writer before done is closed
-	done  chan struct{}
+	// sealed holds the audit records as appended, by the journal or by
+	// apply.
+	sealed []entry
+	done   chan struct{}
+}
+
+func newWrite(apply func(*txn) error) *write {
+	return &write{apply: apply, done: make(chan struct{})}
 }
 
 const (
@@ -99,16 +112,20 @@ const (
 // the caller waits for its outcome even if ctx ends: a commit takes
 // milliseconds, and "maybe stored" is worse than late.
 func (s *Store) write(ctx context.Context, apply func(*txn) error) error {
+	return s.submit(ctx, newWrite(apply))
+}
+
+// submit queues w for the writer and waits for its outcome, as write.
+func (s *Store) submit(ctx context.Context, w *write) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("boltstore: %w", err)
 	}
 	switch s.mode {
 	case updateEach:
-		return s.db.Update(func(tx *bolt.Tx) error { return apply(&txn{Tx: tx}) })
+		return s.db.Update(func(tx *bolt.Tx) error { return w.apply(&txn{Tx: tx}) })
 	case boltBatch:
-		return s.db.Batch(func(tx *bolt.Tx) error { return apply(&txn{Tx: tx}) })
+		return s.db.Batch(func(tx *bolt.Tx) error { return w.apply(&txn{Tx: tx}) })
 	}
-	w := &write{apply: apply, done: make(chan struct{})}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -159,10 +176,20 @@ func (s *Store) run() {
 	}
 }
 
-// commit makes group durable in one transaction, or as few as spoiled
-// writes force, and releases each write's caller.
+// commit makes group durable, in the journal when it holds audit records
+// alone, else in one transaction, or as few as spoiled writes force; and
+// releases each write's caller.
 func (s *Store) commit(group []*write) {
 	group = slices.DeleteFunc(group, func(w *write) bool { return !w.state.CompareAndSwap(queued, taken) })
+	if len(group) > 0 && !slices.ContainsFunc(group, func(w *write) bool { return w.audit == nil }) {
+		s.appendJournal(group)
+		if s.journal.due() {
+			if _, err := s.try(nil); err != nil {
+				s.log.Error("moving the audit journal into the database failed; it stays in the journal", "records", len(s.journal.pending), "err", err)
+			}
+		}
+		return
+	}
 	for len(group) > 0 {
 		i, err := s.try(group)
 		if i < 0 {
@@ -186,10 +213,68 @@ func (s *Store) commit(group []*write) {
 	}
 }
 
-// try applies group in one transaction and commits it. When a write spoils
-// the transaction, try rolls back and returns that write's index and
-// error; otherwise it returns -1 and the commit's error, each write's own
-// error being set.
+// appendJournal seals the group's records onto the chain and makes them
+// durable in the journal, in one write and one sync.
+func (s *Store) appendJournal(group []*write) {
+	defer func() {
+		for _, w := range group {
+			close(w.done)
+		}
+	}()
+	head, err := s.chainHead()
+	if err != nil {
+		for _, w := range group {
+			w.err = err
+		}
+		return
+	}
+	var frames []byte
+	var es []entry
+	for _, w := range group {
+		sealed, next, err := seal(head, w.audit)
+		if err != nil {
+			w.err = err
+			continue
+		}
+		head, w.sealed = next, sealed
+		for _, e := range sealed {
+			frames = appendFrame(frames, e.data)
+		}
+		es = append(es, sealed...)
+	}
+	if err := s.journal.append(frames, es); err != nil {
+		s.log.Error("audit journal write failed", "records", len(es), "err", err)
+		for _, w := range group {
+			w.err, w.sealed = err, nil
+		}
+		return
+	}
+	s.head, s.headKnown = head, true
+	s.journaled.Store(int64(len(s.journal.pending)))
+}
+
+// chainHead is the head of the audit chain, journal included.
+func (s *Store) chainHead() (auditHead, error) {
+	if n := len(s.journal.pending); n > 0 {
+		last := s.journal.pending[n-1].rec
+		return auditHead{last.Seq, last.Hash}, nil
+	}
+	if s.headKnown {
+		return s.head, nil
+	}
+	var head auditHead
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		head, err = lastRecord(tx)
+		return err
+	})
+	return head, err
+}
+
+// try applies group in one transaction and commits it, after moving the
+// journal's records into the database: the transaction's own records
+// follow them on the chain. When a write spoils the transaction, try rolls
+// back and returns that write's index and error; otherwise it returns -1
+// and the commit's error, each write's own error being set.
 func (s *Store) try(group []*write) (int, error) {
 	tx, err := s.db.Begin(true)
 	if err != nil {
@@ -200,6 +285,14 @@ func (s *Store) try(group []*write) (int, error) {
 	// reading and decoding the last record again.
 	t := &txn{Tx: tx, head: s.head, loaded: s.headKnown}
 	s.headKnown = false // until this transaction commits
+	moved := len(s.journal.pending)
+	if moved > 0 {
+		if err := t.putAudit(s.journal.pending); err != nil {
+			tx.Rollback()
+			return -1, err
+		}
+		t.loaded = true
+	}
 	for i, w := range group {
 		w.err = apply(w, t)
 		if w.err == nil {
@@ -216,6 +309,13 @@ func (s *Store) try(group []*write) (int, error) {
 		return -1, fmt.Errorf("boltstore: commit: %w", err)
 	}
 	s.head, s.headKnown = t.head, t.loaded
+	if moved > 0 {
+		if err := s.journal.moved(); err != nil {
+			// The records are in the database; a replay skips them.
+			s.log.Warn("emptying the audit journal failed", "err", err)
+		}
+		s.journaled.Store(0)
+	}
 	return -1, nil
 }
 

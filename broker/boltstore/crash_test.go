@@ -42,7 +42,9 @@ func child(mode, path string) int {
 		fmt.Println("open")
 		io.Copy(io.Discard, os.Stdin)
 	case "write":
-		writeUntilKilled(s, os.Getenv("BOLTSTORE_TEST_ROUND"))
+		writeUntilKilled(s, os.Getenv("BOLTSTORE_TEST_ROUND"), false)
+	case "audit":
+		writeUntilKilled(s, os.Getenv("BOLTSTORE_TEST_ROUND"), true)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown child mode", mode)
 		return 2
@@ -54,10 +56,10 @@ func child(mode, path string) int {
 	return 0
 }
 
-// writeUntilKilled holds, decides and audits from several goroutines, and
-// prints a line for each write once it is acknowledged: "pending ID",
-// "approved ID" or "audit SEQ".
-func writeUntilKilled(s *Store, round string) {
+// writeUntilKilled holds, decides and audits from several goroutines (or
+// only audits), and prints a line for each write once it is acknowledged:
+// "pending ID", "approved ID" or "audit SEQ".
+func writeUntilKilled(s *Store, round string, auditOnly bool) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	ack := func(format string, args ...any) {
@@ -71,6 +73,9 @@ func writeUntilKilled(s *Store, round string) {
 		wg.Go(func() {
 			for n := 0; ; n++ {
 				id := fmt.Sprintf("01R%sG%dN%08d", round, g, n)
+				if auditOnly {
+					goto audit
+				}
 				if err := s.CreateApproval(ctx, approval(id, broker.StatusPending), &broker.AuditRecord{Event: broker.EventHeld, ApprovalID: id}); err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(1)
@@ -81,6 +86,7 @@ func writeUntilKilled(s *Store, round string) {
 					os.Exit(1)
 				}
 				ack("approved %s", id)
+			audit:
 				recs := []*broker.AuditRecord{{Event: broker.EventAllowed, Actor: "g"}, {Event: broker.EventAllowed, Actor: "g"}}
 				if err := s.AppendAudit(ctx, recs...); err != nil {
 					fmt.Fprintln(os.Stderr, err)
@@ -95,17 +101,25 @@ func writeUntilKilled(s *Store, round string) {
 
 // TestKill9WhileWriting kills a writing process with SIGKILL, three times
 // over the same file, and checks that the file opens, its chain verifies
-// and every acknowledged write is in it.
+// and every acknowledged write is in it. Audit records alone go through the
+// journal, so that mode must find one to recover after some kill.
 func TestKill9WhileWriting(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
+	for _, mode := range []string{"write", "audit"} {
+		t.Run(mode, func(t *testing.T) { kill9WhileWriting(t, mode) })
+	}
+}
+
+func kill9WhileWriting(t *testing.T, mode string) {
 	path := filepath.Join(t.TempDir(), "airlock.db")
+	recovered := false
 	acked := map[string]broker.Status{}
 	var ackedSeq uint64
 	for round := range 3 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), childEnv+"=write:"+path, "BOLTSTORE_TEST_ROUND="+strconv.Itoa(round))
+		cmd.Env = append(os.Environ(), childEnv+"="+mode+":"+path, "BOLTSTORE_TEST_ROUND="+strconv.Itoa(round))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.StdoutPipe()
@@ -149,6 +163,9 @@ func TestKill9WhileWriting(t *testing.T) {
 			t.Fatalf("round %d: child exited after %d acknowledgements: %v\n%s", round, lines, err, stderr.Bytes())
 		}
 
+		if fi, err := os.Stat(path + journalSuffix); err == nil && fi.Size() > 0 {
+			recovered = true
+		}
 		s, err := Open(path, Options{Logger: testLogger(t)})
 		if err != nil {
 			t.Fatalf("round %d: opening after kill -9: %v", round, err)
@@ -171,6 +188,9 @@ func TestKill9WhileWriting(t *testing.T) {
 		}
 		checkFile(t, path)
 		t.Logf("round %d: killed after %d acknowledgements; %d records verify", round, lines, v.Records)
+	}
+	if mode == "audit" && !recovered {
+		t.Error("no kill left records in the audit journal to recover")
 	}
 }
 

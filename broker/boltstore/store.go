@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -88,10 +89,12 @@ type Store struct {
 	writes chan *write
 	done   chan struct{} // closed when the writer goroutine has exited
 
-	// The audit chain's head after the last commit, kept by the writer
-	// goroutine (see try).
+	// The audit chain's head after the last commit, and the audit
+	// journal, kept by the writer goroutine (see try and journal).
 	head      auditHead
 	headKnown bool
+	journal   *journal
+	journaled atomic.Int64 // records in the journal, for readers
 }
 
 var _ broker.Store = (*Store)(nil)
@@ -126,12 +129,19 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
+	log = log.With("path", path)
+	j, err := recoverJournal(db, path+journalSuffix, log)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
 	s := &Store{
-		db:     db,
-		path:   path,
-		log:    log.With("path", path),
-		writes: make(chan *write, queueLen),
-		done:   make(chan struct{}),
+		db:      db,
+		path:    path,
+		log:     log,
+		writes:  make(chan *write, queueLen),
+		done:    make(chan struct{}),
+		journal: j,
 	}
 	go s.run()
 	s.log.Info("store opened", "schema", version)
@@ -187,8 +197,20 @@ func (s *Store) Close() error {
 	close(s.writes)
 	s.mu.Unlock()
 	<-s.done
+	var errs []error
+	if len(s.journal.pending) > 0 {
+		if _, err := s.try(nil); err != nil {
+			errs = append(errs, fmt.Errorf("boltstore: close %s: move the audit journal: %w (it stays in the journal, and moves at the next open)", s.path, err))
+		}
+	}
+	if err := s.journal.f.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("boltstore: close %s%s: %w", s.path, journalSuffix, err))
+	}
 	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
+		errs = append(errs, fmt.Errorf("boltstore: close %s: %w", s.path, err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	s.log.Info("store closed")
 	return nil

@@ -49,8 +49,12 @@ func TestConformance(t *testing.T) {
 	}, brokertest.StoreOptions{TamperAudit: tamper})
 }
 
-// tamper rewrites a stored record as someone with the file would.
+// tamper rewrites a stored record as someone with the file would, once
+// the record has moved from the journal into the database.
 func tamper(t *testing.T, s broker.Store, seq uint64, fn func(*broker.AuditRecord) *broker.AuditRecord) {
+	if err := s.(*Store).flushJournal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	err := s.(*Store).db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAudit)
 		r := new(broker.AuditRecord)
@@ -389,17 +393,21 @@ func TestSpoiledWriteRetried(t *testing.T) {
 	}}
 	clean := &write{done: make(chan struct{}), apply: func(*txn) error { return errors.New("refused before writing") }}
 	// The writer keeps the chain's head between commits; appends before
-	// and after the retried group show that a rolled-back transaction's
-	// head is not kept.
-	if err := s.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventAllowed, Reason: "before"}); err != nil {
-		t.Fatal(err)
+	// (journaled) and after the retried group show that a rolled-back
+	// transaction's head is not kept. This goroutine commits in the
+	// writer's place, which stays idle.
+	appendAlone := func(reason string) {
+		w := auditWrite([]*broker.AuditRecord{{Event: broker.EventAllowed, Reason: reason}})
+		s.commit([]*write{w})
+		if w.err != nil {
+			t.Fatal(w.err)
+		}
 	}
+	appendAlone("before")
 	first, second := appendOne("first"), appendOne("second")
 	group := []*write{first, clean, half, second}
-	s.commit(slices.Clone(group)) // the writer is idle; bbolt serializes the two anyway
-	if err := s.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventAllowed, Reason: "after"}); err != nil {
-		t.Fatal(err)
-	}
+	s.commit(slices.Clone(group))
+	appendAlone("after")
 
 	for i, w := range group {
 		select {
@@ -477,6 +485,9 @@ func TestVerifyNamesUnreadableRecord(t *testing.T) {
 		if err := s.AppendAudit(ctx, &broker.AuditRecord{Event: broker.EventAllowed}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := s.flushJournal(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAudit).Put(seqKey(2), []byte("{garbage")) }); err != nil {
 		t.Fatal(err)

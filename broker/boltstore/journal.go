@@ -1,0 +1,204 @@
+package boltstore
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/airlock-mcp/airlock/broker"
+)
+
+// The audit journal: audit records appended on their own (every allowed
+// call's) are made durable here first, in a plain append-only file next to
+// the database, and moved into the database in bulk later.
+//
+// A bbolt commit costs two fsyncs and rewrites a page or more for a few
+// records; the journal costs one write and one fdatasync. Allowed calls
+// wait for their record, so this is most of what audit costs them.
+//
+// Each record is a frame: its length and CRC-32C (4 bytes each, little
+// endian), then its JSON, sealed onto the chain as if it were already in
+// the database. Writes that change other state (an approval and its
+// record) still commit in one bbolt transaction; that transaction first
+// moves every journaled record into the database, so the chain there
+// never has a gap. Reads of the audit log do the same first. Opening the
+// store moves what a crash left in the journal, up to the first torn or
+// damaged frame: a record after it was never acknowledged, since its
+// fdatasync had not returned.
+type journal struct {
+	f       *os.File
+	size    int64
+	pending []entry // journaled, not yet in the database
+}
+
+const (
+	frameHeader = 8
+	// maxFrame bounds a record, so that a damaged length cannot make
+	// Open read gigabytes.
+	maxFrame = 16 << 20
+	// checkpointRecords and checkpointBytes say when the writer moves
+	// the journal into the database on its own.
+	checkpointRecords = 4096
+	checkpointBytes   = 4 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func appendFrame(buf, data []byte) []byte {
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(data)))
+	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(data, castagnoli))
+	return append(buf, data...)
+}
+
+// openJournal opens the journal at path and reads the records a previous
+// run left in it, up to the first frame that is torn or damaged; the rest
+// is cut off. The records still need moving into the database.
+func openJournal(path string) (*journal, []entry, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, 0, err
+	}
+	var recs []entry
+	off := 0
+	for len(data)-off >= frameHeader {
+		n := int(binary.LittleEndian.Uint32(data[off:]))
+		sum := binary.LittleEndian.Uint32(data[off+4:])
+		if n > maxFrame || len(data)-off-frameHeader < n {
+			break
+		}
+		payload := data[off+frameHeader : off+frameHeader+n]
+		if crc32.Checksum(payload, castagnoli) != sum {
+			break
+		}
+		r := new(broker.AuditRecord)
+		if err := json.Unmarshal(payload, r); err != nil {
+			break
+		}
+		recs = append(recs, entry{r, payload})
+		off += frameHeader + n
+	}
+	cut := int64(len(data) - off)
+	j := &journal{f: f, size: int64(off)}
+	if cut > 0 {
+		if err := j.truncate(j.size); err != nil {
+			f.Close()
+			return nil, nil, 0, err
+		}
+	}
+	return j, recs, cut, nil
+}
+
+// append writes frames after the journal's end and waits for them to be
+// on disk. On failure it cuts the file back, so that a later append does
+// not follow a half-written frame.
+func (j *journal) append(frames []byte, es []entry) error {
+	if _, err := j.f.WriteAt(frames, j.size); err != nil {
+		return j.undo(fmt.Errorf("boltstore: write audit journal: %w", err))
+	}
+	if err := fdatasync(j.f); err != nil {
+		return j.undo(fmt.Errorf("boltstore: sync audit journal: %w", err))
+	}
+	j.size += int64(len(frames))
+	j.pending = append(j.pending, es...)
+	return nil
+}
+
+func (j *journal) undo(err error) error {
+	if terr := j.truncate(j.size); terr != nil {
+		return errors.Join(err, terr)
+	}
+	return err
+}
+
+// truncate cuts the journal to size. After a checkpoint it needs no sync:
+// the records are in the database, which is synced, and replaying them
+// after a crash skips what the database has.
+func (j *journal) truncate(size int64) error {
+	if err := j.f.Truncate(size); err != nil {
+		return fmt.Errorf("boltstore: truncate audit journal: %w", err)
+	}
+	j.size = size
+	return nil
+}
+
+// moved forgets the pending records, now in the database, and empties the
+// file.
+func (j *journal) moved() error {
+	j.pending = j.pending[:0]
+	return j.truncate(0)
+}
+
+// due says whether the writer should move the journal into the database.
+func (j *journal) due() bool {
+	return len(j.pending) >= checkpointRecords || j.size >= checkpointBytes
+}
+
+// journalSuffix names the journal after the database: airlock.db.journal.
+const journalSuffix = ".journal"
+
+// recoverJournal opens the journal and moves into the database what a
+// previous run left in it. Records the database already has (the run
+// stopped between moving them and emptying the journal) are skipped; the
+// others must continue the database's chain.
+func recoverJournal(db *bolt.DB, path string, log *slog.Logger) (*journal, error) {
+	j, recs, cut, err := openJournal(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit journal %s: %w", path, err)
+	}
+	if cut > 0 {
+		log.Warn("the audit journal ended in a torn or damaged record, which was never acknowledged; cut it off", "journal", path, "bytes", cut)
+	}
+	if len(recs) == 0 {
+		return j, nil
+	}
+	moved := 0
+	err = db.Update(func(tx *bolt.Tx) error {
+		head, err := lastRecord(tx)
+		if err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketAudit)
+		for _, e := range recs {
+			if e.rec.Seq <= head.Seq {
+				var have auditHead
+				if json.Unmarshal(b.Get(seqKey(e.rec.Seq)), &have) != nil || have.Hash != e.rec.Hash {
+					return fmt.Errorf("audit journal %s: record %d is not the audit log's record %d; move the journal aside to open the store without it", path, e.rec.Seq, e.rec.Seq)
+				}
+				continue
+			}
+			if e.rec.Seq != head.Seq+1 || e.rec.PrevHash != head.Hash {
+				return fmt.Errorf("audit journal %s: record %d does not follow record %d of the audit log; move the journal aside to open the store without it", path, e.rec.Seq, head.Seq)
+			}
+			if err := b.Put(seqKey(e.rec.Seq), e.data); err != nil {
+				return err
+			}
+			head = auditHead{e.rec.Seq, e.rec.Hash}
+			moved++
+		}
+		return nil
+	})
+	if err != nil {
+		j.f.Close()
+		return nil, err
+	}
+	if moved > 0 {
+		log.Info("moved the audit journal into the database", "journal", path, "records", moved)
+	}
+	if err := j.truncate(0); err != nil {
+		j.f.Close()
+		return nil, err
+	}
+	return j, nil
+}

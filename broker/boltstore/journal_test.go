@@ -1,0 +1,148 @@
+package boltstore
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/airlock-mcp/airlock/broker"
+)
+
+// crashCopy copies the store's files as a crash would leave them: the
+// journal holding what was appended since the last move into the database.
+func crashCopy(t *testing.T, s *Store) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, suffix := range []string{"", journalSuffix} {
+		data, err := os.ReadFile(s.path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "airlock.db"+suffix), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "airlock.db")
+}
+
+func appendN(t *testing.T, s *Store, n int) {
+	t.Helper()
+	for range n {
+		if err := s.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventAllowed, Tool: "read_file"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func verifyRecords(t *testing.T, s *Store, want uint64) {
+	t.Helper()
+	if v, err := s.VerifyAudit(t.Context()); err != nil || !v.OK || v.Records != want {
+		t.Errorf("VerifyAudit = %+v, %v; want %d good records", v, err, want)
+	}
+}
+
+// Records only in the journal when the process died are in the database
+// after the next open, and the journal is empty.
+func TestJournalRecoveredAtOpen(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	appendN(t, s, 3)
+	if err := s.flushJournal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, 5) // these stay in the journal
+	if s.journaled.Load() != 5 {
+		t.Fatalf("%d records journaled, want 5", s.journaled.Load())
+	}
+	path := crashCopy(t, s)
+	r := openTest(t, path)
+	verifyRecords(t, r, 8)
+	if fi, err := os.Stat(path + journalSuffix); err != nil || fi.Size() != 0 {
+		t.Errorf("journal after open: %v, %v; want it empty", fi.Size(), err)
+	}
+}
+
+// A crash in the middle of a write leaves a torn frame, which was never
+// acknowledged: it is cut off, and what came before is kept.
+func TestJournalTornTailCutOff(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	appendN(t, s, 4)
+	path := crashCopy(t, s)
+	f, err := os.OpenFile(path+journalSuffix, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(appendFrame(nil, []byte(`{"seq":5,"event":"allowed"`))[:20])
+	f.Close()
+	r := openTest(t, path)
+	verifyRecords(t, r, 4)
+	appendN(t, r, 1)
+	verifyRecords(t, r, 5)
+}
+
+// A journal that does not continue the database's chain (another store's,
+// or damaged in the middle) stops the open with a message saying what to do.
+func TestJournalFromElsewhereRefused(t *testing.T) {
+	a := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	appendN(t, a, 2)
+	if err := a.flushJournal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	for range 3 {
+		if err := b.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventDenied, Tool: "rm"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := crashCopy(t, a)
+	journal, err := os.ReadFile(b.path + journalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+journalSuffix, journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(path, Options{Logger: testLogger(t)})
+	if err == nil || !strings.Contains(err.Error(), "record 1 is not the audit log's record 1") || !strings.Contains(err.Error(), "move the journal aside") {
+		t.Fatalf("Open = %v", err)
+	}
+
+	// Only b's third record: a gap after a's second.
+	j, recs, _, err := openJournal(b.path + journalSuffix)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("reading b's journal: %d records, %v", len(recs), err)
+	}
+	j.f.Close()
+	if err := os.WriteFile(path+journalSuffix, appendFrame(nil, recs[2].data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(path, Options{Logger: testLogger(t)})
+	if err == nil || !strings.Contains(err.Error(), "record 3 does not follow record 2") {
+		t.Fatalf("Open = %v", err)
+	}
+}
+
+// When the journal cannot be written, the records are refused (the caller
+// withholds the call's result) and nothing half-written stays behind: the
+// database's own writes go on, and the chain stays whole.
+func TestJournalWriteFailureRefuses(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	appendN(t, s, 2)
+	good := s.journal.f
+	broken, err := os.Open(s.path + journalSuffix) // read-only: writes fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.journal.f = broken
+	err = s.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventAllowed})
+	if err == nil || !strings.Contains(err.Error(), "audit journal") {
+		t.Fatalf("AppendAudit with an unwritable journal = %v", err)
+	}
+	s.journal.f = good
+	broken.Close()
+	if err := s.CreateApproval(t.Context(), approval("01FAIL", broker.StatusPending), &broker.AuditRecord{Event: broker.EventHeld}); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, 1)
+	verifyRecords(t, s, 4)
+}
