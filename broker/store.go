@@ -194,10 +194,30 @@ type AuditRecord struct {
 // previous hash, and computes r's own hash over everything else. Stores
 // call it in the transaction that appends r.
 func (r *AuditRecord) Seal(seq uint64, prevHash string) {
+	r.SealJSON(seq, prevHash) // a struct of strings and numbers cannot fail to encode
+}
+
+// SealJSON seals r like Seal and returns r's JSON encoding, for stores that
+// keep records as JSON. It encodes once: the hash covers the encoding with
+// an empty "hash", and since Hash is the last field the sealed encoding
+// differs only in the closing bytes.
+func (r *AuditRecord) SealJSON(seq uint64, prevHash string) ([]byte, error) {
 	r.Seq, r.PrevHash, r.Hash = seq, prevHash, ""
 	r.Time = r.Time.UTC()
-	r.Hash = r.computeHash()
+	data, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	r.Hash = hex.EncodeToString(sum[:])
+	open := data[:len(data)-len(emptyHashTail)+len(`"hash":"`)]
+	out := make([]byte, 0, len(data)+len(r.Hash))
+	out = append(append(append(out, open...), r.Hash...), `"}`...)
+	return out, nil
 }
+
+// emptyHashTail ends every unsealed record's encoding.
+const emptyHashTail = `"hash":""}`
 
 func (r *AuditRecord) computeHash() string {
 	c := *r

@@ -65,8 +65,7 @@ func seal(head auditHead, recs []*broker.AuditRecord) ([]entry, auditHead, error
 			continue
 		}
 		c := *r
-		c.Seal(head.Seq+1, head.Hash)
-		data, err := json.Marshal(&c)
+		data, err := c.SealJSON(head.Seq+1, head.Hash)
 		if err != nil {
 			return nil, head, fmt.Errorf("boltstore: encode audit record: %w", err)
 		}

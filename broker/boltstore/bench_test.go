@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -196,4 +197,47 @@ func BenchmarkLoneCaller(b *testing.B) {
 	b.ReportMetric(quantile(batch, 0.5), "batch_p50_us")
 	b.ReportMetric(quantile(group, 0.5)/quantile(plain, 0.5), "p50_x_plain")
 	b.ReportMetric(quantile(group, 0.99)/quantile(plain, 0.99), "p99_x_plain")
+}
+
+// BenchmarkLoneAudit is the latency of a lone caller's audit append, the
+// wait an allowed call's result may add, against its floor measured in the
+// same run: appending a frame of the same size to a file in the same
+// directory and fdatasyncing it. The two take turns in blocks of 100.
+func BenchmarkLoneAudit(b *testing.B) {
+	b.StopTimer()
+	s := benchStore(b, groupCommit, auditRecord, 0)
+	floorFile, err := os.Create(filepath.Join(b.TempDir(), "floor"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer floorFile.Close()
+	frame := appendFrame(nil, make([]byte, 330)) // about an allowed call's record
+	var size int64
+	var lone, floor []time.Duration
+	for from := 0; from < b.N; from += 100 {
+		for range min(100, b.N-from) {
+			start := time.Now()
+			if _, err := floorFile.WriteAt(frame, size); err != nil {
+				b.Fatal(err)
+			}
+			if err := fdatasync(floorFile); err != nil {
+				b.Fatal(err)
+			}
+			floor = append(floor, time.Since(start))
+			size += int64(len(frame))
+		}
+		b.StartTimer()
+		for i := from; i < min(from+100, b.N); i++ {
+			start := time.Now()
+			if err := auditRecord.do(s, i); err != nil {
+				b.Fatal(err)
+			}
+			lone = append(lone, time.Since(start))
+		}
+		b.StopTimer()
+	}
+	b.ReportMetric(quantile(lone, 0.5), "p50_us")
+	b.ReportMetric(quantile(lone, 0.99), "p99_us")
+	b.ReportMetric(quantile(floor, 0.5), "floor_p50_us")
+	b.ReportMetric(quantile(lone, 0.5)/quantile(floor, 0.5), "p50_x_floor")
 }

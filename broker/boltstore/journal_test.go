@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
 )
@@ -60,6 +61,21 @@ func TestJournalRecoveredAtOpen(t *testing.T) {
 	if fi, err := os.Stat(path + journalSuffix); err != nil || fi.Size() != 0 {
 		t.Errorf("journal after open: %v, %v; want it empty", fi.Size(), err)
 	}
+}
+
+// A lone caller commits its own appends; once the journal is due, the
+// writer goroutine moves it into the database without anyone reading.
+func TestJournalMovedWhenDue(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	appendN(t, s, checkpointRecords+3)
+	deadline := time.Now().Add(10 * time.Second)
+	for s.journaled.Load() >= checkpointRecords {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records still journaled; the journal was never moved", s.journaled.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	verifyRecords(t, s, checkpointRecords+3)
 }
 
 // A crash in the middle of a write leaves a torn frame, which was never
