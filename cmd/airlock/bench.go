@@ -300,9 +300,12 @@ func runBench(ctx context.Context, out io.Writer, o benchOptions) error {
 		return benchHeld(ctx, out, self, up, work, o)
 	}
 	var results []benchResult
-	for _, w := range o.workloads {
-		for _, tr := range o.transports {
-			for _, n := range o.callers {
+	// Workloads innermost: the audited and unaudited cases of one
+	// transport and number of callers run back to back, so that the cost
+	// of audit is measured on the same machine too.
+	for _, tr := range o.transports {
+		for _, n := range o.callers {
+			for _, w := range o.workloads {
 				paths := []string{"direct", "airlock"}
 				if o.peerURL != "" && tr == "http" {
 					paths = append(paths, "peer")
@@ -718,6 +721,34 @@ func printBench(out io.Writer, rs []benchResult) {
 			r.P50, r.P50-direct.P50, r.P99, r.P99-direct.P99, cpu, rss, pol)
 	}
 	tw.Flush()
+	for _, c := range auditCosts(rs) {
+		fmt.Fprintf(out, "audit cost over %s, %d caller(s): %.1f%% of calls/s (%.0f/s with audit on, %.0f/s off)\n",
+			c.transport, c.callers, 100*(1-c.on/c.off), c.on, c.off)
+	}
+}
+
+// auditCost compares Airlock's allowed calls with audit on and off.
+type auditCost struct {
+	transport string
+	callers   int
+	on, off   float64 // calls/s
+}
+
+// auditCosts pairs each "allowed" case through Airlock with its
+// "allowed-unaudited" twin.
+func auditCosts(rs []benchResult) []auditCost {
+	var cs []auditCost
+	for _, on := range rs {
+		if on.Path != "airlock" || on.Workload != "allowed" {
+			continue
+		}
+		for _, off := range rs {
+			if off.Path == "airlock" && off.Workload == "allowed-unaudited" && off.Transport == on.Transport && off.Callers == on.Callers {
+				cs = append(cs, auditCost{on.Transport, on.Callers, on.PerSecond, off.PerSecond})
+			}
+		}
+	}
+	return cs
 }
 
 // procCPU is a process's user and system CPU time so far, from /proc, or 0

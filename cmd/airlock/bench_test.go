@@ -45,3 +45,19 @@ func TestBenchRuns(t *testing.T) {
 		t.Errorf("bench --held: %s (%v)", out, err)
 	}
 }
+
+// Audit cost pairs each audited case through Airlock with the unaudited
+// one of the same transport and callers, and nothing else.
+func TestAuditCostsPairs(t *testing.T) {
+	rs := []benchResult{
+		{Workload: "allowed", Transport: "stdio", Callers: 8, Path: "direct", PerSecond: 1000},
+		{Workload: "allowed", Transport: "stdio", Callers: 8, Path: "airlock", PerSecond: 900},
+		{Workload: "allowed-unaudited", Transport: "stdio", Callers: 8, Path: "airlock", PerSecond: 1000},
+		{Workload: "allowed-unaudited", Transport: "http", Callers: 8, Path: "airlock", PerSecond: 5},
+		{Workload: "allowed", Transport: "http", Callers: 32, Path: "airlock", PerSecond: 7},
+	}
+	cs := auditCosts(rs)
+	if len(cs) != 1 || cs[0] != (auditCost{"stdio", 8, 900, 1000}) {
+		t.Errorf("auditCosts = %+v, want the stdio/8 pair alone", cs)
+	}
+}
