@@ -38,6 +38,7 @@ type benchOptions struct {
 	node       string
 	peerURL    string
 	held       int
+	repeat     int
 	jsonOut    bool
 }
 
@@ -73,6 +74,9 @@ server built into this binary (it shows Airlock's own cost), and
 "everything", @modelcontextprotocol/server-everything from npm (it needs Node
 and the package: npm ci --prefix testdata/node).
 
+A shared machine is noisy: --repeat N runs every case N times, interleaved,
+and reports each figure's median.
+
 --peer-url adds a third path over HTTP: another proxy you started in front
 of the same upstream. --held N instead holds N calls at once and reports
 Airlock's memory.`,
@@ -94,6 +98,9 @@ Airlock's memory.`,
 					return fmt.Errorf("--workloads: %q is not one of %s", w, strings.Join(benchWorkloads, ", "))
 				}
 			}
+			if o.repeat < 1 {
+				return fmt.Errorf("--repeat: %d is not a positive number of runs", o.repeat)
+			}
 			if o.upstream != "echo" && o.upstream != "everything" {
 				return fmt.Errorf("--upstream: %q is not echo or everything", o.upstream)
 			}
@@ -107,6 +114,7 @@ Airlock's memory.`,
 	cmd.Flags().StringVar(&o.upstream, "upstream", "echo", "the upstream server: echo or everything")
 	cmd.Flags().StringVar(&o.node, "node", "", "Node.js for --upstream everything (default: testdata/node's, else node on PATH)")
 	cmd.Flags().StringVar(&o.peerURL, "peer-url", "", "also measure another proxy at this streamable HTTP URL (HTTP only)")
+	cmd.Flags().IntVar(&o.repeat, "repeat", 1, "run every case this many times, interleaved, and report the medians")
 	cmd.Flags().IntVar(&o.held, "held", 0, "hold this many calls at once over stdio and report Airlock's memory, instead of the workloads")
 	cmd.Flags().BoolVar(&o.jsonOut, "json", false, "print results as JSON")
 	cmd.AddCommand(newEchoServerCmd())
@@ -259,11 +267,13 @@ func writeBenchPolicy(dir string) error {
 
 // benchResult is one measured case.
 type benchResult struct {
-	Workload  string  `json:"workload"`
-	Transport string  `json:"transport"`
-	Path      string  `json:"path"` // direct, airlock or peer
-	Callers   int     `json:"callers"`
-	Calls     int     `json:"calls"`
+	Workload  string `json:"workload"`
+	Transport string `json:"transport"`
+	Path      string `json:"path"` // direct, airlock or peer
+	Callers   int    `json:"callers"`
+	Calls     int    `json:"calls"`
+	// Runs is how many runs the figures are the medians of.
+	Runs      int     `json:"runs"`
 	PerSecond float64 `json:"calls_per_second"`
 	P50       float64 `json:"p50_us"`
 	P99       float64 `json:"p99_us"`
@@ -305,19 +315,27 @@ func runBench(ctx context.Context, out io.Writer, o benchOptions) error {
 	// of audit is measured on the same machine too.
 	for _, tr := range o.transports {
 		for _, n := range o.callers {
-			for _, w := range o.workloads {
-				paths := []string{"direct", "airlock"}
-				if o.peerURL != "" && tr == "http" {
-					paths = append(paths, "peer")
-				}
-				// Back to back, so that every path sees the same machine.
-				for _, path := range paths {
-					r, err := benchCase(ctx, self, up, work, w, tr, path, n, o)
-					if err != nil {
-						return fmt.Errorf("bench %s over %s, %s, %d callers: %w", w, tr, path, n, err)
+			paths := []string{"direct", "airlock"}
+			if o.peerURL != "" && tr == "http" {
+				paths = append(paths, "peer")
+			}
+			runs := make([][]benchResult, len(o.workloads)*len(paths))
+			// Repeats interleaved, so that a busy moment of a shared
+			// machine lands on every case alike.
+			for range o.repeat {
+				for i, w := range o.workloads {
+					// Back to back, so that every path sees the same machine.
+					for j, path := range paths {
+						r, err := benchCase(ctx, self, up, work, w, tr, path, n, o)
+						if err != nil {
+							return fmt.Errorf("bench %s over %s, %s, %d callers: %w", w, tr, path, n, err)
+						}
+						runs[i*len(paths)+j] = append(runs[i*len(paths)+j], r)
 					}
-					results = append(results, r)
 				}
+			}
+			for _, rs := range runs {
+				results = append(results, medianResult(rs))
 			}
 		}
 	}
@@ -328,6 +346,34 @@ func runBench(ctx context.Context, out io.Writer, o benchOptions) error {
 	}
 	printBench(out, results)
 	return nil
+}
+
+// medianResult folds repeated runs of one case into one: the median of
+// each figure, the sum of calls, and the highest peak memory.
+func medianResult(rs []benchResult) benchResult {
+	m := rs[0]
+	med := func(f func(benchResult) float64) float64 {
+		vs := make([]float64, len(rs))
+		for i, r := range rs {
+			vs[i] = f(r)
+		}
+		slices.Sort(vs)
+		if n := len(vs); n%2 == 0 {
+			return (vs[n/2-1] + vs[n/2]) / 2
+		}
+		return vs[len(vs)/2]
+	}
+	m.PerSecond = med(func(r benchResult) float64 { return r.PerSecond })
+	m.P50 = med(func(r benchResult) float64 { return r.P50 })
+	m.P99 = med(func(r benchResult) float64 { return r.P99 })
+	m.CPUPerCall = med(func(r benchResult) float64 { return r.CPUPerCall })
+	m.PolicyWithin100us = med(func(r benchResult) float64 { return r.PolicyWithin100us })
+	m.Calls, m.Runs = 0, len(rs)
+	for _, r := range rs {
+		m.Calls += r.Calls
+		m.PeakRSS = max(m.PeakRSS, r.PeakRSS)
+	}
+	return m
 }
 
 // benchProcs starts and stops the processes of one case.

@@ -61,3 +61,21 @@ func TestAuditCostsPairs(t *testing.T) {
 		t.Errorf("auditCosts = %+v, want the stdio/8 pair alone", cs)
 	}
 }
+
+// Repeated runs fold into medians (the mean of the middle two for an even
+// count), with calls summed and the highest peak memory kept.
+func TestMedianResult(t *testing.T) {
+	rs := []benchResult{
+		{Workload: "allowed", Calls: 10, PerSecond: 300, P50: 9, P99: 90, PeakRSS: 5, CPUPerCall: 3},
+		{Workload: "allowed", Calls: 20, PerSecond: 100, P50: 1, P99: 10, PeakRSS: 7, CPUPerCall: 1},
+		{Workload: "allowed", Calls: 30, PerSecond: 200, P50: 5, P99: 50, PeakRSS: 6, CPUPerCall: 2},
+	}
+	got := medianResult(rs)
+	want := benchResult{Workload: "allowed", Calls: 60, Runs: 3, PerSecond: 200, P50: 5, P99: 50, PeakRSS: 7, CPUPerCall: 2}
+	if got != want {
+		t.Errorf("medianResult = %+v, want %+v", got, want)
+	}
+	if got := medianResult(rs[:2]); got.PerSecond != 200 || got.P99 != 50 || got.Runs != 2 {
+		t.Errorf("medianResult of two = %+v, want the mean of both", got)
+	}
+}
