@@ -78,8 +78,9 @@ A shared machine is noisy: --repeat N runs every case N times, interleaved,
 and reports each figure's median.
 
 --peer-url adds a third path over HTTP: another proxy you started in front
-of the same upstream. --held N instead holds N calls at once and reports
-Airlock's memory.`,
+of the same upstream. --held N instead holds N calls at once, reports
+Airlock's memory, then approves up to 200 of them one at a time through the
+API and reports how long each approval took to become the caller's result.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -115,7 +116,7 @@ Airlock's memory.`,
 	cmd.Flags().StringVar(&o.node, "node", "", "Node.js for --upstream everything (default: testdata/node's, else node on PATH)")
 	cmd.Flags().StringVar(&o.peerURL, "peer-url", "", "also measure another proxy at this streamable HTTP URL (HTTP only)")
 	cmd.Flags().IntVar(&o.repeat, "repeat", 1, "run every case this many times, interleaved, and report the medians")
-	cmd.Flags().IntVar(&o.held, "held", 0, "hold this many calls at once over stdio and report Airlock's memory, instead of the workloads")
+	cmd.Flags().IntVar(&o.held, "held", 0, "hold this many calls at once over stdio and report Airlock's memory and approve-to-result latency, instead of the workloads")
 	cmd.Flags().BoolVar(&o.jsonOut, "json", false, "print results as JSON")
 	cmd.AddCommand(newEchoServerCmd())
 	return cmd
@@ -619,12 +620,17 @@ func benchHeld(ctx context.Context, out io.Writer, self string, up *benchUpstrea
 	callCtx, stopCalls := context.WithCancel(ctx)
 	defer stopCalls()
 	start := time.Now()
+	// Each call's end, with whether it ran (an approved call's result).
+	ended := make(chan bool, o.held)
 	for i := range o.held {
 		args := map[string]any{"n": i}
 		for k, v := range call.args {
 			args[k] = v
 		}
-		go cs.CallTool(callCtx, &mcp.CallToolParams{Name: call.tool, Arguments: args})
+		go func() {
+			res, err := cs.CallTool(callCtx, &mcp.CallToolParams{Name: call.tool, Arguments: args})
+			ended <- err == nil && !res.IsError
+		}()
 	}
 	refs, err := waitBroker(ctx, stateDir)
 	if err != nil {
@@ -645,17 +651,66 @@ func benchHeld(ctx context.Context, out io.Writer, self string, up *benchUpstrea
 	}
 	held := procStatus(airlock.Process.Pid, "VmRSS")
 	peak := procStatus(airlock.Process.Pid, "VmHWM")
+	toHold := time.Since(start)
+	lat, err := approveToRelease(ctx, refs, ended, min(o.held, 200))
+	if err != nil {
+		return err
+	}
 	res := map[string]any{
-		"held": o.held, "seconds_to_hold": time.Since(start).Seconds(),
+		"held": o.held, "seconds_to_hold": toHold.Seconds(),
 		"idle_rss_kib": idle, "held_rss_kib": held, "peak_rss_kib": peak,
-		"kib_per_held_call": float64(held-idle) / float64(o.held),
+		"kib_per_held_call":        float64(held-idle) / float64(o.held),
+		"released":                 len(lat),
+		"approve_to_result_p50_us": quantileUS(lat, 0.5),
+		"approve_to_result_p99_us": quantileUS(lat, 0.99),
 	}
 	if o.jsonOut {
 		return json.NewEncoder(out).Encode(res)
 	}
 	fmt.Fprintf(out, "%d calls held in %.1fs: Airlock RSS %.1f MiB (idle %.1f MiB, peak %.1f MiB), %.1f KiB per held call\n",
 		o.held, res["seconds_to_hold"], float64(held)/1024, float64(idle)/1024, float64(peak)/1024, res["kib_per_held_call"])
+	fmt.Fprintf(out, "approve to result, %d calls approved one at a time through the API among the held: p50 %.0f µs, p99 %.0f µs\n",
+		len(lat), res["approve_to_result_p50_us"], res["approve_to_result_p99_us"])
 	return nil
+}
+
+// approveToRelease approves n held calls one at a time through the API and
+// measures, for each, from sending the approval to its caller having the
+// result: the approver's wait for the durable decision, the release, the
+// upstream's answer and the relay back.
+func approveToRelease(ctx context.Context, ref brokerRef, ended <-chan bool, n int) ([]time.Duration, error) {
+	api := &apiClient{ref: ref, http: &http.Client{Timeout: 30 * time.Second}}
+	var page struct{ Approvals []broker.Approval }
+	if err := api.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/approvals?status=pending&limit=%d", n), nil, &page); err != nil {
+		return nil, err
+	}
+	lat := make([]time.Duration, 0, n)
+	for _, a := range page.Approvals {
+		t0 := time.Now()
+		body := broker.DecisionRequest{Verdict: broker.Approve, Approver: "bench", Channel: "api"}
+		if err := api.do(ctx, http.MethodPost, "/api/v1/approvals/"+a.ID+"/decision", body, nil); err != nil {
+			return nil, fmt.Errorf("approve %s: %w", a.ID, err)
+		}
+		select {
+		case ran := <-ended:
+			if !ran {
+				return nil, fmt.Errorf("a held call ended without its result after %s was approved", a.ID)
+			}
+		case <-time.After(30 * time.Second):
+			return nil, fmt.Errorf("approved call %s not released within 30s", a.ID)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return lat, nil
+}
+
+// quantileUS is the q-quantile of ds in µs.
+func quantileUS(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	ds = slices.Sorted(slices.Values(ds))
+	return float64(ds[int(q*float64(len(ds)-1))].Nanoseconds()) / 1e3
 }
 
 func waitBroker(ctx context.Context, stateDir string) (brokerRef, error) {

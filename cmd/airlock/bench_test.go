@@ -40,8 +40,10 @@ func TestBenchRuns(t *testing.T) {
 		Held       int     `json:"held"`
 		HeldRSS    int64   `json:"held_rss_kib"`
 		PerCallKiB float64 `json:"kib_per_held_call"`
+		Released   int     `json:"released"`
+		ReleaseP99 float64 `json:"approve_to_result_p99_us"`
 	}
-	if err := json.Unmarshal(out, &held); err != nil || held.Held != 200 || held.HeldRSS <= 0 {
+	if err := json.Unmarshal(out, &held); err != nil || held.Held != 200 || held.HeldRSS <= 0 || held.Released != 200 || held.ReleaseP99 <= 0 {
 		t.Errorf("bench --held: %s (%v)", out, err)
 	}
 }
