@@ -514,6 +514,12 @@ func benchCase(ctx context.Context, self string, up *benchUpstream, work, worklo
 			return benchResult{}, err
 		}
 	}
+	// Warm up at full concurrency first: a Node upstream started for this
+	// case needs a second or so of calls before its JIT settles, while the
+	// peer's upstream, started once, stays warm from case to case.
+	if _, err := measure(ctx, op, callers, min(time.Second, o.duration)); err != nil {
+		return benchResult{}, fmt.Errorf("warming up: %w", err)
+	}
 	var cpu0 time.Duration
 	if airlock != nil {
 		cpu0 = procCPU(airlock.Process.Pid)
@@ -745,16 +751,9 @@ func heldNow(ctx context.Context, base string) (int, error) {
 	return 0, sc.Err()
 }
 
-// measure keeps callers operations in flight for d, after a short warm-up,
-// and returns every operation's latency.
+// measure keeps callers operations in flight for d and returns every
+// operation's latency.
 func measure(ctx context.Context, op func() error, callers int, d time.Duration) ([]time.Duration, error) {
-	// The warm-up runs before the caller reads the CPU clock; its calls
-	// are not counted.
-	for range 100 {
-		if err := op(); err != nil {
-			return nil, err
-		}
-	}
 	var (
 		mu       sync.Mutex
 		all      []time.Duration
