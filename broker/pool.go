@@ -1,6 +1,9 @@
 package broker
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // pool runs work on goroutines it keeps for a while after they finish.
 //
@@ -8,18 +11,27 @@ import "time"
 // policy's input and writing an HTTP response need a deeper one, which Go
 // grows by copying, several times over: on a goroutine per call that was
 // a tenth of Airlock's CPU under load. A kept goroutine grew its stack
-// already. Idle ones exit after keepIdle, so a burst leaves none behind,
-// and when stop closes.
+// already. Idle ones exit after keepIdle, and when stop closes; at most
+// maxIdle wait at once, so that a burst (ten thousand held calls arriving
+// together) does not leave its goroutines' stacks behind.
 type pool struct {
 	work chan func()
 	stop <-chan struct{}
+	idle *atomic.Int64
 }
 
-const keepIdle = 10 * time.Second
+const (
+	keepIdle = 10 * time.Second
+	// maxIdle is well above the calls in flight under steady load; a
+	// kept goroutine holds a stack of some 8 to 32 KiB.
+	maxIdle = 256
+)
 
-func newPool(stop <-chan struct{}) pool { return pool{work: make(chan func()), stop: stop} }
+func newPool(stop <-chan struct{}) pool {
+	return pool{work: make(chan func()), stop: stop, idle: new(atomic.Int64)}
+}
 
-// Go runs f on an idle kept goroutine, or on a new one that will be kept.
+// Go runs f on an idle kept goroutine, or on a new one that may be kept.
 func (p pool) Go(f func()) {
 	select {
 	case p.work <- f:
@@ -29,16 +41,23 @@ func (p pool) Go(f func()) {
 }
 
 func (p pool) keep(f func()) {
-	idle := time.NewTimer(keepIdle)
-	defer idle.Stop()
+	timer := time.NewTimer(keepIdle)
+	defer timer.Stop()
 	for {
 		f()
-		idle.Reset(keepIdle)
+		if p.idle.Add(1) > maxIdle {
+			p.idle.Add(-1)
+			return
+		}
+		timer.Reset(keepIdle)
 		select {
 		case f = <-p.work:
-		case <-idle.C:
+			p.idle.Add(-1)
+		case <-timer.C:
+			p.idle.Add(-1)
 			return
 		case <-p.stop:
+			p.idle.Add(-1)
 			return
 		}
 	}

@@ -49,3 +49,28 @@ func TestPoolKeepsGoroutines(t *testing.T) {
 		}
 	})
 }
+
+// A burst larger than maxIdle leaves maxIdle goroutines waiting, no more.
+func TestPoolKeepsAtMostMaxIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stop := make(chan struct{})
+		defer close(stop)
+		p := newPool(stop)
+		release := make(chan struct{})
+		for range maxIdle + 50 {
+			p.Go(func() { <-release })
+		}
+		synctest.Wait()
+		if n := p.idle.Load(); n != 0 {
+			t.Fatalf("%d idle while all work runs", n)
+		}
+		close(release)
+		synctest.Wait()
+		if n := p.idle.Load(); n != maxIdle {
+			t.Errorf("%d goroutines kept after a burst of %d, want %d", n, maxIdle+50, maxIdle)
+		}
+		if n := runtime.NumGoroutine(); n > maxIdle+5 {
+			t.Errorf("%d goroutines after the burst, want about %d", n, maxIdle)
+		}
+	})
+}
