@@ -142,31 +142,48 @@ func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
 func (b *Broker) apiEvents(w http.ResponseWriter, r *http.Request) {
 	events, stop := b.Subscribe()
 	defer stop()
+	StreamEvents(w, r, events, b.done, keepAliveInterval, func(a *Approval) any { return a }, nil)
+}
+
+// StreamEvents writes events to w as server-sent events, each named by its
+// type and carrying data(approval) as JSON, with a keep-alive comment
+// every keepAlive. It returns when the client goes, stop closes, events
+// closes (the reader fell behind: its client should reconnect and list
+// again), a write fails, or alive (if set, asked at each keep-alive) says
+// the reader may no longer listen.
+func StreamEvents(w http.ResponseWriter, r *http.Request, events <-chan ApprovalEvent, stop <-chan struct{}, keepAlive time.Duration, data func(*Approval) any, alive func() bool) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	rc.Flush()
-	tick := time.NewTicker(keepAliveInterval)
+	tick := time.NewTicker(keepAlive)
 	defer tick.Stop()
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				return // too slow: the client reconnects and reloads
+				return
 			}
-			data, err := json.Marshal(ev.Approval)
+			payload, err := json.Marshal(data(ev.Approval))
 			if err != nil {
 				return
 			}
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, data)
+			if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, payload); err != nil {
+				return
+			}
 			rc.Flush()
 		case <-tick.C:
-			w.Write([]byte(": keep-alive\n\n"))
+			if alive != nil && !alive() {
+				return
+			}
+			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
+				return
+			}
 			rc.Flush()
 		case <-r.Context().Done():
 			return
-		case <-b.done:
+		case <-stop:
 			return
 		}
 	}

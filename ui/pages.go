@@ -1,7 +1,6 @@
 package ui
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -65,42 +64,13 @@ func (s *Server) pendingTable(w http.ResponseWriter, r *http.Request, who string
 func (s *Server) events(w http.ResponseWriter, r *http.Request, _ string) {
 	ch, stop := s.broker.Subscribe()
 	defer stop()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	rc.Flush()
-	tick := time.NewTicker(keepAliveInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case ev, ok := <-ch:
-			if !ok {
-				return // fell behind: the page reconnects and reloads the list
-			}
-			data, err := json.Marshal(map[string]any{"id": ev.Approval.ID, "server": ev.Approval.Server,
-				"tool": ev.Approval.Tool, "status": ev.Approval.Status})
-			if err != nil {
-				return
-			}
-			if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, data); err != nil {
-				return
-			}
-			rc.Flush()
-		case <-tick.C:
-			if _, ok := s.signedIn(r); !ok {
-				return
-			}
-			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
-				return
-			}
-			rc.Flush()
-		case <-r.Context().Done():
-			return
-		case <-s.done:
-			return
-		}
+	summary := func(a *broker.Approval) any {
+		return map[string]any{"id": a.ID, "server": a.Server, "tool": a.Tool, "status": a.Status}
 	}
+	// A page whose session ended stops hearing about approvals at its
+	// next keep-alive; it then reloads and meets the sign-in page.
+	signedIn := func() bool { _, ok := s.signedIn(r); return ok }
+	broker.StreamEvents(w, r, ch, s.done, keepAliveInterval, summary, signedIn)
 }
 
 // detailView is everything the approval page shows.
