@@ -26,7 +26,8 @@ func BenchmarkDecision(b *testing.B) {
 	}
 	defer engine.Close()
 	args := json.RawMessage(`{"path":"/srv/data/report.md","content":"quarterly numbers"}`)
-	digest, _ := policy.Digest(args)
+	parsed, _ := policy.ParseArguments(args)
+	digest := parsed.Digest()
 	rawTool := json.RawMessage(`{"name":"write_file","description":"Write a file.","inputSchema":{"type":"object"},"annotations":{"destructiveHint":true}}`)
 	fp, _ := policy.Fingerprint(rawTool)
 	now := time.Now()
@@ -48,7 +49,7 @@ func BenchmarkDecision(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				t0 := time.Now()
-				gs := ix.matching("filesystem", "write_file", "alice", fp, digest, args, now)
+				gs := ix.matching("filesystem", "write_file", "alice", fp, parsed, now)
 				in.Grants = policyGrants(gs)
 				d := engine.Decide(ctx, in)
 				lat = append(lat, time.Since(t0))

@@ -105,7 +105,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 	if len(args) == 0 {
 		args = json.RawMessage(`{}`) // what a server makes of absent arguments
 	}
-	digest, err := policy.Digest(args)
+	parsed, err := policy.ParseArguments(args)
 	if err != nil {
 		ref := newRef()
 		b.metrics.Call(call.Server, "refused")
@@ -117,6 +117,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		return refuse(fmt.Sprintf("Airlock refused the call to %s: its arguments are not unambiguous JSON (%v). "+
 			"A policy must see exactly what the server would see (ref %s).", call.Tool, err, ref))
 	}
+	digest := parsed.Digest()
 	tool, first, err := b.toolInput(ctx, call)
 	if err != nil {
 		ref := newRef()
@@ -136,7 +137,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 	// Only the grants that cover this call reach the policy. A grant that
 	// stops covering it between the decision and its use (revoked, used up)
 	// is dropped and the call decided again without it.
-	grants := b.grants.matching(call.Server, call.Tool, call.Principal.ID, tool.Fingerprint, digest, args, in.Time)
+	grants := b.grants.matching(call.Server, call.Tool, call.Principal.ID, tool.Fingerprint, parsed, in.Time)
 	for attempt := 0; ; attempt++ {
 		in.Grants = policyGrants(grants)
 		t0 := time.Now()

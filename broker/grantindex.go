@@ -131,13 +131,14 @@ func (ix *grantIndex) replace(g *Grant) {
 // matching returns the active grants that cover a call, oldest first.
 // args are the call's arguments; they are only parsed when an arguments
 // grant exists for the tool.
-func (ix *grantIndex) matching(server, tool, principal, fingerprint, digest string, args json.RawMessage, now time.Time) []*Grant {
+func (ix *grantIndex) matching(server, tool, principal, fingerprint string, args *policy.Arguments, now time.Time) []*Grant {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	tg := ix.byTool[[2]string{server, tool}]
 	if tg == nil {
 		return nil
 	}
+	digest := args.Digest()
 	var out []*Grant
 	keep := func(gs []*Grant, callArgs map[string]json.RawMessage) {
 		for _, g := range gs {
@@ -149,7 +150,7 @@ func (ix *grantIndex) matching(server, tool, principal, fingerprint, digest stri
 	keep(tg.tool, nil)
 	keep(tg.exact[digest], nil)
 	if len(tg.byKeys) > 0 {
-		if callArgs := canonicalTopLevel(args); callArgs != nil {
+		if callArgs := args.Members(); callArgs != nil {
 			for set, keys := range tg.keySets {
 				if vk, ok := callValuesKey(keys, callArgs); ok {
 					keep(tg.byKeys[set][vk], callArgs)
@@ -181,23 +182,6 @@ func callValuesKey(keys []string, callArgs map[string]json.RawMessage) (string, 
 		}
 	}
 	return valuesKey(keys, callArgs), true
-}
-
-// canonicalTopLevel parses a call's arguments into canonical JSON values by
-// top-level name, or returns nil when they are not an object.
-func canonicalTopLevel(args json.RawMessage) map[string]json.RawMessage {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(args, &obj) != nil {
-		return nil
-	}
-	for k, v := range obj {
-		c, err := policy.Canonical(v)
-		if err != nil {
-			return nil
-		}
-		obj[k] = c
-	}
-	return obj
 }
 
 // policyGrants describes grants to the policy.

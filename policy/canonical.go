@@ -3,6 +3,7 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -33,6 +34,40 @@ func Digest(raw []byte) (string, error) {
 		return "", err
 	}
 	return sha256Hex(c), nil
+}
+
+// Arguments are a call's arguments parsed once, for everything that reads
+// them: their digest, and the canonical JSON of each top-level member,
+// which arguments-scope grants match on.
+type Arguments struct {
+	v      ast.Value
+	digest string
+}
+
+// ParseArguments parses raw as Digest does.
+func ParseArguments(raw []byte) (*Arguments, error) {
+	v, err := parseJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &Arguments{v: v, digest: sha256Hex(appendValue(make([]byte, 0, len(raw)), v))}, nil
+}
+
+// Digest is Digest of the arguments.
+func (a *Arguments) Digest() string { return a.digest }
+
+// Members returns the canonical JSON of each top-level member, or nil when
+// the arguments are not an object.
+func (a *Arguments) Members() map[string]json.RawMessage {
+	obj, ok := a.v.(ast.Object)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]json.RawMessage, obj.Len())
+	for _, k := range obj.Keys() {
+		out[string(k.Value.(ast.String))] = appendValue(nil, obj.Get(k).Value)
+	}
+	return out
 }
 
 // fingerprintFields are the parts of a tool definition that change what the

@@ -298,3 +298,36 @@ func exactNumber(s string) string {
 	}
 	return sign + "0." + trimmed + "e" + point.String()
 }
+
+// Parsed once, arguments give the same digest as Digest and each top-level
+// member in canonical form, numbers exactly as written.
+func TestParseArguments(t *testing.T) {
+	raw := []byte(`{ "path": "/srv/x", "n": 1.50, "opts": {"b": [true, null], "a": 1e2} }`)
+	a, err := ParseArguments(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := Digest(raw)
+	if a.Digest() != want {
+		t.Errorf("Digest() = %s, want %s", a.Digest(), want)
+	}
+	members := a.Members()
+	for k, v := range map[string]string{"path": `"/srv/x"`, "n": `1.50`, "opts": `{"a":1e2,"b":[true,null]}`} {
+		c, err := Canonical([]byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(members[k]) != string(c) {
+			t.Errorf("member %s = %s, want %s", k, members[k], c)
+		}
+	}
+	if len(members) != 3 {
+		t.Errorf("%d members, want 3", len(members))
+	}
+	if a, err := ParseArguments([]byte(`[1,2]`)); err != nil || a.Members() != nil {
+		t.Errorf("an array's members = %v, %v; want none", a.Members(), err)
+	}
+	if _, err := ParseArguments([]byte(`{"a":1,"a":2}`)); err == nil {
+		t.Error("duplicate keys parsed")
+	}
+}
