@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -209,12 +210,18 @@ func (s *Session) accept(m *jsonrpc.Request) (*call, bool) {
 	return c, true
 }
 
+// handleNotification relays a message without an id. Only notifications
+// pass: a request sent without an id (a "tools/call" among them) would
+// reach the upstream without passing the gate, and has nobody to answer.
 func (s *Session) handleNotification(ctx context.Context, m *jsonrpc.Request) {
-	if m.Method == "notifications/cancelled" {
+	switch {
+	case m.Method == "notifications/cancelled":
 		s.clientCancelled(ctx, m)
-		return
+	case strings.HasPrefix(m.Method, "notifications/"):
+		s.write(ctx, m)
+	default:
+		s.log.Warn("dropped a request without an id: Airlock relays only notifications without one", "method", m.Method)
 	}
-	s.write(ctx, m)
 }
 
 // forward sends a client request upstream under a fresh id.

@@ -7,9 +7,14 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
@@ -314,4 +319,62 @@ func TestStdioBadInput(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("ServeConn: %v", err)
 	}
+}
+
+// A tools/call without an id never reaches the upstream: only
+// notifications travel without one, and every call passes the gate.
+func TestStdioCallWithoutIDDropped(t *testing.T) {
+	up := brokertest.NewServer().Upstream("test")
+	rec := &recordingConn{}
+	dial := up.Dial
+	up.Dial = func(ctx context.Context) (mcp.Connection, error) {
+		c, err := dial(ctx)
+		rec.Connection = c
+		return rec, err
+	}
+	b := newBroker(t, up)
+	cr, bw := io.Pipe()
+	br, cw := io.Pipe()
+	conn := wire.NewLineConn(br, bw, br, 0)
+	done := make(chan error, 1)
+	go func() { done <- b.ServeConn(context.Background(), "test", conn, broker.Principal{}) }()
+	go io.WriteString(cw, initBody+"\n"+
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`+"\n"+
+		`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"write","arguments":{"path":"/x","content":"y"}}}`+"\n"+
+		`{"jsonrpc":"2.0","id":2,"method":"ping"}`+"\n")
+	sc := bufio.NewScanner(cr)
+	for _, w := range []string{`{"jsonrpc":"2.0","id":1,"result":{`, `{"jsonrpc":"2.0","id":2,"result":{`} {
+		if !sc.Scan() || !strings.HasPrefix(sc.Text(), w) {
+			t.Fatalf("got %q (%v), want %s", sc.Text(), sc.Err(), w)
+		}
+	}
+	if sent := rec.sent(); slices.Contains(sent, "tools/call") {
+		t.Errorf("Airlock sent the upstream %v", sent)
+	}
+	cw.Close()
+	if err := <-done; err != nil {
+		t.Errorf("ServeConn: %v", err)
+	}
+}
+
+// recordingConn records the methods Airlock writes to an upstream.
+type recordingConn struct {
+	mcp.Connection
+	mu      sync.Mutex
+	methods []string
+}
+
+func (c *recordingConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	if r, ok := msg.(*jsonrpc.Request); ok {
+		c.mu.Lock()
+		c.methods = append(c.methods, r.Method)
+		c.mu.Unlock()
+	}
+	return c.Connection.Write(ctx, msg)
+}
+
+func (c *recordingConn) sent() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.methods)
 }
