@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode"
 	"sync"
 	"time"
 )
@@ -252,9 +253,11 @@ func (s *Server) baseURL(r *http.Request) string {
 }
 
 // localPath keeps a "next" parameter on this site: a path, never a URL
-// elsewhere ("//evil.example" or "/\evil.example" are URLs to browsers).
+// elsewhere ("//evil.example" or "/\evil.example" are URLs to browsers,
+// which also drop tabs and newlines: "/\t/evil.example" is one too).
 func localPath(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if strings.ContainsFunc(next, unicode.IsControl) ||
+		!strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
 		return "/"
 	}
 	return next

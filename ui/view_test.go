@@ -60,6 +60,9 @@ func TestLocalPath(t *testing.T) {
 		"//evil.example/x":     "/",
 		`/\evil.example`:       "/",
 		"approvals":            "/",
+		"/\t/evil.example":     "/",
+		"/\n/evil.example":     "/",
+		"/\r\n/evil.example":   "/",
 	} {
 		if got := localPath(in); got != want {
 			t.Errorf("localPath(%q) = %q, want %q", in, got, want)
