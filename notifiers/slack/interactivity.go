@@ -114,14 +114,16 @@ func (n *Notifier) verify(h http.Header, body []byte, now time.Time) error {
 	if !hmac.Equal(got, mac.Sum(nil)) {
 		return errBadSignature
 	}
-	return n.replays.first(sig, time.Unix(sec, 0), now)
+	// By the decoded MAC, not its text: hex in another case is the same
+	// signature.
+	return n.replays.first(string(got), time.Unix(sec, 0), now)
 }
 
 // replays remembers the signatures of recent requests: a valid request
 // captured on its way (by a proxy's log, say) must not count twice.
 type replays struct {
 	mu   sync.Mutex
-	seen map[string]time.Time // signature → request timestamp
+	seen map[string]time.Time // decoded signature → request timestamp
 }
 
 func (r *replays) first(sig string, at, now time.Time) error {

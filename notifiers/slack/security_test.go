@@ -189,6 +189,11 @@ func TestInteractivityRefusesUnsigned(t *testing.T) {
 		if code := send(slacktest.InteractionRequest("/", slacktest.SigningSecret, now, click)); code != http.StatusUnauthorized {
 			t.Errorf("replay: %d, want 401", code)
 		}
+		r := slacktest.InteractionRequest("/", slacktest.SigningSecret, now, click)
+		r.Header.Set("X-Slack-Signature", "v0="+strings.ToUpper(strings.TrimPrefix(r.Header.Get("X-Slack-Signature"), "v0=")))
+		if code := send(r); code != http.StatusUnauthorized {
+			t.Errorf("replay with the signature in upper case: %d, want 401", code)
+		}
 		synctest.Wait()
 		got := h.approval(a.ID)
 		if got.Status != broker.StatusPending || len(got.Votes) != 1 {
