@@ -188,7 +188,7 @@ func keyValues(args json.RawMessage, keys []string) (map[string]json.RawMessage,
 // covers reports whether an active grant applies to a call, given the
 // call's canonical top-level arguments (parsed once per call).
 func (g *Grant) covers(principal, fingerprint, digest string, args map[string]json.RawMessage, now time.Time) bool {
-	if g.Status != GrantActive || !now.Before(g.ExpiresAt) || (g.MaxUses > 0 && g.Uses >= g.MaxUses) {
+	if !g.activeAt(now) {
 		return false
 	}
 	if g.ToolFingerprint != fingerprint || (g.Principal != "" && g.Principal != principal) {
@@ -211,10 +211,16 @@ func (g *Grant) covers(principal, fingerprint, digest string, args map[string]js
 	return false
 }
 
+// activeAt reports whether the grant may allow a call at now: active,
+// unexpired, with uses left.
+func (g *Grant) activeAt(now time.Time) bool {
+	return g.Status == GrantActive && now.Before(g.ExpiresAt) && (g.MaxUses == 0 || g.Uses < g.MaxUses)
+}
+
 // use counts one call the grant allowed, ending it when it reaches its
 // maximum. It changes nothing when it returns an error.
 func (g *Grant) use(now time.Time) error {
-	if g.Status != GrantActive || !now.Before(g.ExpiresAt) || (g.MaxUses > 0 && g.Uses >= g.MaxUses) {
+	if !g.activeAt(now) {
 		return ErrGrantNotActive
 	}
 	g.Uses++

@@ -49,13 +49,11 @@ func (ix *grantIndex) add(g *Grant) {
 	case ScopeExact:
 		tg.exact[g.ArgumentsDigest] = append(tg.exact[g.ArgumentsDigest], g)
 	case ScopeArguments:
-		keys := slices.Sorted(mapKeys(g.KeyArguments))
-		set := strings.Join(keys, "\x00")
+		keys, set, vk := argumentsKey(g)
 		tg.keySets[set] = keys
 		if tg.byKeys[set] == nil {
 			tg.byKeys[set] = map[string][]*Grant{}
 		}
-		vk := valuesKey(keys, g.KeyArguments)
 		tg.byKeys[set][vk] = append(tg.byKeys[set][vk], g)
 	}
 	ix.byID[g.ID] = g
@@ -72,6 +70,13 @@ func mapKeys(m map[string]json.RawMessage) func(func(string) bool) {
 }
 
 // valuesKey joins the canonical values of keys, in order.
+// argumentsKey is where an arguments grant lives in the index: its sorted
+// key arguments, their set's name, and its values under them.
+func argumentsKey(g *Grant) (keys []string, set, vk string) {
+	keys = slices.Sorted(mapKeys(g.KeyArguments))
+	return keys, strings.Join(keys, "\x00"), valuesKey(keys, g.KeyArguments)
+}
+
 func valuesKey(keys []string, vals map[string]json.RawMessage) string {
 	var b strings.Builder
 	for _, k := range keys {
@@ -105,9 +110,7 @@ func (ix *grantIndex) removeLocked(id string) {
 			delete(tg.exact, g.ArgumentsDigest)
 		}
 	case ScopeArguments:
-		keys := slices.Sorted(mapKeys(g.KeyArguments))
-		set := strings.Join(keys, "\x00")
-		vk := valuesKey(keys, g.KeyArguments)
+		_, set, vk := argumentsKey(g)
 		if tg.byKeys[set][vk] = drop(tg.byKeys[set][vk]); len(tg.byKeys[set][vk]) == 0 {
 			delete(tg.byKeys[set], vk)
 		}

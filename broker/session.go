@@ -226,8 +226,8 @@ func (s *Session) handleNotification(ctx context.Context, m *jsonrpc.Request) {
 
 // forward sends a client request upstream under a fresh id.
 func (s *Session) forward(ctx context.Context, c *call, m *jsonrpc.Request) {
-	if tok := progressToken(m.Params); tok != "" {
-		c.token = tok
+	if c.token == "" {
+		c.token = progressToken(m.Params) // tools/call read it already
 	}
 	upID := s.nextID.Add(1)
 	s.mu.Lock()

@@ -10,9 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"unicode"
 	"sync"
 	"time"
+	"unicode"
 )
 
 // Bounds on the sign-ins the UI keeps in memory.
