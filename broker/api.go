@@ -297,7 +297,7 @@ func (b *Broker) apiRevokeGrant(w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *Broker) apiInternal(w http.ResponseWriter, what string, err error) {
-	ref := newRef()
+	ref := NewRef()
 	b.log.Error("API request failed", "ref", ref, "what", what, "err", err)
 	apiError(w, http.StatusInternalServerError, "%s failed (ref %s)", what, ref)
 }

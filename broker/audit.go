@@ -110,8 +110,8 @@ func (b *Broker) recordAsync(r *AuditRecord) <-chan error {
 	return done
 }
 
-// newRef returns a reference id that links what a user sees to the log.
-func newRef() string {
+// NewRef returns a reference id that links what a user sees to the log.
+func NewRef() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])

@@ -319,7 +319,7 @@ func (b *Broker) Decide(ctx context.Context, id string, v Vote) (*Approval, erro
 	b.settled(a)
 	if g != nil {
 		if err := b.storeGrant(context.WithoutCancel(ctx), g); err != nil {
-			ref := newRef()
+			ref := NewRef()
 			b.log.Error("storing a grant failed", "ref", ref, "approval_id", id, "err", err)
 			return a, fmt.Errorf("the call was approved, but the grant could not be stored (ref %s)", ref)
 		}

@@ -62,7 +62,7 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 	c.token = progressToken(m.Params)
 	def, err := s.toolDefinition(ctx, p.Name)
 	if err != nil {
-		ref := newRef()
+		ref := NewRef()
 		s.log.Warn("tool definition unavailable", "ref", ref, "tool", p.Name, "err", err)
 		s.answerResult(c, toolError(fmt.Sprintf("Airlock could not read the definition of tool %s from %s, so the call was not run (ref %s).", p.Name, s.up.Name, ref)))
 		return
@@ -107,7 +107,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 	}
 	parsed, err := policy.ParseArguments(args)
 	if err != nil {
-		ref := newRef()
+		ref := NewRef()
 		b.metrics.Call(call.Server, "refused")
 		b.record(&AuditRecord{
 			Time: b.now(), Event: EventRefused, Server: call.Server, Tool: call.Tool,
@@ -120,7 +120,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 	digest := parsed.Digest()
 	tool, first, err := b.toolInput(ctx, call)
 	if err != nil {
-		ref := newRef()
+		ref := NewRef()
 		b.log.Error("reading a tool's first definition failed", "ref", ref, "tool", call.Tool, "err", err)
 		return refuse(fmt.Sprintf("Airlock could not check the definition of %s, so the call was not run (ref %s).", call.Tool, ref))
 	}
@@ -170,7 +170,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 				continue
 			}
 			if err != nil {
-				ref := newRef()
+				ref := NewRef()
 				log.Error("counting a grant's use failed", "ref", ref, "grant_id", g.ID, "err", err)
 				return refuse(fmt.Sprintf("Airlock could not record this call's use of grant %s, so it was not run (ref %s).", g.ID, ref))
 			}

@@ -85,7 +85,7 @@ func (s *Session) awaitDecision(ctx context.Context, c *call, req *jsonrpc.Reque
 	defer c.cancel(nil)
 	h, _, err := s.b.openHold(ctx, hr)
 	if err != nil {
-		ref := newRef()
+		ref := NewRef()
 		s.log.Error("holding a call failed", "ref", ref, "tool", hr.call.Tool, "err", err)
 		s.answerResult(c, toolError(fmt.Sprintf("Airlock could not hold this call for approval, so it was not run (ref %s).", ref)))
 		return
@@ -328,7 +328,7 @@ func (b *Broker) release(ctx context.Context, hc *heldCall) verdict {
 		if errors.Is(err, errAlreadyReleased) {
 			return refuse(fmt.Sprintf("This approval was already used by an earlier identical call; call again to ask for a new one (ref %s).", a.ID))
 		}
-		ref := newRef()
+		ref := NewRef()
 		b.log.Error("releasing an approved call failed", "ref", ref, "approval_id", a.ID, "err", err)
 		return refuse(fmt.Sprintf("Airlock could not record the release of this approved call, so it was not run (ref %s).", ref))
 	}

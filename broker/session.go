@@ -298,7 +298,7 @@ func (s *Session) answerAudited(c *call, m *jsonrpc.Response) {
 		if err != nil {
 			// The call ran, but there is no durable trace of it: the result
 			// is withheld rather than handed over unaudited.
-			ref := newRef()
+			ref := NewRef()
 			s.log.Error("result withheld: audit write failed", "ref", ref, "err", err)
 			raw, _ := json.Marshal(toolError(fmt.Sprintf("Airlock could not write this call to its audit log, so its result is withheld (ref %s). The call may have run.", ref)))
 			resp = &jsonrpc.Response{ID: c.clientID, Result: raw}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/airlock-mcp/airlock/broker"
 )
 
 // OIDC configures sign-in with an OpenID Connect provider (Google, Okta,
@@ -234,7 +236,7 @@ func (s *Server) loginRefused(w http.ResponseWriter, r *http.Request, msg string
 }
 
 func (s *Server) oidcFailed(w http.ResponseWriter, r *http.Request, what string, err error) {
-	ref := newRef()
+	ref := broker.NewRef()
 	s.log.Error("OIDC sign-in failed", "ref", ref, "what", what, "err", err)
 	s.render(w, r, http.StatusBadGateway, loginPage(s.pageFor(r, "Sign in", ""),
 		s.loginView(r, fmt.Sprintf("Signing in failed while %s (ref %s).", what, ref))))

@@ -3,7 +3,6 @@ package ui
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -229,7 +228,7 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 // internal logs a failure under a reference id and shows the person only
 // the id, which links what they see to the log line.
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
-	ref := newRef()
+	ref := broker.NewRef()
 	s.log.Error("UI request failed", "ref", ref, "what", what, "method", r.Method, "path", r.URL.Path, "err", err)
 	var buf bytes.Buffer
 	title := "Something went wrong"
@@ -245,12 +244,6 @@ func (s *Server) internal(w http.ResponseWriter, r *http.Request, what string, e
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request, _ string) {
 	s.renderError(w, r, http.StatusNotFound, "Not found", "There is no page at "+r.URL.Path+".")
-}
-
-func newRef() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 //go:embed static

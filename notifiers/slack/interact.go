@@ -2,8 +2,6 @@ package slack
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -319,7 +317,7 @@ func (n *Notifier) tooLate(s broker.Status, by string) string {
 // failed tells the person that Airlock could not do what they asked, with
 // a reference to the log line that says why.
 func (n *Notifier) failed(ctx context.Context, log *slog.Logger, in *interaction, what string, err error) {
-	ref := newRef()
+	ref := broker.NewRef()
 	log.Error(what, "ref", ref, "err", err)
 	n.tell(ctx, in, fmt.Sprintf("Airlock could not take your decision; nothing was decided. Try again, or use the web UI (ref %s).", ref))
 }
@@ -334,10 +332,4 @@ func (n *Notifier) tell(ctx context.Context, in *interaction, text string) {
 	if err != nil {
 		n.log.Warn("telling an approver failed", "approval_id", in.approvalID, "user", in.user, "err", err)
 	}
-}
-
-func newRef() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
