@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
+	"runtime/metrics"
 	"slices"
 	"testing"
 	"time"
@@ -16,7 +18,8 @@ import (
 // 100,000 active grants stored. The grants are for other tools, other
 // arguments and other paths, so that every case reaches the same decision
 // and only the cost of having the grants shows. Each case reports p50 and
-// p99 in µs; compare them within one run:
+// p99 in µs, and the heap the grants take (grants-MiB) and how much of it
+// every collection scans (scanned-MiB); compare them within one run:
 //
 //	go test -run '^$' -bench Decision -benchtime 20000x ./broker
 func BenchmarkDecision(b *testing.B) {
@@ -35,7 +38,9 @@ func BenchmarkDecision(b *testing.B) {
 	for _, n := range []int{0, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
 			var ix grantIndex
+			heap0, scan0 := liveHeap()
 			fillGrants(&ix, n, fp, now)
+			heap1, scan1 := liveHeap()
 			in := &policy.Input{
 				Server:          policy.Server{Name: "filesystem", Transport: "stdio", TrustAnnotations: true},
 				Tool:            policy.Tool{Name: "write_file", Description: "Write a file.", Annotations: json.RawMessage(`{"destructiveHint":true}`), Fingerprint: fp, FirstSeen: now},
@@ -61,8 +66,20 @@ func BenchmarkDecision(b *testing.B) {
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+			b.ReportMetric(float64(heap1-heap0)/(1<<20), "grants-MiB")
+			b.ReportMetric(float64(scan1-scan0)/(1<<20), "scanned-MiB")
+			runtime.KeepAlive(&ix)
 		})
 	}
+}
+
+// liveHeap returns the bytes of live heap after a collection, and how many
+// of them the collector scans for pointers.
+func liveHeap() (heap, scanned int64) {
+	runtime.GC()
+	m := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/heap:bytes"}}
+	metrics.Read(m)
+	return int64(m[0].Value.Uint64()), int64(m[1].Value.Uint64())
 }
 
 // fillGrants adds n active grants that do not cover the benchmarked call:
@@ -81,6 +98,6 @@ func fillGrants(ix *grantIndex, n int, fp string, now time.Time) {
 			g.Scope = ScopeArguments
 			g.KeyArguments = map[string]json.RawMessage{"path": json.RawMessage(fmt.Sprintf(`"/srv/other/%d"`, i))}
 		}
-		ix.add(g)
+		ix.put(g)
 	}
 }

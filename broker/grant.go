@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -183,32 +182,6 @@ func keyValues(args json.RawMessage, keys []string) (map[string]json.RawMessage,
 		out[k] = c
 	}
 	return out, nil
-}
-
-// covers reports whether an active grant applies to a call, given the
-// call's canonical top-level arguments (parsed once per call).
-func (g *Grant) covers(principal, fingerprint, digest string, args map[string]json.RawMessage, now time.Time) bool {
-	if !g.activeAt(now) {
-		return false
-	}
-	if g.ToolFingerprint != fingerprint || (g.Principal != "" && g.Principal != principal) {
-		return false
-	}
-	switch g.Scope {
-	case ScopeTool:
-		return true
-	case ScopeExact:
-		return g.ArgumentsDigest == digest
-	case ScopeArguments:
-		for k, want := range g.KeyArguments {
-			got, ok := args[k]
-			if !ok || !bytes.Equal(got, want) {
-				return false
-			}
-		}
-		return len(g.KeyArguments) > 0
-	}
-	return false
 }
 
 // activeAt reports whether the grant may allow a call at now: active,

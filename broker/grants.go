@@ -35,7 +35,7 @@ func (b *Broker) loadGrants(ctx context.Context) error {
 			return fmt.Errorf("broker: loading grants: %w", err)
 		}
 		for _, g := range page {
-			b.grants.add(g)
+			b.grants.put(g)
 		}
 		if len(page) < 10000 {
 			break
@@ -108,7 +108,7 @@ func (b *Broker) storeGrant(ctx context.Context, g *Grant) error {
 	if err := b.store.CreateGrant(ctx, g, grantRecord(EventGrantCreated, g, g.CreatedBy, g.CreatedAt)); err != nil {
 		return err
 	}
-	b.grants.add(g)
+	b.grants.put(g)
 	b.log.Info("grant created", "grant_id", g.ID, "server", g.Server, "tool", g.Tool, "scope", g.Scope, "by", g.CreatedBy, "expires_at", g.ExpiresAt)
 	return nil
 }
@@ -211,7 +211,7 @@ func (b *Broker) useGrant(ctx context.Context, g *Grant, rec *AuditRecord) (<-ch
 			return rec, nil
 		})
 		if err == nil {
-			b.grants.replace(updated)
+			b.grants.put(updated)
 		} else if errors.Is(err, ErrGrantNotActive) {
 			b.grants.remove(g.ID)
 		}

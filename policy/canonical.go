@@ -3,7 +3,6 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -56,18 +55,19 @@ func ParseArguments(raw []byte) (*Arguments, error) {
 // Digest is Digest of the arguments.
 func (a *Arguments) Digest() string { return a.digest }
 
-// Members returns the canonical JSON of each top-level member, or nil when
-// the arguments are not an object.
-func (a *Arguments) Members() map[string]json.RawMessage {
+// AppendMember appends the canonical JSON of the top-level member key to
+// b. It reports false, appending nothing, when the arguments are not an
+// object or have no such member.
+func (a *Arguments) AppendMember(b []byte, key string) ([]byte, bool) {
 	obj, ok := a.v.(ast.Object)
 	if !ok {
-		return nil
+		return b, false
 	}
-	out := make(map[string]json.RawMessage, obj.Len())
-	for _, k := range obj.Keys() {
-		out[string(k.Value.(ast.String))] = appendValue(nil, obj.Get(k).Value)
+	t := obj.Get(ast.InternedTerm(key))
+	if t == nil {
+		return b, false
 	}
-	return out
+	return appendValue(b, t.Value), true
 }
 
 // fingerprintFields are the parts of a tool definition that change what the

@@ -311,21 +311,22 @@ func TestParseArguments(t *testing.T) {
 	if a.Digest() != want {
 		t.Errorf("Digest() = %s, want %s", a.Digest(), want)
 	}
-	members := a.Members()
 	for k, v := range map[string]string{"path": `"/srv/x"`, "n": `1.50`, "opts": `{"a":1e2,"b":[true,null]}`} {
 		c, err := Canonical([]byte(v))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if string(members[k]) != string(c) {
-			t.Errorf("member %s = %s, want %s", k, members[k], c)
+		if m, ok := a.AppendMember([]byte("x"), k); !ok || string(m) != "x"+string(c) {
+			t.Errorf("member %s = %s, %v; want x%s", k, m, ok, c)
 		}
 	}
-	if len(members) != 3 {
-		t.Errorf("%d members, want 3", len(members))
+	if m, ok := a.AppendMember(nil, "missing"); ok || m != nil {
+		t.Errorf("a missing member = %s, %v", m, ok)
 	}
-	if a, err := ParseArguments([]byte(`[1,2]`)); err != nil || a.Members() != nil {
-		t.Errorf("an array's members = %v, %v; want none", a.Members(), err)
+	if a, err := ParseArguments([]byte(`[1,2]`)); err != nil {
+		t.Fatal(err)
+	} else if m, ok := a.AppendMember(nil, "0"); ok || m != nil {
+		t.Errorf("an array's member = %s, %v; want none", m, ok)
 	}
 	if _, err := ParseArguments([]byte(`{"a":1,"a":2}`)); err == nil {
 		t.Error("duplicate keys parsed")
