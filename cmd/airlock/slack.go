@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,17 +38,13 @@ func newSlack(cfg *Config, log *slog.Logger) (*slack.Notifier, error) {
 			return nil, err
 		}
 	}
-	ui := s.UIURL
-	if ui == "" {
-		ui = defaultUIURL(cfg.Listen)
-	}
 	n, err := slack.New(slack.Config{
 		BotToken:      botToken,
 		AppToken:      appToken,
 		SigningSecret: secret,
 		Channel:       s.Channel,
 		APIURL:        s.APIURL,
-		UIURL:         ui,
+		UIURL:         slackUIURL(cfg),
 		Approvers:     slack.Approvers{Users: s.Approvers.Users, Groups: s.Approvers.Groups},
 		Identities:    s.Identities,
 		Logger:        log.With("notifier", slack.Name),
@@ -86,6 +83,12 @@ func tokenKind(v string) string {
 		}
 	}
 	return ""
+}
+
+// slackUIURL is where Slack messages link to: slack.ui_url, else ui.url
+// (where browsers reach Airlock), else the listener's address.
+func slackUIURL(cfg *Config) string {
+	return cmp.Or(cfg.Slack.UIURL, cfg.UI.URL, defaultUIURL(cfg.Listen))
 }
 
 // defaultUIURL is the listener's address, when links to it can work: not

@@ -94,6 +94,19 @@ func TestDefaultUIURL(t *testing.T) {
 			t.Errorf("defaultUIURL(%q) = %q, want %q", listen, got, want)
 		}
 	}
+	// Messages link where browsers reach Airlock: Slack's own setting,
+	// else the UI's, else the listener.
+	cfg := &Config{Listen: "127.0.0.1:7420", Slack: &SlackConfig{}}
+	for _, tc := range []struct{ slack, ui, want string }{
+		{"", "", "http://127.0.0.1:7420"},
+		{"", "https://airlock.example.com", "https://airlock.example.com"},
+		{"https://slack-links.example.com", "https://airlock.example.com", "https://slack-links.example.com"},
+	} {
+		cfg.Slack.UIURL, cfg.UI.URL = tc.slack, tc.ui
+		if got := slackUIURL(cfg); got != tc.want {
+			t.Errorf("slack.ui_url %q, ui.url %q: links to %q, want %q", tc.slack, tc.ui, got, tc.want)
+		}
+	}
 }
 
 func TestSlackTestCommand(t *testing.T) {
