@@ -33,9 +33,8 @@ func (b *Broker) APIHandler(token string) http.Handler {
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "no such API endpoint: %s %s", r.Method, r.URL.Path)
 	})
-	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if !AdminAuthorized(r, token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="airlock"`)
 			apiError(w, http.StatusUnauthorized, "missing or wrong admin token (it is in the state directory's admin-token file)")
 			return
@@ -43,6 +42,12 @@ func (b *Broker) APIHandler(token string) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// AdminAuthorized reports whether r carries "Authorization: Bearer
+// <token>". An empty token authorizes nothing.
+func AdminAuthorized(r *http.Request, token string) bool {
+	return token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) == 1
 }
 
 func (b *Broker) apiApprovals(w http.ResponseWriter, r *http.Request) {

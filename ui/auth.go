@@ -2,7 +2,6 @@ package ui
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/airlock-mcp/airlock/broker"
 )
 
 // Bounds on the sign-ins the UI keeps in memory.
@@ -114,9 +115,8 @@ func (s *Server) NewLoginLink(base, approver string) (LoginLink, error) {
 // lets them decide as anyone. The body may name the approver:
 // {"approver": "bob"}.
 func (s *Server) LoginLinkHandler(adminToken string) http.Handler {
-	want := []byte("Bearer " + adminToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if adminToken == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if !broker.AdminAuthorized(r, adminToken) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="airlock"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong admin token (it is in the state directory's admin-token file)"})
 			return

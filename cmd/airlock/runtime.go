@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -184,9 +183,8 @@ func (rt *runtime) close() {
 
 // requireToken guards h with the admin token.
 func requireToken(token string, h http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if !broker.AdminAuthorized(r, token) {
 			http.Error(w, "missing or wrong admin token", http.StatusUnauthorized)
 			return
 		}
