@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -143,14 +144,14 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		t0 := time.Now()
 		d := b.policy.Decide(ctx, in)
 		b.metrics.PolicyEval(time.Since(t0))
-		log := b.log.With("server", call.Server, "tool", call.Tool, "decision_id", d.ID)
+		log := func(level slog.Level, msg string, args ...any) { b.logDecision(ctx, level, call, d, msg, args...) }
 
 		switch d.Action {
 		case policy.Allow:
 			rec := callRecord(EventAllowed, call, in, d)
 			if d.Grant == "" {
 				b.metrics.Call(call.Server, "allowed")
-				log.Debug("call allowed", "reason", d.Reason)
+				log(slog.LevelDebug, "call allowed", "reason", d.Reason)
 				if !b.skipAllowed {
 					c.audit = b.recordAsync(rec)
 				}
@@ -160,7 +161,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 			if g == nil {
 				// The engine refuses such decisions; any other Policy
 				// that names a grant it was not offered fails closed.
-				log.Error("the policy relied on a grant it was not offered", "grant_id", d.Grant)
+				log(slog.LevelError, "the policy relied on a grant it was not offered", "grant_id", d.Grant)
 				return refuse(deniedText(call.Tool, policy.Decision{ID: d.ID, Reason: "the policy named a grant that does not cover this call"}))
 			}
 			rec.Reason = grantedReason(g)
@@ -171,16 +172,16 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 			}
 			if err != nil {
 				ref := NewRef()
-				log.Error("counting a grant's use failed", "ref", ref, "grant_id", g.ID, "err", err)
+				log(slog.LevelError, "counting a grant's use failed", "ref", ref, "grant_id", g.ID, "err", err)
 				return refuse(fmt.Sprintf("Airlock could not record this call's use of grant %s, so it was not run (ref %s).", g.ID, ref))
 			}
 			b.metrics.Call(call.Server, "allowed")
-			log.Debug("call allowed by a grant", "grant_id", g.ID)
+			log(slog.LevelDebug, "call allowed by a grant", "grant_id", g.ID)
 			c.audit = audit
 			return verdict{forward: true}
 		case policy.Hold:
 			b.metrics.Call(call.Server, "held")
-			log.Info("call held", "reason", d.Reason, "risk", d.Risk)
+			log(slog.LevelInfo, "call held", "reason", d.Reason, "risk", d.Risk)
 			hr := &holdRequest{call: call, in: in, decision: d}
 			if tool.Changed {
 				hr.previous = first.Definition
@@ -189,11 +190,22 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		default:
 			// Deny, and whatever else: the engine fails closed to deny.
 			b.metrics.Call(call.Server, "denied")
-			log.Info("call denied", "reason", d.Reason)
+			log(slog.LevelInfo, "call denied", "reason", d.Reason)
 			b.record(callRecord(EventDenied, call, in, d))
 			return refuse(deniedText(call.Tool, d))
 		}
 	}
+}
+
+// logDecision logs one of the gate's messages about decision d. It costs
+// nothing at a level that is off: slog's With, used before, formatted the
+// attributes for every call (0.9 µs and 9 allocations on the allowed path,
+// which logs nothing by default).
+func (b *Broker) logDecision(ctx context.Context, level slog.Level, call *Call, d policy.Decision, msg string, args ...any) {
+	if !b.log.Enabled(ctx, level) {
+		return
+	}
+	b.log.Log(ctx, level, msg, append([]any{"server", call.Server, "tool", call.Tool, "decision_id", d.ID}, args...)...)
 }
 
 // grantByID finds the grant the policy relied on, or nil.

@@ -83,7 +83,7 @@ type heldCall struct {
 // policy's evaluation grows one deep, and thousands of calls may wait.
 func (s *Session) awaitDecision(ctx context.Context, c *call, req *jsonrpc.Request, hr holdRequest) {
 	defer c.cancel(nil)
-	h, _, err := s.b.openHold(ctx, hr)
+	h, err := s.b.openHold(ctx, hr)
 	if err != nil {
 		ref := NewRef()
 		s.log.Error("holding a call failed", "ref", ref, "tool", hr.call.Tool, "err", err)
@@ -143,20 +143,19 @@ func (b *Broker) waitHold(ctx context.Context, hc *heldCall) verdict {
 
 // openHold joins the open approval of an identical earlier call, or stores
 // a new approval and announces it.
-func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, *Approval, error) {
+func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, error) {
 	select {
 	case <-b.done:
-		return nil, nil, errors.New("broker: shutting down")
+		return nil, errors.New("broker: shutting down")
 	default:
 	}
 	key := holdKey{hc.call.Principal.ID, hc.call.Server, hc.call.Tool, hc.in.ArgumentsDigest}
 	b.holds.mu.Lock()
 	if h := b.holds.byKey[key]; h != nil && h.waiters == 0 && joinable(h.approval, b.now()) {
 		h.waiters++
-		a := h.approval
 		b.holds.mu.Unlock()
-		b.log.Info("retry joined its approval", "approval_id", a.ID)
-		return h, a, nil
+		b.log.Info("retry joined its approval", "approval_id", h.approval.ID)
+		return h, nil
 	}
 	b.holds.mu.Unlock()
 
@@ -188,7 +187,7 @@ func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, *Approval
 	// Stored before anyone hears of it: a decision can only be about an
 	// approval that exists.
 	if err := b.store.CreateApproval(ctx, a, rec); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	h := &hold{key: key, decided: make(chan struct{}), approval: a, waiters: 1}
 	b.holds.mu.Lock()
@@ -199,7 +198,7 @@ func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, *Approval
 	b.metrics.Held(1)
 	b.publish(ApprovalEvent{Type: "held", Approval: a})
 	b.bg.Go(func() { b.notify(a) })
-	return h, a, nil
+	return h, nil
 }
 
 // joinable says whether a retry may use an approval: still pending, or

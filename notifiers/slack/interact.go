@@ -1,6 +1,7 @@
 package slack
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,7 +112,7 @@ func parseInteraction(data []byte) (*interaction, error) {
 			return nil, errIgnored
 		}
 		in.kind, in.approvalID = act.ActionID, act.Value
-		in.channel = firstNonEmpty(p.Container.ChannelID, p.Channel.ID)
+		in.channel = cmp.Or(p.Container.ChannelID, p.Channel.ID)
 		in.messageTS = p.Container.MessageTS
 	case "view_submission":
 		if p.View.CallbackID != callbackDeny && p.View.CallbackID != callbackGrant {
@@ -153,15 +154,6 @@ func parseInteraction(data []byte) (*interaction, error) {
 		return nil, fmt.Errorf("slack: interaction payload: no message (channel %q, ts %q)", in.channel, in.messageTS)
 	}
 	return in, nil
-}
-
-func firstNonEmpty(ss ...string) string {
-	for _, s := range ss {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }
 
 // work runs interactions after they were acknowledged: Slack wants an
