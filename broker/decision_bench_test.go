@@ -30,7 +30,6 @@ func BenchmarkDecision(b *testing.B) {
 	defer engine.Close()
 	args := json.RawMessage(`{"path":"/srv/data/report.md","content":"quarterly numbers"}`)
 	parsed, _ := policy.ParseArguments(args)
-	digest := parsed.Digest()
 	rawTool := json.RawMessage(`{"name":"write_file","description":"Write a file.","inputSchema":{"type":"object"},"annotations":{"destructiveHint":true}}`)
 	fp, _ := policy.Fingerprint(rawTool)
 	now := time.Now()
@@ -42,13 +41,12 @@ func BenchmarkDecision(b *testing.B) {
 			fillGrants(&ix, n, fp, now)
 			heap1, scan1 := liveHeap()
 			in := &policy.Input{
-				Server:          policy.Server{Name: "filesystem", Transport: "stdio", TrustAnnotations: true},
-				Tool:            policy.Tool{Name: "write_file", Description: "Write a file.", Annotations: json.RawMessage(`{"destructiveHint":true}`), Fingerprint: fp, FirstSeen: now},
-				Arguments:       args,
-				ArgumentsDigest: digest,
-				Principal:       policy.Principal{ID: "alice", Source: "os"},
-				Time:            now,
+				Server:    policy.Server{Name: "filesystem", Transport: "stdio", TrustAnnotations: true},
+				Tool:      policy.Tool{Name: "write_file", Description: "Write a file.", Annotations: json.RawMessage(`{"destructiveHint":true}`), Fingerprint: fp, FirstSeen: now},
+				Principal: policy.Principal{ID: "alice", Source: "os"},
+				Time:      now,
 			}
+			in.SetArguments(parsed) // as the gate does
 			lat := make([]time.Duration, 0, b.N)
 			ctx := context.Background()
 			b.ResetTimer()

@@ -118,7 +118,6 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		return refuse(fmt.Sprintf("Airlock refused the call to %s: its arguments are not unambiguous JSON (%v). "+
 			"A policy must see exactly what the server would see (ref %s).", call.Tool, err, ref))
 	}
-	digest := parsed.Digest()
 	tool, first, err := b.toolInput(ctx, call)
 	if err != nil {
 		ref := NewRef()
@@ -126,15 +125,14 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		return refuse(fmt.Sprintf("Airlock could not check the definition of %s, so the call was not run (ref %s).", call.Tool, ref))
 	}
 	in := &policy.Input{
-		Server:          policy.Server{Name: call.Server, Transport: call.Transport, TrustAnnotations: s.up.TrustAnnotations},
-		Tool:            tool,
-		Arguments:       args,
-		ArgumentsDigest: digest,
+		Server: policy.Server{Name: call.Server, Transport: call.Transport, TrustAnnotations: s.up.TrustAnnotations},
+		Tool:   tool,
 		Principal: policy.Principal{ID: call.Principal.ID, Source: call.Principal.Source,
 			Client: policy.Client{Name: call.Client.Name, Version: call.Client.Version}},
 		Session: policy.Session{ID: call.Session},
 		Time:    b.now(),
 	}
+	in.SetArguments(parsed)
 	// Only the grants that cover this call reach the policy. A grant that
 	// stops covering it between the decision and its use (revoked, used up)
 	// is dropped and the call decided again without it.

@@ -39,6 +39,7 @@ func Digest(raw []byte) (string, error) {
 // them: their digest, and the canonical JSON of each top-level member,
 // which arguments-scope grants match on.
 type Arguments struct {
+	raw    []byte
 	v      ast.Value
 	digest string
 }
@@ -49,7 +50,7 @@ func ParseArguments(raw []byte) (*Arguments, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Arguments{v: v, digest: sha256Hex(appendValue(make([]byte, 0, len(raw)), v))}, nil
+	return &Arguments{raw: raw, v: v, digest: sha256Hex(appendValue(make([]byte, 0, len(raw)), v))}, nil
 }
 
 // Digest is Digest of the arguments.

@@ -588,6 +588,39 @@ func TestInputValue(t *testing.T) {
 	}
 }
 
+// Arguments set already parsed reach Rego as the same value as their bytes
+// would; bytes changed afterwards win over the stale parse.
+func TestInputSetArguments(t *testing.T) {
+	valueOf := func(in *Input) ast.Value {
+		t.Helper()
+		v, err := in.value(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	raw := call()
+	raw.Arguments = json.RawMessage(`{"path": "/srv/x", "n": 1.50}`)
+	raw.ArgumentsDigest, _ = Digest(raw.Arguments)
+	parsed, err := ParseArguments(raw.Arguments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := call()
+	set.SetArguments(parsed)
+	if string(set.Arguments) != string(raw.Arguments) || set.ArgumentsDigest != raw.ArgumentsDigest {
+		t.Errorf("SetArguments: %s %s, want %s %s", set.Arguments, set.ArgumentsDigest, raw.Arguments, raw.ArgumentsDigest)
+	}
+	if got, want := valueOf(set), valueOf(raw); got.Compare(want) != 0 {
+		t.Errorf("parsed arguments\n got %v\nwant %v", got, want)
+	}
+	set.Arguments = json.RawMessage(`{"path": "/etc/passwd"}`)
+	path := valueOf(set).(ast.Object).Get(ast.StringTerm("arguments")).Value.(ast.Object).Get(ast.StringTerm("path"))
+	if path.Value.Compare(ast.String("/etc/passwd")) != 0 {
+		t.Errorf("after the bytes changed, Rego saw path %v", path)
+	}
+}
+
 func TestDecideJSON(t *testing.T) {
 	e := newEngine(t, Options{})
 	in := call()

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -25,6 +26,14 @@ type Input struct {
 	// tool, scope). Rego always sees an array, empty when there are none.
 	Grants []Grant   `json:"grants"`
 	Time   time.Time `json:"time"` // RFC 3339; the clock a policy reasons with
+
+	parsed *Arguments // Arguments, already parsed; see SetArguments
+}
+
+// SetArguments sets Arguments and ArgumentsDigest from arguments the
+// caller has parsed, so that the engine does not parse them again.
+func (in *Input) SetArguments(a *Arguments) {
+	in.Arguments, in.ArgumentsDigest, in.parsed = a.raw, a.digest, a
 }
 
 // Server is the upstream MCP server the call is for.
@@ -114,9 +123,11 @@ func rawTerm(field string, raw json.RawMessage) (*ast.Term, error) {
 // value builds the Rego input directly, which is several times cheaper than
 // marshalling to JSON and decoding into interface{}, and keeps numbers exact.
 // The tool's raw fields come from m when given.
-func (in *Input) value(m *memo) (ast.Value, error) {
-	args, err := rawTerm("arguments", in.Arguments)
-	if err != nil {
+func (in *Input) value(m *memo) (_ ast.Value, err error) {
+	var args *ast.Term
+	if p := in.parsed; p != nil && bytes.Equal(p.raw, in.Arguments) {
+		args = ast.NewTerm(p.v)
+	} else if args, err = rawTerm("arguments", in.Arguments); err != nil {
 		return nil, err
 	}
 
