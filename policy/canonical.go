@@ -36,15 +36,16 @@ func Digest(raw []byte) (string, error) {
 }
 
 // Arguments are a call's arguments parsed once, for everything that reads
-// them: their digest, and the canonical JSON of each top-level member,
-// which arguments-scope grants match on.
+// them: their digest, the canonical JSON of the top-level members that
+// arguments-scope grants match on, and Rego's input (Input.SetArguments).
 type Arguments struct {
 	raw    []byte
 	v      ast.Value
 	digest string
 }
 
-// ParseArguments parses raw as Digest does.
+// ParseArguments parses raw as Digest does. It keeps raw, which must not
+// change afterwards.
 func ParseArguments(raw []byte) (*Arguments, error) {
 	v, err := parseJSON(raw)
 	if err != nil {
