@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -28,6 +29,9 @@ type entry struct {
 // chain as it stands in t and encodes them, changing nothing yet: putAudit
 // stores them.
 func (t *txn) sealAudit(recs ...*broker.AuditRecord) ([]entry, error) {
+	if !slices.ContainsFunc(recs, func(r *broker.AuditRecord) bool { return r != nil }) {
+		return nil, nil // no need to read the chain's head, nor to trust it
+	}
 	if !t.loaded {
 		// Once per transaction, however many records it appends.
 		head, err := lastRecord(t.Tx)

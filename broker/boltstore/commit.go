@@ -232,6 +232,9 @@ func (s *Store) appendJournal(group []*write) {
 	var es []entry
 	for _, w := range group {
 		sealed, next, err := seal(head, w.audit)
+		if err == nil {
+			err = fitsFrame(sealed)
+		}
 		if err != nil {
 			w.err = err
 			continue

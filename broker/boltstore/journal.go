@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -51,6 +52,17 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// fitsFrame refuses records the journal could not read back: writing one
+// would lose it, and every record after it, at the next open.
+func fitsFrame(es []entry) error {
+	for _, e := range es {
+		if len(e.data) > maxFrame {
+			return fmt.Errorf("boltstore: an audit record of %d bytes is over the journal's limit of %d", len(e.data), maxFrame)
+		}
+	}
+	return nil
+}
+
 func appendFrame(buf, data []byte) []byte {
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(data)))
 	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(data, castagnoli))
@@ -58,19 +70,22 @@ func appendFrame(buf, data []byte) []byte {
 }
 
 // openJournal opens the journal at path and reads the records a previous
-// run left in it, up to the first frame that is torn or damaged; the rest
-// is cut off. The records still need moving into the database.
-func openJournal(path string) (*journal, []entry, int64, error) {
+// run left in it, up to the first frame that is torn or damaged. The rest
+// is cut off, after a copy of it is saved next to the journal: usually
+// it is a write a crash tore, but it may be damage with good records
+// behind it, which a person should be able to look at. saved names the
+// copy ("" when nothing was cut). The records still need moving into the
+// database.
+func openJournal(path string) (j *journal, recs []entry, saved string, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, "", err
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
-		return nil, nil, 0, err
+		return nil, nil, "", err
 	}
-	var recs []entry
 	off := 0
 	for len(data)-off >= frameHeader {
 		n := int(binary.LittleEndian.Uint32(data[off:]))
@@ -89,15 +104,27 @@ func openJournal(path string) (*journal, []entry, int64, error) {
 		recs = append(recs, entry{r, payload})
 		off += frameHeader + n
 	}
-	cut := int64(len(data) - off)
-	j := &journal{f: f, size: int64(off)}
-	if cut > 0 {
-		if err := j.truncate(j.size); err != nil {
+	j = &journal{f: f, size: int64(off)}
+	if off < len(data) {
+		if saved, err = saveCut(path, data[off:]); err == nil {
+			err = j.truncate(j.size)
+		}
+		if err != nil {
 			f.Close()
-			return nil, nil, 0, err
+			return nil, nil, "", err
 		}
 	}
-	return j, recs, cut, nil
+	return j, recs, saved, nil
+}
+
+// saveCut keeps the bytes cut off the journal at path in a file of their
+// own, named after the journal and the time.
+func saveCut(path string, cut []byte) (string, error) {
+	name := fmt.Sprintf("%s.cut-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := os.WriteFile(name, cut, 0o600); err != nil {
+		return "", fmt.Errorf("saving the %d bytes cut off the audit journal: %w", len(cut), err)
+	}
+	return name, nil
 }
 
 // append writes frames after the journal's end and waits for them to be
@@ -153,12 +180,14 @@ const journalSuffix = ".journal"
 // stopped between moving them and emptying the journal) are skipped; the
 // others must continue the database's chain.
 func recoverJournal(db *bolt.DB, path string, log *slog.Logger) (*journal, error) {
-	j, recs, cut, err := openJournal(path)
+	j, recs, saved, err := openJournal(path)
 	if err != nil {
 		return nil, fmt.Errorf("audit journal %s: %w", path, err)
 	}
-	if cut > 0 {
-		log.Warn("the audit journal ended in a torn or damaged record, which was never acknowledged; cut it off", "journal", path, "bytes", cut)
+	if saved != "" {
+		log.Warn("the audit journal ended in a torn or damaged record; cut it off and kept a copy. "+
+			"After a crash that is a write never acknowledged; otherwise look at the copy for damaged records",
+			"journal", path, "records_kept", len(recs), "copy", saved)
 	}
 	if len(recs) == 0 {
 		return j, nil

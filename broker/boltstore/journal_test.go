@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/airlock-mcp/airlock/broker"
 )
 
@@ -88,12 +90,56 @@ func TestJournalTornTailCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Write(appendFrame(nil, []byte(`{"seq":5,"event":"allowed"`))[:20])
+	torn := appendFrame(nil, []byte(`{"seq":5,"event":"allowed"`))[:20]
+	f.Write(torn)
 	f.Close()
 	r := openTest(t, path)
 	verifyRecords(t, r, 4)
 	appendN(t, r, 1)
 	verifyRecords(t, r, 5)
+	// What was cut off is kept for a person to look at: it could have been
+	// damage with good records behind it.
+	copies, _ := filepath.Glob(path + journalSuffix + ".cut-*")
+	if len(copies) != 1 {
+		t.Fatalf("copies of the cut bytes: %v", copies)
+	}
+	if got, _ := os.ReadFile(copies[0]); string(got) != string(torn) {
+		t.Errorf("the copy holds %q, want the torn frame %q", got, torn)
+	}
+}
+
+// A record the journal could not read back is refused, not written: it
+// would be lost, with every record after it, at the next open.
+func TestJournalRefusesOversizedRecord(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	appendN(t, s, 1)
+	err := s.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventAllowed, Client: strings.Repeat("<", maxFrame/6+1)})
+	if err == nil || !strings.Contains(err.Error(), "over the journal's limit") {
+		t.Fatalf("AppendAudit of an oversized record = %v", err)
+	}
+	appendN(t, s, 1)
+	r := openTest(t, crashCopy(t, s))
+	verifyRecords(t, r, 2)
+}
+
+// Writes without an audit record do not read the chain's head, so a
+// damaged last record does not stop approvals from being stored.
+func TestWritesWithoutRecordIgnoreTheChain(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	appendN(t, s, 1)
+	if err := s.flushJournal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAudit).Put(seqKey(1), []byte("not json")) }); err != nil {
+		t.Fatal(err)
+	}
+	s.headKnown = false
+	if err := s.CreateApproval(t.Context(), approval("01NOREC", broker.StatusPending), nil); err != nil {
+		t.Errorf("CreateApproval without a record = %v", err)
+	}
+	if err := s.AppendAudit(t.Context(), &broker.AuditRecord{Event: broker.EventAllowed}); err == nil || !strings.Contains(err.Error(), "unreadable") {
+		t.Errorf("AppendAudit after a damaged record = %v; want it refused", err)
+	}
 }
 
 // A journal that does not continue the database's chain (another store's,
