@@ -60,7 +60,6 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 		s.answerError(c, jsonrpc.CodeInvalidParams, "tools/call needs params with a tool name")
 		return
 	}
-	c.token = progressToken(m.Params)
 	def, err := s.toolDefinition(ctx, p.Name)
 	if err != nil {
 		ref := NewRef()

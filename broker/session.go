@@ -193,7 +193,7 @@ func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
 // accept registers a client request, refusing a second request with the id
 // of one still in flight.
 func (s *Session) accept(m *jsonrpc.Request) (*call, bool) {
-	c := &call{clientID: m.ID, method: m.Method, started: time.Now()}
+	c := &call{clientID: m.ID, method: m.Method, token: progressToken(m.Params), started: time.Now()}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -226,9 +226,6 @@ func (s *Session) handleNotification(ctx context.Context, m *jsonrpc.Request) {
 
 // forward sends a client request upstream under a fresh id.
 func (s *Session) forward(ctx context.Context, c *call, m *jsonrpc.Request) {
-	if c.token == "" {
-		c.token = progressToken(m.Params) // tools/call read it already
-	}
 	upID := s.nextID.Add(1)
 	s.mu.Lock()
 	if s.closed || s.byClient[c.clientID] != c {
