@@ -84,6 +84,7 @@ func BenchmarkDecideGrants(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer e.Close()
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("grants=%d", n), func(b *testing.B) {
 			in := call()

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -57,7 +56,6 @@ type inputPath []string
 // shape is one set of paths, with the decisions that depended on exactly
 // those paths, found by the hash of the values there.
 type shape struct {
-	key    string
 	paths  []inputPath
 	byHash map[uint64][]memoEntry
 }
@@ -147,6 +145,11 @@ func (ds *decisions) add(in ast.Value, t *ruleTracer, d Decision) {
 	for r := range t.rules {
 		paths = append(paths, ds.ruleDeps(r)...)
 	}
+	if d.Grant != "" {
+		// The engine checks in Go that the grant is one of input.grants,
+		// whether or not the policy read them: so does the memo.
+		paths = append(paths, inputPath{"grants"})
+	}
 	paths = minimalPaths(paths)
 	for _, p := range paths {
 		// The whole input, or the clock, differs from call to call:
@@ -177,20 +180,17 @@ func (ds *decisions) add(in ast.Value, t *ruleTracer, d Decision) {
 
 // shape finds or makes the shape for paths; nil when there are too many.
 func (ds *decisions) shape(paths []inputPath) *shape {
-	keys := make([]string, len(paths))
-	for i, p := range paths {
-		keys[i] = strings.Join(p, "\x00")
-	}
-	key := strings.Join(keys, "\x01")
 	for _, sh := range ds.shapes {
-		if sh.key == key {
+		// Compared path by path: a key holding a separator must not make
+		// two sets of paths look alike.
+		if slices.EqualFunc(sh.paths, paths, slices.Equal[inputPath]) {
 			return sh
 		}
 	}
 	if len(ds.shapes) >= maxShapes {
 		return nil
 	}
-	sh := &shape{key: key, paths: paths, byHash: make(map[uint64][]memoEntry)}
+	sh := &shape{paths: paths, byHash: make(map[uint64][]memoEntry)}
 	ds.shapes = append(ds.shapes, sh)
 	return sh
 }

@@ -233,3 +233,49 @@ allowed if input.tool.name == "read"
 		t.Errorf("%d hits, want 2", hits)
 	}
 }
+
+// Two sets of paths that would join to the same text (a key holding the
+// joiner's separator) are kept apart: q's decision for a.b = 2 must not be
+// taken from its decision for a.b = 1 filed under p's paths.
+func TestRememberedDecisionsKeepLookalikePathsApart(t *testing.T) {
+	e := engineFor(t, map[string]string{"airlock.rego": `package airlock
+
+decision := data.airlock.sub[input.tool.name].decision
+`, "p.rego": `package airlock.sub.p
+
+decision := {"action": "hold", "reason": "p"} if input.arguments["a\u0000b"] == 1
+`, "q.rego": `package airlock.sub.q
+
+decision := {"action": "allow"} if input.arguments.a.b == 1
+else := {"action": "deny", "reason": "q"}
+`}, Options{})
+	for _, c := range []struct {
+		tool, args string
+		want       Action
+	}{{"p", `{"a\u0000b":1}`, Hold}, {"q", `{"a":{"b":1}}`, Allow}, {"q", `{"a":{"b":2}}`, Deny}} {
+		in := call()
+		in.Tool.Name, in.Arguments = c.tool, json.RawMessage(c.args)
+		if d := e.Decide(t.Context(), in); d.Action != c.want {
+			t.Fatalf("%s %s: %s, want %s", c.tool, c.args, d.Action, c.want)
+		}
+	}
+}
+
+// A decision that relies on a grant is remembered only with the grants it
+// was offered: the engine refuses a grant the input does not hold, whether
+// or not the policy read input.grants.
+func TestRememberedGrantDecisionsNeedTheGrant(t *testing.T) {
+	e := engineFor(t, map[string]string{"airlock.rego": `package airlock
+
+decision := {"action": "allow", "grant": "g1"}
+`}, Options{})
+	in := call()
+	in.Grants = []Grant{{ID: "g1", Scope: ScopeTool, CreatedBy: "bob", ExpiresAt: callTime.Add(time.Hour)}}
+	if d := e.Decide(t.Context(), in); d.Action != Allow || d.Grant != "g1" {
+		t.Fatalf("with the grant: %+v", d)
+	}
+	in.Grants = nil
+	if d := e.Decide(t.Context(), in); d.Action != Deny {
+		t.Errorf("without the grant: %+v, want the malformed decision denied", d)
+	}
+}
