@@ -194,10 +194,10 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 	}
 }
 
-// logDecision logs one of the gate's messages about decision d. It costs
-// nothing at a level that is off: slog's With, used before, formatted the
-// attributes for every call (0.9 µs and 9 allocations on the allowed path,
-// which logs nothing by default).
+// logDecision logs one of the gate's messages about decision d. At a level
+// that is off it costs a level check and the boxing of its arguments:
+// slog's With, used before, formatted the attributes for every call (0.9 µs
+// and 9 allocations on the allowed path, which logs nothing by default).
 func (b *Broker) logDecision(ctx context.Context, level slog.Level, call *Call, d policy.Decision, msg string, args ...any) {
 	if !b.log.Enabled(ctx, level) {
 		return

@@ -79,8 +79,8 @@ type heldCall struct {
 // awaitDecision stores the approval for a call the policy held (or joins
 // an identical earlier call's), waits for people to decide, then releases
 // or refuses the call. It runs on a goroutine of its own, started as soon
-// as the policy has decided: a goroutine keeps the stack it grew, the
-// policy's evaluation grows one deep, and thousands of calls may wait.
+// as the policy has decided: the gate runs on a kept pool goroutine, which
+// a wait of minutes should not hold, and thousands of calls may wait.
 func (s *Session) awaitDecision(ctx context.Context, c *call, req *jsonrpc.Request, hr holdRequest) {
 	defer c.cancel(nil)
 	h, err := s.b.openHold(ctx, hr)

@@ -85,7 +85,8 @@ type SlackConfig struct {
 	Channel string `yaml:"channel"`
 	// APIURL is Slack's Web API (default https://slack.com/api/).
 	APIURL string `yaml:"api_url"`
-	// UIURL is the web UI's base URL for links (default: the listener's).
+	// UIURL is the web UI's base URL for links (default: ui.url, else
+	// the listener's address; see slackUIURL).
 	UIURL string `yaml:"ui_url"`
 	// Approvers may decide when a policy names none.
 	Approvers SlackApprovers `yaml:"approvers"`
