@@ -12,12 +12,11 @@ type ApprovalEvent struct {
 }
 
 // subscriberBuffer bounds the events kept for a slow subscriber; past it,
-// events are dropped for that subscriber and it is told so.
+// its channel is closed (see Subscribe).
 const subscriberBuffer = 256
 
 type subscriber struct {
-	ch      chan ApprovalEvent
-	dropped bool
+	ch chan ApprovalEvent
 }
 
 type hub struct {
