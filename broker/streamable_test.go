@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -377,4 +378,87 @@ func (c *recordingConn) sent() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.methods)
+}
+
+// The client gets back the id it sent, byte for byte, and ids it sent
+// apart stay apart: 1.5 is not 1, nor 2^53+1 2^53 (they were, when ids
+// went through float64).
+var exactIDs = []string{`1.5`, `9007199254740993`, `9007199254740992`, `1e300`, `-1e300`, `"\u0041"`, `-0`}
+
+func TestStdioIDsKeepTheirBytes(t *testing.T) {
+	b := newBroker(t, brokertest.NewServer().Upstream("test"))
+	cr, bw := io.Pipe()
+	br, cw := io.Pipe()
+	conn := wire.NewLineConn(br, bw, br, 0)
+	done := make(chan error, 1)
+	go func() { done <- b.ServeConn(context.Background(), "test", conn, broker.Principal{}) }()
+	in := initBody + "\n" + `{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n"
+	for _, id := range exactIDs {
+		in += `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo","arguments":{"text":` + strconv.Quote(id) + `}}}` + "\n"
+	}
+	go io.WriteString(cw, in)
+	sc := bufio.NewScanner(cr)
+	sc.Scan() // initialize's answer
+	got := map[string]bool{}
+	for range exactIDs {
+		if !sc.Scan() {
+			t.Fatalf("answers end early: %v", sc.Err())
+		}
+		id, text := answerID(t, sc.Bytes())
+		if text != id {
+			t.Errorf("the answer with id %s carries the call made with id %s", id, text)
+		}
+		got[id] = true
+	}
+	for _, id := range exactIDs {
+		if !got[id] {
+			t.Errorf("no answer with id %s (got %v)", id, got)
+		}
+	}
+	cw.Close()
+	if err := <-done; err != nil {
+		t.Errorf("ServeConn: %v", err)
+	}
+}
+
+func TestHTTPIDsKeepTheirBytes(t *testing.T) {
+	c, _, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c.initialize()
+	for _, id := range exactIDs {
+		body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo","arguments":{"text":` + strconv.Quote(id) + `}}}`
+		req, _ := http.NewRequest(http.MethodPost, c.url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set(wire.HeaderSessionID, c.session)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if i := bytes.Index(data, []byte("data: ")); i >= 0 {
+			data = bytes.TrimSpace(bytes.SplitN(data[i+len("data: "):], []byte("\n"), 2)[0])
+		}
+		if got, text := answerID(t, data); got != id || text != id {
+			t.Errorf("call with id %s: answered with id %s for the call with id %s", id, got, text)
+		}
+	}
+}
+
+// answerID returns the exact text of an answer's id and the text the echo
+// tool sent back.
+func answerID(t *testing.T, line []byte) (id, text string) {
+	t.Helper()
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Result struct {
+			Content []struct {
+				Text string `json:"text"`
+			} `json:"content"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(line, &m); err != nil || len(m.Result.Content) == 0 {
+		t.Fatalf("answer %s: %v", line, err)
+	}
+	return string(m.ID), m.Result.Content[0].Text
 }

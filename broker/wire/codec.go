@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
@@ -33,29 +34,7 @@ func Decode(data []byte) (jsonrpc.Message, error) {
 		return nil, errors.New("unmarshaling jsonrpc message: not a JSON object")
 	}
 	var version, id, method, params, result, errorRaw []byte
-	seen := map[string]bool{}
-	for i := 1; ; {
-		i = skipSpace(data, i)
-		if data[i] == '}' {
-			break
-		}
-		if data[i] == ',' {
-			i = skipSpace(data, i+1)
-		}
-		keyEnd := skipString(data, i)
-		var key string
-		if err := json.Unmarshal(data[i:keyEnd], &key); err != nil {
-			return nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
-		}
-		i = skipSpace(data, keyEnd)
-		i = skipSpace(data, i+1) // the colon
-		end := skipValue(data, i)
-		value := data[i:end]
-		i = end
-		if seen[key] {
-			return nil, fmt.Errorf("unmarshaling jsonrpc message: member %q appears twice", key)
-		}
-		seen[key] = true
+	err := eachMember(data, func(key string, value []byte) {
 		switch key {
 		case "jsonrpc":
 			version = value
@@ -70,6 +49,9 @@ func Decode(data []byte) (jsonrpc.Message, error) {
 		case "error":
 			errorRaw = value
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
 	}
 	if string(version) != `"2.0"` {
 		var v string
@@ -92,13 +74,78 @@ func Decode(data []byte) (jsonrpc.Message, error) {
 	}
 	resp := &jsonrpc.Response{ID: msgID, Result: result}
 	if e := nullAsAbsent(errorRaw); e != nil {
-		var we jsonrpc.Error
-		if err := json.Unmarshal(e, &we); err != nil {
+		we, err := decodeError(e)
+		if err != nil {
 			return nil, fmt.Errorf("unmarshaling jsonrpc message: error: %w", err)
 		}
-		resp.Error = &we
+		resp.Error = we
 	}
 	return resp, nil
+}
+
+// eachMember calls fn with each member of the JSON object obj, which
+// json.Valid has accepted, by its exact name. A name that appears twice is
+// refused: a peer may keep the first where Airlock kept the last.
+func eachMember(obj []byte, fn func(key string, value []byte)) error {
+	seen := map[string]bool{}
+	for i := 1; ; {
+		i = skipSpace(obj, i)
+		if obj[i] == '}' {
+			return nil
+		}
+		if obj[i] == ',' {
+			i = skipSpace(obj, i+1)
+		}
+		keyEnd := skipString(obj, i)
+		var key string
+		if err := json.Unmarshal(obj[i:keyEnd], &key); err != nil {
+			return err
+		}
+		i = skipSpace(obj, keyEnd)
+		i = skipSpace(obj, i+1) // the colon
+		end := skipValue(obj, i)
+		if seen[key] {
+			return fmt.Errorf("member %q appears twice", key)
+		}
+		seen[key] = true
+		fn(key, obj[i:end])
+		i = end
+	}
+}
+
+// decodeError reads a JSON-RPC error object by its exact member names, as
+// the envelope is read: encoding/json would take "Message" or "messAge"
+// for "message".
+func decodeError(raw []byte) (*jsonrpc.Error, error) {
+	if raw[0] != '{' {
+		return nil, errors.New("not a JSON object")
+	}
+	var code, message, data []byte
+	err := eachMember(raw, func(key string, value []byte) {
+		switch key {
+		case "code":
+			code = value
+		case "message":
+			message = value
+		case "data":
+			data = value
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	we := &jsonrpc.Error{Data: nullAsAbsent(data)}
+	if code != nil {
+		if err := json.Unmarshal(code, &we.Code); err != nil {
+			return nil, fmt.Errorf("code: %w", err)
+		}
+	}
+	if message != nil {
+		if err := json.Unmarshal(message, &we.Message); err != nil {
+			return nil, fmt.Errorf("message: %w", err)
+		}
+	}
+	return we, nil
 }
 
 // nullAsAbsent treats an error member whose value is null as missing, as
@@ -110,27 +157,73 @@ func nullAsAbsent(v []byte) json.RawMessage {
 	return v
 }
 
-// decodeID reads a request id: absent or null (none), a string, or a
-// number, which must be an integer.
+// decodeID reads a request id: absent or null (none), a string, or any
+// JSON number. A peer must get back the id it sent, byte for byte, and two
+// ids it sent apart must stay apart; jsonrpc.ID holds only an int64 or a
+// string, and float64 on the way in (1.5 became 1, 2^53+1 became 2^53). So
+// only the ids that the SDK's type holds exactly are converted: strings
+// that need no escaping and integers of at most 2^53 written plainly.
+// Every other id is kept as its exact text, in a string ID marked with a
+// byte that no decoded string can hold (verbatimID).
 func decodeID(raw []byte) (jsonrpc.ID, error) {
 	if raw == nil || string(raw) == "null" {
 		return jsonrpc.ID{}, nil
 	}
-	if raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return jsonrpc.ID{}, err
+	switch {
+	case raw[0] == '"':
+		if plainString(raw) {
+			return jsonrpc.MakeID(string(raw[1 : len(raw)-1]))
 		}
-		return jsonrpc.MakeID(s)
+		return verbatimID(raw), nil
+	case raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9':
+		if plainInteger(raw) {
+			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= -(1<<53) && n <= 1<<53 {
+				return jsonrpc.MakeID(float64(n))
+			}
+		}
+		return verbatimID(raw), nil // json.Valid has checked the number's grammar
 	}
-	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= -(1<<53) && n <= 1<<53 {
-		return jsonrpc.MakeID(float64(n))
+	return jsonrpc.ID{}, fmt.Errorf("JSON RPC parse error: id %s is not a string or a number", raw)
+}
+
+// verbatimMark starts the string of an ID kept as its exact JSON text. It
+// is not UTF-8, and a decoded JSON string always is (encoding/json
+// replaces what is not), so no string id a peer sends can take this form.
+const verbatimMark = "\xff"
+
+func verbatimID(raw []byte) jsonrpc.ID {
+	id, _ := jsonrpc.MakeID(verbatimMark + string(raw)) // a string is always a valid ID
+	return id
+}
+
+// plainString reports whether a JSON string literal is its value in
+// quotes: printable ASCII without escapes, so StringID(value) encodes back
+// to the same bytes.
+func plainString(lit []byte) bool {
+	for _, c := range lit[1 : len(lit)-1] {
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			return false
+		}
 	}
-	f, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil {
-		return jsonrpc.ID{}, fmt.Errorf("JSON RPC parse error: id %s is not a string or a number", raw)
+	return true
+}
+
+// plainInteger reports whether a JSON number is an integer written the way
+// strconv.AppendInt writes it back: no fraction, no exponent, no "-0".
+func plainInteger(num []byte) bool {
+	digits := num
+	if digits[0] == '-' {
+		digits = digits[1:]
 	}
-	return jsonrpc.MakeID(f)
+	if len(digits) == 0 || digits[0] == '0' && (len(digits) > 1 || num[0] == '-') {
+		return false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // The skip functions walk JSON that json.Valid has already accepted, so
@@ -253,6 +346,9 @@ func appendID(buf []byte, id jsonrpc.ID) ([]byte, error) {
 	case int64:
 		return strconv.AppendInt(buf, v, 10), nil
 	case string:
+		if text, ok := strings.CutPrefix(v, verbatimMark); ok {
+			return append(buf, text...), nil
+		}
 		return appendString(buf, v), nil
 	default:
 		return nil, fmt.Errorf("wire: id of type %T", v)

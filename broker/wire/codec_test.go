@@ -43,10 +43,75 @@ func checkAgainstSDK(t *testing.T, data []byte) {
 		}
 		t.Fatalf("%s: SDK accepted, Decode refused: %v", data, gerr)
 	}
-	w, _ := jsonrpc.EncodeMessage(want)
-	g, _ := jsonrpc.EncodeMessage(got)
+	// The third difference: ids keep their exact text, where the SDK
+	// reads numbers as float64. TestIDsKeepTheirBytes checks ids.
+	w, _ := jsonrpc.EncodeMessage(withID(want, placeholderID))
+	g, _ := jsonrpc.EncodeMessage(withID(got, placeholderID))
 	if !bytes.Equal(w, g) {
 		t.Fatalf("%s:\nSDK    %s\nDecode %s", data, w, g)
+	}
+}
+
+var placeholderID, _ = jsonrpc.MakeID("id")
+
+// withID returns a copy of m with its id replaced, when it has one.
+func withID(m jsonrpc.Message, id jsonrpc.ID) jsonrpc.Message {
+	switch m := m.(type) {
+	case *jsonrpc.Request:
+		r := *m
+		if r.ID.IsValid() {
+			r.ID = id
+		}
+		return &r
+	case *jsonrpc.Response:
+		r := *m
+		r.ID = id
+		return &r
+	}
+	return m
+}
+
+// A peer gets back the id it sent, byte for byte, and ids it sent apart
+// stay apart: 1.5 is not 1, nor 2^53+1 2^53, nor 1e300 the smallest int64.
+func TestIDsKeepTheirBytes(t *testing.T) {
+	ids := []string{
+		`0`, `1`, `-7`, `9007199254740992`, `-9007199254740992`,
+		`1.5`, `9007199254740993`, `-9007199254740993`, `18446744073709551616`,
+		`1e300`, `-1e300`, `1E300`, `-0`, `1.0`, `10e-1`, `0.0`,
+		`"abc"`, `""`, `"A"`, `"\u0041"`, `"\ud800"`, `"\ufffd"`, `"\u00e9"`, `"é"`, `"a\"b"`, "\"\xff1.5\"",
+	}
+	seen := map[jsonrpc.ID]string{}
+	for _, id := range ids {
+		for _, msg := range []string{
+			`{"jsonrpc":"2.0","id":` + id + `,"method":"ping"}`,
+			`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`,
+		} {
+			m, err := Decode([]byte(msg))
+			if err != nil {
+				t.Fatalf("%s: %v", msg, err)
+			}
+			out, err := Encode(m)
+			if err != nil {
+				t.Fatalf("%s: %v", msg, err)
+			}
+			if !bytes.Contains(out, []byte(`"id":`+id+`,`)) {
+				t.Errorf("id %s came back as %s", id, out)
+			}
+		}
+		m, _ := Decode([]byte(`{"jsonrpc":"2.0","id":` + id + `,"method":"ping"}`))
+		key := m.(*jsonrpc.Request).ID
+		if other, dup := seen[key]; dup {
+			t.Errorf("ids %s and %s are one id", other, id)
+		}
+		seen[key] = id
+	}
+	// The ids the SDK's type holds exactly stay plain, so that Airlock's
+	// own code and the SDK read them as usual.
+	for id, want := range map[string]any{`1`: int64(1), `-9007199254740992`: int64(-1 << 53), `"abc"`: "abc"} {
+		m, _ := Decode([]byte(`{"jsonrpc":"2.0","id":` + id + `,"method":"ping"}`))
+		if got := m.(*jsonrpc.Request).ID.Raw(); got != want {
+			t.Errorf("id %s: %#v, want %#v", id, got, want)
+		}
 	}
 }
 
@@ -59,10 +124,24 @@ func TestDecodeRefuses(t *testing.T) {
 		"method twice":      `{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call"}`,
 		"id of other type":  `{"jsonrpc":"2.0","id":{},"method":"x"}`,
 		"method not string": `{"jsonrpc":"2.0","id":1,"method":5}`,
+		"error code twice":  `{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"a","code":2}}`,
+		"error not object":  `{"jsonrpc":"2.0","id":1,"error":"oops"}`,
 	} {
 		if m, err := Decode([]byte(c)); err == nil {
 			t.Errorf("%s: decoded %+v", name, m)
 		}
+	}
+}
+
+// An error object is read by its exact member names, as the envelope is.
+func TestDecodeErrorExactNames(t *testing.T) {
+	m, err := Decode([]byte(`{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"real","Message":"decoy","Code":7}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	we := m.(*jsonrpc.Response).Error.(*jsonrpc.Error)
+	if we.Code != -1 || we.Message != "real" {
+		t.Errorf("read %+v", we)
 	}
 }
 
@@ -88,7 +167,8 @@ func TestEncode(t *testing.T) {
 		if !bytes.Equal(data, again) {
 			t.Fatalf("round trip:\n%s\n%s", data, again)
 		}
-		sdk, _ := jsonrpc.EncodeMessage(m)
+		sdk, _ := jsonrpc.EncodeMessage(withID(m, placeholderID))
+		data, _ = Encode(withID(m, placeholderID))
 		var a, b any
 		json.Unmarshal(data, &a)
 		json.Unmarshal(sdk, &b)
