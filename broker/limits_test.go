@@ -257,3 +257,19 @@ func TestHeldCallLimits(t *testing.T) {
 		})
 	}
 }
+
+// A decided call's approval, arguments and all, is not kept in memory for
+// the life of the broker.
+func TestDecidedHoldsAreLetGo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHoldHarness(t, broker.Options{HoldWait: -1})
+		for i, v := range []broker.Verdict{broker.Deny, broker.Approve} {
+			done := h.call(context.Background(), "write", map[string]any{"path": "/" + strings.Repeat("x", i+1)}, nil)
+			h.decide(h.held().ID, "alice", v, "")
+			<-done
+		}
+		if n := h.b.TrackedHolds(); n != 0 {
+			t.Errorf("%d decided approvals kept in memory", n)
+		}
+	})
+}
