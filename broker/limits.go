@@ -99,8 +99,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// over reports whether n more would pass max (negative: no limit).
-func over[N int | int64](cur, n, max N) bool { return max >= 0 && cur+n > max }
+// over reports whether n more would pass limit (negative: no limit).
+func over[N int | int64](cur, n, limit N) bool { return limit >= 0 && cur+n > limit }
 
 // limiter counts what Limits bound. Each count is taken before the thing
 // it counts exists and given back when it is gone, so that concurrent
@@ -190,6 +190,8 @@ func (lm *limiter) hold(p Principal, size int) (release func(), err error) {
 		return nil, lm.refuse("held_calls", int64(lm.l.Held), "calls waiting for approval")
 	case over(lm.heldBy[k], 1, lm.l.HeldPerPrincipal):
 		return nil, lm.refuse("held_calls_per_principal", int64(lm.l.HeldPerPrincipal), "calls waiting for approval for one principal")
+	case over(0, n, lm.l.HeldBytes):
+		return nil, lm.refuse("held_bytes", lm.l.HeldBytes, fmt.Sprintf("bytes of arguments in calls waiting for approval, which this call's %d bytes pass alone", n))
 	case over(lm.heldBytes, n, lm.l.HeldBytes):
 		return nil, lm.refuse("held_bytes", lm.l.HeldBytes, "bytes of arguments in calls waiting for approval")
 	}

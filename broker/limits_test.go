@@ -201,6 +201,7 @@ func TestHeldCallLimits(t *testing.T) {
 		held   []map[string]any // calls that are held
 		over   map[string]any   // the call refused
 		key    string
+		notKey string
 	}{
 		"in all": {
 			limits: broker.Limits{Held: 2},
@@ -217,8 +218,14 @@ func TestHeldCallLimits(t *testing.T) {
 		"bytes": {
 			limits: broker.Limits{HeldBytes: 64},
 			held:   []map[string]any{{"path": "/a"}},
-			over:   map[string]any{"path": "/" + strings.Repeat("b", 64)},
+			over:   map[string]any{"path": "/" + strings.Repeat("b", 45)}, // 57 bytes: over only with the first
 			key:    "limits.held_bytes",
+			notKey: "alone",
+		},
+		"bytes of one call": {
+			limits: broker.Limits{HeldBytes: 64},
+			over:   map[string]any{"path": "/" + strings.Repeat("b", 64)},
+			key:    "this call's 76 bytes pass alone (limits.held_bytes",
 		},
 	}
 	for name, tt := range tests {
@@ -236,6 +243,9 @@ func TestHeldCallLimits(t *testing.T) {
 				if r.err != nil || !r.res.IsError || !strings.Contains(text(r)+" ", tt.key) || !strings.Contains(text(r), "was not run") {
 					t.Fatalf("call over the limit: %q, want a tool error naming %s", text(r), tt.key)
 				}
+				if tt.notKey != "" && strings.Contains(text(r), tt.notKey) {
+					t.Errorf("call over the limit: %q, should not say %q", text(r), tt.notKey)
+				}
 				if n := h.srv.Count("tools/call"); n != 0 {
 					t.Fatalf("%d calls reached the upstream", n)
 				}
@@ -247,7 +257,10 @@ func TestHeldCallLimits(t *testing.T) {
 				if len(recs) != 1 || !strings.Contains(recs[0].Reason+" ", tt.key) || recs[0].Actor != broker.Airlock || recs[0].Ref == "" {
 					t.Errorf("refusal audit = %+v", recs)
 				}
-				// A decision gives the place back: the same call is held.
+				if len(held) == 0 {
+					return
+				}
+				// A decision gives the place back: another call is held.
 				h.decide(held[0].ID, "alice", broker.Deny, "no")
 				h.call(ctx, "write", map[string]any{"path": "/z"}, nil)
 				if a := h.held(); a.Status != broker.StatusPending {
