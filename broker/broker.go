@@ -85,6 +85,9 @@ type Options struct {
 	// audit log, which removes a durable write from each. Denied, refused,
 	// held and grant-allowed calls, and every decision, are still recorded.
 	SkipAllowedAudit bool
+	// Limits bound sessions, child processes and held calls; the zero
+	// value means the defaults.
+	Limits Limits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -107,6 +110,7 @@ type Broker struct {
 	heartbeat       time.Duration
 
 	holds  holds
+	limits *limiter
 	tools  toolRegistry
 	grants grantIndex
 	events hub
@@ -146,6 +150,7 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 	if b.metrics == nil {
 		b.metrics = noMetrics{}
 	}
+	b.limits = newLimiter(opts.Limits, b.metrics)
 	if b.now == nil {
 		b.now = time.Now
 	}

@@ -44,6 +44,7 @@ type hold struct {
 	key     holdKey
 	decided chan struct{} // closed once the approval leaves pending
 	timer   *time.Timer   // expires the approval
+	release func()        // gives back its count against the limits
 
 	// Guarded by Broker.mu.
 	approval *Approval
@@ -84,6 +85,11 @@ type heldCall struct {
 func (s *Session) awaitDecision(ctx context.Context, c *call, req *jsonrpc.Request, hr holdRequest) {
 	defer c.cancel(nil)
 	h, err := s.b.openHold(ctx, hr)
+	var le *LimitError
+	if errors.As(err, &le) {
+		s.answerResult(c, s.b.refuseHeld(hr, le))
+		return
+	}
 	if err != nil {
 		ref := NewRef()
 		s.log.Error("holding a call failed", "ref", ref, "tool", hr.call.Tool, "err", err)
@@ -184,12 +190,19 @@ func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, error) {
 	rec := callRecord(EventHeld, hc.call, hc.in, hc.decision)
 	rec.ApprovalID = a.ID
 	rec.Ref = a.ID
+	// Counted before it is stored, so that concurrent calls cannot pass a
+	// limit together.
+	release, err := b.limits.hold(hc.call.Principal, len(hc.call.Arguments))
+	if err != nil {
+		return nil, err
+	}
 	// Stored before anyone hears of it: a decision can only be about an
 	// approval that exists.
 	if err := b.store.CreateApproval(ctx, a, rec); err != nil {
+		release()
 		return nil, err
 	}
-	h := &hold{key: key, decided: make(chan struct{}), approval: a, waiters: 1}
+	h := &hold{key: key, decided: make(chan struct{}), approval: a, waiters: 1, release: release}
 	b.holds.mu.Lock()
 	b.holds.byID[a.ID] = h
 	b.holds.byKey[key] = h
@@ -199,6 +212,19 @@ func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, error) {
 	b.publish(ApprovalEvent{Type: "held", Approval: a})
 	b.bg.Go(func() { b.notify(a) })
 	return h, nil
+}
+
+// refuseHeld answers a call the policy held that a limit keeps from being
+// held: it is neither held nor run, and the refusal is audited.
+func (b *Broker) refuseHeld(hr holdRequest, le *LimitError) *mcp.CallToolResult {
+	ref := NewRef()
+	b.log.Warn("held call refused at a limit", "ref", ref, "server", hr.call.Server, "tool", hr.call.Tool, "limit", le.Limit)
+	b.metrics.Call(hr.call.Server, "refused")
+	rec := callRecord(EventRefused, hr.call, hr.in, hr.decision)
+	rec.Time, rec.Reason, rec.Ref, rec.Actor = b.now(), le.Error(), ref, Airlock
+	b.record(rec)
+	return toolError(fmt.Sprintf("Airlock refused the call to %s: the policy holds it for approval (%s), but %s. "+
+		"The call was not run; call again once pending calls are decided (ref %s).", hr.call.Tool, hr.decision.Reason, le, ref))
 }
 
 // joinable says whether a retry may use an approval: still pending, or
@@ -276,7 +302,11 @@ func (b *Broker) settled(a *Approval) {
 			h.closed = true
 			close(h.decided)
 			h.timer.Stop()
+			h.release()
 			b.metrics.Held(-1)
+			// Its waiters keep what they need; the map must not keep
+			// every decided call's arguments for the life of the broker.
+			delete(b.holds.byID, a.ID)
 		}
 		if a.Status != StatusPending && a.Status != StatusApproved {
 			delete(b.holds.byKey, h.key)

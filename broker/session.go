@@ -58,6 +58,9 @@ type Session struct {
 	client    clientSide
 	principal Principal
 	log       *slog.Logger
+	// releaseChild gives back the session's count against
+	// limits.children_per_server once its upstream is closed.
+	releaseChild func()
 
 	nextID atomic.Int64
 
@@ -117,8 +120,13 @@ func newSessionID() string { return rand.Text() }
 
 // startSession dials the upstream and starts relaying its messages to client.
 func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSide, p Principal) (*Session, error) {
+	releaseChild, err := b.limits.child(up)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := up.Dial(ctx)
 	if err != nil {
+		releaseChild()
 		return nil, fmt.Errorf("broker: start upstream %s: %w", up.Name, err)
 	}
 	s := &Session{
@@ -133,6 +141,7 @@ func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSi
 		progress:  make(map[string]*call),
 		done:      make(chan struct{}),
 	}
+	s.releaseChild = releaseChild
 	s.log = b.log.With("session", s.id, "server", up.Name)
 	go s.readUpstream()
 	s.log.Info("session started", "principal", p.ID)
@@ -622,7 +631,8 @@ func (s *Session) close(err error) {
 		}
 		s.send(errorResponse(c.clientID, jsonrpc.CodeInternalError, msg), c.clientID)
 	}
-	s.conn.Close()
+	s.conn.Close() // a stdio child has exited once this returns
+	s.releaseChild()
 	close(s.done)
 }
 

@@ -139,7 +139,7 @@ type Event string
 const (
 	EventAllowed  Event = "call.allowed"  // the policy (or a grant) let the call through
 	EventDenied   Event = "call.denied"   // the policy refused the call (also when it failed closed)
-	EventRefused  Event = "call.refused"  // Airlock refused the call before policy (malformed arguments)
+	EventRefused  Event = "call.refused"  // Airlock refused the call: malformed arguments, or a held call over a limit
 	EventHeld     Event = "call.held"     // the call waits for approval
 	EventReleased Event = "call.released" // an approved call was forwarded
 	EventBlocked  Event = "call.blocked"  // an approved call was not forwarded: its tool changed

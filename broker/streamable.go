@@ -165,6 +165,10 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 			return
 		}
 		if hs, err = h.newSession(r.Context(), up, principal); err != nil {
+			if refuseAtLimit(w, err) {
+				h.b.log.Warn("session refused", "server", up.Name, "err", err)
+				return
+			}
 			h.b.log.Error("session start failed", "server", up.Name, "err", err)
 			httpError(w, http.StatusBadGateway, jsonrpc.CodeInternalError, err.Error())
 			return
@@ -263,9 +267,14 @@ func (h *HTTPHandler) principal(w http.ResponseWriter, r *http.Request) (Princip
 }
 
 func (h *HTTPHandler) newSession(ctx context.Context, up *Upstream, p Principal) (*httpSession, error) {
+	release, err := h.b.limits.session(p)
+	if err != nil {
+		return nil, err
+	}
 	hs := &httpSession{h: h, streams: make(map[jsonrpc.ID]*postStream)}
 	s, err := h.b.startSession(ctx, up, hs, p)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	hs.s = s
@@ -282,6 +291,7 @@ func (h *HTTPHandler) newSession(ctx context.Context, up *Upstream, p Principal)
 		h.mu.Lock()
 		delete(h.sessions, s.id)
 		h.mu.Unlock()
+		release()
 		hs.stopIdleTimer()
 	}()
 	return hs, nil

@@ -606,7 +606,9 @@ func benchHeld(ctx context.Context, out io.Writer, self string, up *benchUpstrea
 		return err
 	}
 	cfg := filepath.Join(stateDir, "airlock.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, "state_dir: %s\nlog_level: error\nhold_wait: 10m\npolicy: {dir: %s}\n", stateDir, filepath.Join(work, "policy")), 0o600)
+	// The limits on held calls are raised to what is measured.
+	os.WriteFile(cfg, fmt.Appendf(nil, "state_dir: %s\nlog_level: error\nhold_wait: 10m\npolicy: {dir: %s}\nlimits: {held_calls: %d, held_calls_per_principal: %d}\n",
+		stateDir, filepath.Join(work, "policy"), o.held, o.held), 0o600)
 	argv := append([]string{self, "wrap", "--name", "up", "-c", cfg, "--"}, up.stdio...)
 	airlock, in, stdout, err := p.start(argv, nil, true)
 	if err != nil {

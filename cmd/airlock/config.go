@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/ui"
 )
@@ -69,6 +70,48 @@ type Config struct {
 	MCPServers map[string]*ServerConfig `yaml:"mcpServers"`
 	// Slack asks approvers in Slack; nil means no Slack. See docs/slack.md.
 	Slack *SlackConfig `yaml:"slack"`
+	// Limits bound what callers can make Airlock keep (docs/config.md).
+	Limits LimitsConfig `yaml:"limits"`
+}
+
+// LimitsConfig is the limits section. Each key's zero value means its
+// default (broker.DefaultMax…); there is no "unlimited", so that a config
+// cannot turn off what keeps the machine safe, only raise it.
+type LimitsConfig struct {
+	Sessions              int   `yaml:"sessions"`
+	SessionsPerPrincipal  int   `yaml:"sessions_per_principal"`
+	ChildrenPerServer     int   `yaml:"children_per_server"`
+	HeldCalls             int   `yaml:"held_calls"`
+	HeldCallsPerPrincipal int   `yaml:"held_calls_per_principal"`
+	HeldBytes             int64 `yaml:"held_bytes"`
+}
+
+func (l *LimitsConfig) validate() error {
+	for _, kv := range []struct {
+		key string
+		v   int64
+	}{
+		{"sessions", int64(l.Sessions)},
+		{"sessions_per_principal", int64(l.SessionsPerPrincipal)},
+		{"children_per_server", int64(l.ChildrenPerServer)},
+		{"held_calls", int64(l.HeldCalls)},
+		{"held_calls_per_principal", int64(l.HeldCallsPerPrincipal)},
+		{"held_bytes", l.HeldBytes},
+	} {
+		if kv.v < 0 {
+			return fmt.Errorf("config: limits.%s: must not be negative (0 or absent means the default)", kv.key)
+		}
+	}
+	return nil
+}
+
+func (l *LimitsConfig) broker() broker.Limits {
+	return broker.Limits{
+		Sessions: l.Sessions, SessionsPerPrincipal: l.SessionsPerPrincipal,
+		ChildrenPerServer: l.ChildrenPerServer,
+		Held:              l.HeldCalls, HeldPerPrincipal: l.HeldCallsPerPrincipal,
+		HeldBytes: l.HeldBytes,
+	}
 }
 
 // SlackConfig is the slack section. The secrets are in files, so that the
@@ -277,6 +320,9 @@ func (c *Config) resolve() error {
 	}
 	if c.Policy.Timeout < 0 {
 		return fmt.Errorf("config: policy.timeout: must not be negative")
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	if c.Policy.Dir != "" {
 		if st, err := os.Stat(c.Policy.Dir); err != nil || !st.IsDir() {

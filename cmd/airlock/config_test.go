@@ -38,6 +38,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		"oidc over http":        {"ui:\n  oidc: {issuer: 'http://idp.example', client_id: x}\n", "ui.oidc.issuer:"},
 		"oidc without client":   {"ui:\n  oidc: {issuer: 'https://idp.example'}\n", "ui.oidc.client_id is required"},
 		"missing secret file":   {"ui:\n  oidc: {issuer: 'https://idp.example', client_id: x, client_secret_file: /nonexistent}\n", "ui.oidc.client_secret_file:"},
+		"negative limit":        {"limits: {held_bytes: -1}\n", "limits.held_bytes: must not be negative"},
+		"unknown limit":         {"limits: {childs: 3}\n", `line 1: unknown key "childs"`},
 		"email as domain":       {"ui:\n  oidc: {issuer: 'https://idp.example', client_id: x, allowed_domains: [a@b.c]}\n", "ui.oidc.allowed_domains:"},
 	}
 	for name, tc := range tests {

@@ -45,8 +45,12 @@ func TestConformance(t *testing.T) {
 	directResults := runConformance(t, node, suite, "http://"+addr+"/")
 
 	// The suite's tools carry no annotations, which the default policy
-	// holds: this test is about the relay, so everything is allowed.
-	base, _ := startServe(t, "policy: {dir: "+allowAllPolicy(t)+"}\nservers:\n  everything:\n    command: "+server+"\n")
+	// holds: this test is about the relay, so everything is allowed. The
+	// suite opens a session for each scenario and ends none, past the
+	// default limits on sessions and children.
+	base, _ := startServe(t, "policy: {dir: "+allowAllPolicy(t)+"}\n"+
+		"limits: {sessions: 256, sessions_per_principal: 256, children_per_server: 256}\n"+
+		"servers:\n  everything:\n    command: "+server+"\n")
 	viaAirlock := runConformance(t, node, suite, base+"/mcp/everything")
 
 	golden := filepath.Join(brokertest.RepoRoot(t), "testdata", "conformance", "direct.txt")

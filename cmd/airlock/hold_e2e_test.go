@@ -152,7 +152,10 @@ func TestKill9WithHeldCalls(t *testing.T) {
 	stateDir := filepath.Join(testStateHome(t), "airlock")
 	cfg := filepath.Join(t.TempDir(), "airlock.yaml")
 	addr := freePort(t)
-	os.WriteFile(cfg, fmt.Appendf(nil, "listen: %s\nstate_dir: %s\nservers:\n  t:\n    command: env\n    args: [\"AIRLOCK_TEST_ROLE=server\", \"AIRLOCK_TEST_SERVER=echo\", %q]\n", addr, stateDir, os.Args[0]), 0o600)
+	// 50 sessions of one server, each with a held call: past the default
+	// limits, which this test is not about.
+	os.WriteFile(cfg, fmt.Appendf(nil, "listen: %s\nstate_dir: %s\n"+
+		"limits: {sessions_per_principal: 64, children_per_server: 64, held_calls_per_principal: 64}\nservers:\n  t:\n    command: env\n    args: [\"AIRLOCK_TEST_ROLE=server\", \"AIRLOCK_TEST_SERVER=echo\", %q]\n", addr, stateDir, os.Args[0]), 0o600)
 	start := func() (*syncBuffer, func() error) {
 		cmd := airlockCmd(t, "serve", "-c", cfg)
 		stderr := &syncBuffer{}

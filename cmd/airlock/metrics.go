@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/airlock-mcp/airlock/broker"
 )
 
 // promMetrics backs broker.Metrics with Prometheus collectors, served at
@@ -16,6 +18,7 @@ type promMetrics struct {
 	waits     *prometheus.HistogramVec
 	decisions *prometheus.CounterVec
 	policy    prometheus.Histogram
+	refusals  *prometheus.CounterVec
 }
 
 func newPromMetrics() *promMetrics {
@@ -43,8 +46,12 @@ func newPromMetrics() *promMetrics {
 			Help:    "Time to evaluate the policy for one call.",
 			Buckets: []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3, 250e-3},
 		}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "airlock_limit_refusals_total",
+			Help: "Requests refused at a limit, by the limit's key under limits: in the config.",
+		}, []string{"limit"}),
 	}
-	m.reg.MustRegister(m.calls, m.held, m.waits, m.decisions, m.policy,
+	m.reg.MustRegister(m.calls, m.held, m.waits, m.decisions, m.policy, m.refusals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -58,3 +65,43 @@ func (m *promMetrics) Decision(channel, verdict string) {
 	m.decisions.WithLabelValues(channel, verdict).Inc()
 }
 func (m *promMetrics) PolicyEval(d time.Duration) { m.policy.Observe(d.Seconds()) }
+
+func (m *promMetrics) LimitRefused(limit string) { m.refusals.WithLabelValues(limit).Inc() }
+
+// watchUsage exports what the broker's limits count, read at each scrape;
+// sessions counts the open HTTP sessions (nil: none, as under wrap).
+func (m *promMetrics) watchUsage(b *broker.Broker, sessions func() int) {
+	m.reg.MustRegister(&usageCollector{usage: b.Usage, sessions: sessions})
+}
+
+var (
+	sessionsDesc  = prometheus.NewDesc("airlock_sessions", "Open streamable HTTP sessions.", nil, nil)
+	childrenDesc  = prometheus.NewDesc("airlock_upstream_children", "Open upstream sessions of a stdio server: its child processes.", []string{"server"}, nil)
+	heldBytesDesc = prometheus.NewDesc("airlock_held_argument_bytes", "Bytes of arguments in calls waiting for a decision.", nil, nil)
+)
+
+// usageCollector reads the counts at each scrape rather than mirroring
+// them, so that the metrics cannot drift from what the limits enforce.
+type usageCollector struct {
+	usage    func() broker.Usage
+	sessions func() int
+}
+
+func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sessionsDesc
+	ch <- childrenDesc
+	ch <- heldBytesDesc
+}
+
+func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
+	n := 0
+	if c.sessions != nil {
+		n = c.sessions()
+	}
+	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(n))
+	u := c.usage()
+	for server, k := range u.Children {
+		ch <- prometheus.MustNewConstMetric(childrenDesc, prometheus.GaugeValue, float64(k), server)
+	}
+	ch <- prometheus.MustNewConstMetric(heldBytesDesc, prometheus.GaugeValue, float64(u.HeldBytes))
+}

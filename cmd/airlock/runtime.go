@@ -100,10 +100,17 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		ApprovalTimeout:  cfg.ApprovalTimeout,
 		Heartbeat:        cfg.Heartbeat,
 		SkipAllowedAudit: cfg.AuditAllowedCalls != nil && !*cfg.AuditAllowedCalls,
+		Limits:           cfg.Limits.broker(),
 	}, ups...)
 	if err != nil {
 		return nil, err
 	}
+	rt.metrics.watchUsage(rt.broker, func() int {
+		if rt.sessions == nil {
+			return 0
+		}
+		return rt.sessions()
+	})
 	if err := rt.broker.Start(ctx); err != nil {
 		return nil, err
 	}

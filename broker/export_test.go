@@ -1,0 +1,9 @@
+package broker
+
+// TrackedHolds counts the approvals the broker keeps in memory, for tests
+// that check decided calls are let go.
+func (b *Broker) TrackedHolds() int {
+	b.holds.mu.Lock()
+	defer b.holds.mu.Unlock()
+	return len(b.holds.byID)
+}
