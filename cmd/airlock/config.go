@@ -38,6 +38,10 @@ type Config struct {
 	// AllowedOrigins lists browser origins, besides the listener's own
 	// host, that may call the MCP endpoints.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+	// AllowedHosts lists further names the listener answers to (in the
+	// Host header), besides the listen address's own, loopback names on
+	// loopback, and the hosts of ui.url and slack.ui_url.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 	// StateDir holds the database, the admin token and the running
 	// broker's address (default: under the user's state home).
 	StateDir string `yaml:"state_dir"`
@@ -254,6 +258,11 @@ func (c *Config) resolve() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("config: listen: %q is not host:port", c.Listen)
+	}
+	for i, h := range c.AllowedHosts {
+		if err := checkHostName(h); err != nil {
+			return fmt.Errorf("config: allowed_hosts[%d]: %q %v", i, h, err)
+		}
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
@@ -497,6 +506,18 @@ func expandVars(s string) (string, error) {
 		return "", fmt.Errorf("environment variable %s is not set", strings.Join(missing, ", "))
 	}
 	return out, nil
+}
+
+// checkHostName accepts a host name or IP literal, as allowed_hosts lists
+// them: no scheme, port, path or wildcard.
+func checkHostName(h string) error {
+	if h == "" {
+		return errors.New("is empty")
+	}
+	if strings.ContainsAny(h, "/:*@ ") && net.ParseIP(strings.Trim(h, "[]")) == nil {
+		return errors.New("must be a host name or IP address, without scheme, port, path or wildcard")
+	}
+	return nil
 }
 
 // loopbackListen reports whether addr listens on loopback only.
