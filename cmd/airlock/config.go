@@ -23,6 +23,12 @@ import (
 // DefaultListen is where serve and wrap listen when the config says nothing.
 const DefaultListen = "127.0.0.1:7420"
 
+// Defaults for the listener's body_timeout and max_connections.
+const (
+	DefaultBodyTimeout    = time.Minute
+	DefaultMaxConnections = 1024
+)
+
 // Config is airlock.yaml. Every field has a usable zero value, so an empty
 // file (or none) runs on the embedded defaults.
 type Config struct {
@@ -42,6 +48,12 @@ type Config struct {
 	// Host header), besides the listen address's own, loopback names on
 	// loopback, and the hosts of ui.url and slack.ui_url.
 	AllowedHosts []string `yaml:"allowed_hosts"`
+	// BodyTimeout bounds how long a request may take to send its body
+	// (default 1m).
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// MaxConnections bounds the listener's open connections (default
+	// 1024); held calls and event streams each keep one.
+	MaxConnections int `yaml:"max_connections"`
 	// StateDir holds the database, the admin token and the running
 	// broker's address (default: under the user's state home).
 	StateDir string `yaml:"state_dir"`
@@ -263,6 +275,18 @@ func (c *Config) resolve() error {
 		if err := checkHostName(h); err != nil {
 			return fmt.Errorf("config: allowed_hosts[%d]: %q %v", i, h, err)
 		}
+	}
+	if c.BodyTimeout < 0 {
+		return fmt.Errorf("config: body_timeout: must not be negative")
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = DefaultBodyTimeout
+	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("config: max_connections: must not be negative")
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

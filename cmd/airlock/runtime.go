@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,16 +137,21 @@ func (rt *runtime) listen(addr, wrapped string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	rt.listener = ln
+	rt.listener = broker.LimitListener(ln, cmp.Or(rt.cfg.MaxConnections, DefaultMaxConnections))
 	rt.hosts = broker.NewHosts(broker.HostsConfig{
 		Listen:         addr,
 		Bound:          ln.Addr(),
 		Allowed:        rt.publicHosts(),
 		AllowedOrigins: rt.cfg.AllowedOrigins,
 	})
-	// No WriteTimeout: a held call keeps its response open for minutes.
-	// Every route, the MCP endpoints included, is behind the Host check.
-	rt.server = &http.Server{Handler: rt.hosts.Guard(rt.mux), ReadHeaderTimeout: 10 * time.Second}
+	// No WriteTimeout or ReadTimeout: a held call keeps its response open
+	// for minutes; BodyTimeout bounds the body alone. Every route, the MCP
+	// endpoints included, is behind the Host check.
+	rt.server = &http.Server{
+		Handler:           broker.BodyTimeout(cmp.Or(rt.cfg.BodyTimeout, DefaultBodyTimeout), rt.hosts.Guard(rt.mux)),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute, // an idle keep-alive connection gives its slot back
+	}
 	return writeAPIInfo(rt.stateDir, apiInfo{URL: rt.baseURL(), PID: os.Getpid(), Server: wrapped, StartedAt: time.Now().UTC()})
 }
 
