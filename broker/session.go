@@ -259,8 +259,10 @@ func (s *Session) forward(ctx context.Context, c *call, m *jsonrpc.Request) {
 	err := s.conn.Write(ctx, &jsonrpc.Request{ID: upstreamID(upID), Method: m.Method, Params: m.Params})
 	if err != nil {
 		s.log.Warn("forward failed", "method", m.Method, "err", err)
+		// takeUp has already forgotten c as a client request, so it is
+		// answered here directly (answer would find nothing to answer).
 		if s.takeUp(upID) != nil {
-			s.answerError(c, jsonrpc.CodeInternalError, "upstream "+s.up.Name+" is unavailable: "+err.Error())
+			s.send(errorResponse(c.clientID, jsonrpc.CodeInternalError, "upstream "+s.up.Name+" is unavailable: "+err.Error()), c.clientID)
 		}
 	}
 }
