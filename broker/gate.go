@@ -26,7 +26,7 @@ type Call struct {
 	// upstream does not list it.
 	Definition *ToolDefinition
 	Client     ClientInfo
-	Session    string
+	Session    string // the session's SessionRef, never its id
 	Principal  Principal
 	Received   time.Time
 }
@@ -74,7 +74,7 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 		Arguments:  p.Arguments,
 		Definition: def,
 		Client:     s.Info(),
-		Session:    s.id,
+		Session:    s.ref,
 		Principal:  s.principal,
 		Received:   c.started,
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,7 +53,8 @@ type clientSide interface {
 // (so Airlock can make requests of its own), initialize is held to a
 // protocol version Airlock supports, and tools/call goes through the gate.
 type Session struct {
-	id        string
+	id        string // a bearer capability over HTTP: only its client sees it
+	ref       string // what everyone else sees (SessionRef)
 	b         *Broker
 	up        *Upstream
 	conn      mcp.Connection
@@ -116,7 +119,19 @@ type Principal struct {
 	Source string `json:"source"`
 }
 
+// newSessionID is 26 base32 characters from crypto/rand, 130 bits: over
+// HTTP the id is all that lets a request act in a session (and withdraw its
+// held calls), so it must not be guessable.
 func newSessionID() string { return rand.Text() }
+
+// SessionRef is how a session is named everywhere but in its own
+// responses (the UI, audit records, logs, Slack, the policy input): the
+// first 12 hex digits of the SHA-256 of its id. It tells sessions apart
+// without handing anyone who can read them the capability to act in one.
+func SessionRef(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:6])
+}
 
 // startSession dials the upstream and starts relaying its messages to client.
 func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSide, p Principal) (*Session, error) {
@@ -129,8 +144,10 @@ func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSi
 		releaseChild()
 		return nil, fmt.Errorf("broker: start upstream %s: %w", up.Name, err)
 	}
+	id := newSessionID()
 	s := &Session{
-		id:        newSessionID(),
+		id:        id,
+		ref:       SessionRef(id),
 		b:         b,
 		up:        up,
 		conn:      conn,
@@ -142,7 +159,7 @@ func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSi
 		done:      make(chan struct{}),
 	}
 	s.releaseChild = releaseChild
-	s.log = b.log.With("session", s.id, "server", up.Name)
+	s.log = b.log.With("session", s.ref, "server", up.Name)
 	go s.readUpstream()
 	s.log.Info("session started", "principal", p.ID)
 	return s, nil
@@ -251,8 +268,10 @@ func (s *Session) forward(ctx context.Context, c *call, m *jsonrpc.Request) {
 	err := s.conn.Write(ctx, &jsonrpc.Request{ID: upstreamID(upID), Method: m.Method, Params: m.Params})
 	if err != nil {
 		s.log.Warn("forward failed", "method", m.Method, "err", err)
+		// takeUp has already forgotten c as a client request, so it is
+		// answered here directly (answer would find nothing to answer).
 		if s.takeUp(upID) != nil {
-			s.answerError(c, jsonrpc.CodeInternalError, "upstream "+s.up.Name+" is unavailable: "+err.Error())
+			s.send(errorResponse(c.clientID, jsonrpc.CodeInternalError, "upstream "+s.up.Name+" is unavailable: "+err.Error()), c.clientID)
 		}
 	}
 }
@@ -709,8 +728,11 @@ func (s *Session) Info() ClientInfo {
 }
 
 // ID is the session's id, which the streamable HTTP transport hands to the
-// client.
+// client; nobody else is to see it (see Ref).
 func (s *Session) ID() string { return s.id }
+
+// Ref is SessionRef of the session's id, for everyone but its client.
+func (s *Session) Ref() string { return s.ref }
 
 // errorJSON is a JSON-RPC error response with a null id, for input that
 // could not be read as a message at all, or refused before it was.

@@ -44,6 +44,10 @@ type HTTPOptions struct {
 	Loopback bool
 	// AllowedOrigins are further browser origins allowed to call.
 	AllowedOrigins []string
+	// Hosts, when set, decides instead of Loopback and AllowedOrigins:
+	// Host must be one of the listener's names, and Origin, when present,
+	// one of them or of its allowed origins.
+	Hosts *Hosts
 	// Principal identifies the caller; nil means anonymous. An error
 	// refuses the request with 401.
 	Principal func(*http.Request) (Principal, error)
@@ -323,6 +327,9 @@ func (h *HTTPHandler) lookup(w http.ResponseWriter, r *http.Request, up *Upstrea
 // controls, must be refused.
 func (h *HTTPHandler) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
+	if h.opts.Hosts != nil {
+		return h.opts.Hosts.Allowed(r.Host) && h.opts.Hosts.OriginAllowed(origin)
+	}
 	if origin != "" && slices.Contains(h.opts.AllowedOrigins, origin) {
 		return true
 	}

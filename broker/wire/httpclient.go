@@ -9,7 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,13 +30,82 @@ const (
 	HeaderLastEventID     = "Last-Event-Id"
 )
 
+// MaxRedirects bounds the same-origin redirects one upstream request
+// follows.
+const MaxRedirects = 3
+
+// upstreamClient is shared by every HTTP upstream, so they share idle
+// connections.
+var upstreamClient = UpstreamClient()
+
+// UpstreamClient returns the client HTTP upstreams use by default. Dialing,
+// the TLS handshake and idle connections are bounded; a response is not,
+// since a held call and an SSE stream are long-lived by design (the caller's
+// context ends them). Redirects go through SameOriginRedirects.
+func UpstreamClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           dialer.DialContext,
+			ForceAttemptHTTP2:     true,
+			TLSHandshakeTimeout:   10 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+			MaxIdleConnsPerHost:   16,
+		},
+		CheckRedirect: SameOriginRedirects,
+	}
+}
+
+// SameOriginRedirects is an http.Client CheckRedirect that follows at most
+// MaxRedirects redirects, and only those to the origin (scheme, host and
+// port) of the original request. Go's client strips only Authorization and
+// cookies on a redirect to another host; the configured headers (an API key
+// under any name) and a 307's JSON-RPC body would go along.
+func SameOriginRedirects(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	if origin(req.URL) != origin(first) {
+		return fmt.Errorf("the upstream redirected to another origin, %s; Airlock follows redirects only within %s (set the server's url to the target if it is trusted)", redacted(req.URL), origin(first))
+	}
+	if len(via) > MaxRedirects {
+		return fmt.Errorf("the upstream redirected more than %d times (last to %s)", MaxRedirects, redacted(req.URL))
+	}
+	return nil
+}
+
+// origin is scheme://host:port with the scheme's default port made explicit,
+// so http://a and http://a:80 are one origin.
+func origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// redacted is u without user information, for messages.
+func redacted(u *url.URL) string {
+	c := *u
+	c.User = nil
+	return c.String()
+}
+
 // HTTPClient reaches an MCP server over the streamable HTTP transport.
 type HTTPClient struct {
 	URL string
 	// Header is sent with every request (authorization, for instance).
 	Header http.Header
-	// Client defaults to a client without timeouts: held calls and SSE
-	// streams are long-lived by design.
+	// Client defaults to UpstreamClient. A client without a CheckRedirect
+	// of its own is given SameOriginRedirects: Header carries credentials,
+	// and the body carries the call, so neither may follow a redirect to
+	// another host.
 	Client *http.Client
 	Logger *slog.Logger
 	// MaxMessage bounds one message; 0 means DefaultMaxMessage.
@@ -44,8 +116,13 @@ type HTTPClient struct {
 // Write.
 func (t *HTTPClient) Connect(context.Context) (*HTTPConn, error) {
 	client := t.Client
-	if client == nil {
-		client = http.DefaultClient
+	switch {
+	case client == nil:
+		client = upstreamClient
+	case client.CheckRedirect == nil:
+		c := *client
+		c.CheckRedirect = SameOriginRedirects
+		client = &c
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &HTTPConn{

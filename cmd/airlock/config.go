@@ -24,6 +24,12 @@ import (
 // DefaultListen is where serve and wrap listen when the config says nothing.
 const DefaultListen = "127.0.0.1:7420"
 
+// Defaults for the listener's body_timeout and max_connections.
+const (
+	DefaultBodyTimeout    = time.Minute
+	DefaultMaxConnections = 1024
+)
+
 // Config is airlock.yaml. Every field has a usable zero value, so an empty
 // file (or none) runs on the embedded defaults.
 type Config struct {
@@ -39,6 +45,16 @@ type Config struct {
 	// AllowedOrigins lists browser origins, besides the listener's own
 	// host, that may call the MCP endpoints.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+	// AllowedHosts lists further names the listener answers to (in the
+	// Host header), besides the listen address's own, loopback names on
+	// loopback, and the hosts of ui.url and slack.ui_url.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// BodyTimeout bounds how long a request may take to send its body
+	// (default 1m).
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// MaxConnections bounds the listener's open connections (default
+	// 1024); held calls and event streams each keep one.
+	MaxConnections int `yaml:"max_connections"`
 	// StateDir holds the database, the admin token and the running
 	// broker's address (default: under the user's state home).
 	StateDir string `yaml:"state_dir"`
@@ -298,6 +314,23 @@ func (c *Config) resolve() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("config: listen: %q is not host:port", c.Listen)
 	}
+	for i, h := range c.AllowedHosts {
+		if err := checkHostName(h); err != nil {
+			return fmt.Errorf("config: allowed_hosts[%d]: %q %v", i, h, err)
+		}
+	}
+	if c.BodyTimeout < 0 {
+		return fmt.Errorf("config: body_timeout: must not be negative")
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = DefaultBodyTimeout
+	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("config: max_connections: must not be negative")
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -543,6 +576,18 @@ func expandVars(s string) (string, error) {
 		return "", fmt.Errorf("environment variable %s is not set", strings.Join(missing, ", "))
 	}
 	return out, nil
+}
+
+// checkHostName accepts a host name or IP literal, as allowed_hosts lists
+// them: no scheme, port, path or wildcard.
+func checkHostName(h string) error {
+	if h == "" {
+		return errors.New("is empty")
+	}
+	if strings.ContainsAny(h, "/:*@ ") && net.ParseIP(strings.Trim(h, "[]")) == nil {
+		return errors.New("must be a host name or IP address, without scheme, port, path or wildcard")
+	}
+	return nil
 }
 
 // loopbackListen reports whether addr listens on loopback only.

@@ -95,18 +95,18 @@ func runDemo(ctx context.Context, out, stderr io.Writer, o demoOptions) error {
 	// The demo trusts every local caller as the user who runs it, as wrap
 	// trusts whoever can write to its stdin.
 	me := osPrincipal()
-	mcpHandler := rt.broker.HTTPHandler(broker.HTTPOptions{
-		IdleTimeout: cfg.SessionIdle,
-		Loopback:    loopbackListen(cfg.Listen),
-		Principal:   func(*http.Request) (broker.Principal, error) { return me, nil },
-	})
-	rt.mux.Handle("/mcp/{server}", mcpHandler)
 	if err := rt.listen(cfg.Listen, ""); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("demo: %w; is another Airlock running there? Pass --listen 127.0.0.1:0 for any free port", err)
 		}
 		return err
 	}
+	mcpHandler := rt.broker.HTTPHandler(broker.HTTPOptions{
+		IdleTimeout: cfg.SessionIdle,
+		Hosts:       rt.hosts,
+		Principal:   func(*http.Request) (broker.Principal, error) { return me, nil },
+	})
+	rt.mux.Handle("/mcp/{server}", mcpHandler)
 	errc := make(chan error, 1)
 	go func() { errc <- rt.serve() }()
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // on DefaultServeMux, mounted only when config asks
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +43,7 @@ type runtime struct {
 	token    string
 	mux      *http.ServeMux
 	listener net.Listener
+	hosts    *broker.Hosts // the names the listener answers to
 	server   *http.Server
 	stop     context.CancelFunc // ends the policy watcher
 	sessions func() int         // open MCP sessions, for /healthz; nil for none
@@ -140,10 +144,40 @@ func (rt *runtime) listen(addr, wrapped string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	rt.listener = ln
-	// No WriteTimeout: a held call keeps its response open for minutes.
-	rt.server = &http.Server{Handler: rt.mux, ReadHeaderTimeout: 10 * time.Second}
+	rt.listener = broker.LimitListener(ln, cmp.Or(rt.cfg.MaxConnections, DefaultMaxConnections))
+	rt.hosts = broker.NewHosts(broker.HostsConfig{
+		Listen:         addr,
+		Bound:          ln.Addr(),
+		Allowed:        rt.publicHosts(),
+		AllowedOrigins: rt.cfg.AllowedOrigins,
+	})
+	// No WriteTimeout or ReadTimeout: a held call keeps its response open
+	// for minutes; BodyTimeout bounds the body alone. Every route, the MCP
+	// endpoints included, is behind the Host check.
+	rt.server = &http.Server{
+		Handler:           broker.BodyTimeout(cmp.Or(rt.cfg.BodyTimeout, DefaultBodyTimeout), rt.hosts.Guard(rt.mux)),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute, // an idle keep-alive connection gives its slot back
+	}
 	return writeAPIInfo(rt.stateDir, apiInfo{URL: rt.baseURL(), PID: os.Getpid(), Server: wrapped, StartedAt: time.Now().UTC()})
+}
+
+// publicHosts are the names besides the listen address's by which
+// Airlock is reached: allowed_hosts, and the hosts of the URLs a proxy
+// forwards from (ui.url, slack.ui_url; Slack posts its interactivity
+// requests to the same public host).
+func (rt *runtime) publicHosts() []string {
+	hosts := slices.Clone(rt.cfg.AllowedHosts)
+	urls := []string{rt.cfg.UI.URL}
+	if rt.cfg.Slack != nil {
+		urls = append(urls, rt.cfg.Slack.UIURL)
+	}
+	for _, s := range urls {
+		if u, err := url.Parse(s); err == nil && u.Host != "" {
+			hosts = append(hosts, u.Hostname())
+		}
+	}
+	return hosts
 }
 
 func (rt *runtime) baseURL() string { return "http://" + rt.listener.Addr().String() }

@@ -65,16 +65,15 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 		return err
 	}
 	defer rt.close()
-	mcpHandler := rt.broker.HTTPHandler(broker.HTTPOptions{
-		IdleTimeout:    cfg.SessionIdle,
-		Loopback:       loopbackListen(cfg.Listen),
-		AllowedOrigins: cfg.AllowedOrigins,
-	})
-	rt.mux.Handle("/mcp/{server}", mcpHandler)
-	rt.sessions = mcpHandler.Sessions
 	if err := rt.listen(cfg.Listen, ""); err != nil {
 		return err
 	}
+	mcpHandler := rt.broker.HTTPHandler(broker.HTTPOptions{
+		IdleTimeout: cfg.SessionIdle,
+		Hosts:       rt.hosts,
+	})
+	rt.mux.Handle("/mcp/{server}", mcpHandler)
+	rt.sessions = mcpHandler.Sessions
 	errc := make(chan error, 1)
 	go func() { errc <- rt.serve() }()
 	rt.announceUI(os.Stderr)
