@@ -330,3 +330,39 @@ func TestDecoyParamsRefusedFilesystemServer(t *testing.T) {
 }
 
 func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+// The client's name reaches the policy and approvers: a second clientInfo
+// under another case is refused, not resolved.
+func TestInitializeWithCaseVariantRefused(t *testing.T) {
+	c, _, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	_, msgs := c.post(ctxT(t), `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},`+
+		`"clientInfo":{"name":"claude-code","version":"1"},"ClientInfo":{"name":"trusted-ci","version":"1"}}}`)
+	if msg := errorMessage(msgs); !strings.Contains(msg, "ClientInfo") {
+		t.Fatalf("initialize with a ClientInfo variant got %v, want an error naming it", msgs)
+	}
+}
+
+// A tool first seen under older fingerprint rules is not marked changed
+// when its definition is the same: the first fingerprint is taken again
+// from the stored definition.
+func TestFirstFingerprintTakenAgainByTodaysRules(t *testing.T) {
+	store := brokertest.NewMemStore()
+	def := `{"name":"read_text_file","description":"Read a file","inputSchema":{"type":"object"},"annotations":{"readOnlyHint":true}}`
+	if _, err := store.SeenTool(context.Background(), &broker.ToolRecord{
+		Server: "hostile", Tool: "read_text_file", Fingerprint: "sha256:taken-by-older-rules", Definition: json.RawMessage(def),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan bool, 1)
+	pol := brokertest.PolicyFunc(func(in *policy.Input) policy.Decision {
+		changed <- in.Tool.Changed
+		return policy.Decision{Action: policy.Allow}
+	})
+	h := &hostileServer{}
+	b := newBrokerWith(t, broker.Options{Policy: pol, Store: store}, h.upstream())
+	s := newLineSession(t, b, "hostile")
+	s.call(t, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"read_text_file","arguments":{}}}`)
+	if <-changed {
+		t.Error("an unchanged tool is marked changed after the fingerprint rules changed")
+	}
+}
