@@ -52,12 +52,10 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 			c.cancel(nil)
 		}
 	}()
-	var p struct {
-		Name      string          `json:"name"`
-		Arguments json.RawMessage `json:"arguments"`
-	}
-	if err := json.Unmarshal(m.Params, &p); err != nil || p.Name == "" {
-		s.answerError(c, jsonrpc.CodeInvalidParams, "tools/call needs params with a tool name")
+	p, err := readCallParams(m.Params)
+	if err != nil {
+		ref := s.b.refuseParams(s, err)
+		s.answerError(c, jsonrpc.CodeInvalidParams, fmt.Sprintf("tools/call: %v; Airlock did not run it (ref %s)", err, ref))
 		return
 	}
 	def, err := s.toolDefinition(ctx, p.Name)
@@ -85,6 +83,52 @@ func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
 		return
 	}
 	s.conclude(ctx, c, m, v)
+}
+
+// callParams are the members of a tools/call's params the gate reads.
+type callParams struct {
+	Name      string
+	Arguments json.RawMessage // exactly the bytes forwarded; nil when absent
+}
+
+// callMembers are the params members Airlock reads: the tool, its
+// arguments, and _meta for the progress token.
+var callMembers = []string{"name", "arguments", "_meta"}
+
+// readCallParams reads a tools/call's params with exact member names. A
+// member that is one of callMembers in another case ("Name", "argumentſ")
+// is refused: a server decoding with encoding/json would read it, one in
+// another language would not, and the gate must judge what the server runs.
+func readCallParams(raw json.RawMessage) (callParams, error) {
+	if len(raw) == 0 {
+		return callParams{}, errors.New("params are missing; they need a tool name")
+	}
+	o, err := policy.ReadObject(raw, callMembers...)
+	if err != nil {
+		return callParams{}, fmt.Errorf("params are not unambiguous JSON: %w", err)
+	}
+	name, ok, err := o.String("name")
+	switch {
+	case err != nil:
+		return callParams{}, fmt.Errorf("the tool name is not a string: %w", err)
+	case !ok || name == "":
+		return callParams{}, errors.New("params need a tool name")
+	}
+	args, _ := o.Get("arguments")
+	return callParams{Name: name, Arguments: args}, nil
+}
+
+// refuseParams audits a tools/call refused for its params: a decoy member
+// is an attack on the gate, and the log of calls must show it.
+func (b *Broker) refuseParams(s *Session, err error) (ref string) {
+	ref = NewRef()
+	b.metrics.Call(s.up.Name, "refused")
+	b.record(&AuditRecord{
+		Time: b.now(), Event: EventRefused, Server: s.up.Name,
+		Principal: s.principal.ID, PrincipalSource: s.principal.Source,
+		Client: clientLabel(s.Info()), Session: s.id, Reason: "tools/call: " + err.Error(), Ref: ref, Actor: Airlock,
+	})
+	return ref
 }
 
 // conclude carries out a verdict.
@@ -141,6 +185,7 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		t0 := time.Now()
 		d := b.policy.Decide(ctx, in)
 		b.metrics.PolicyEval(time.Since(t0))
+		d = holdSuspicious(call.Definition, d)
 		log := func(level slog.Level, msg string, args ...any) { b.logDecision(ctx, level, call, d, msg, args...) }
 
 		switch d.Action {
@@ -192,6 +237,31 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 			return refuse(deniedText(call.Tool, d))
 		}
 	}
+}
+
+// holdSuspicious holds a call that the policy would let through when its
+// tool's definition is suspicious: what the policy read of the tool may not
+// be what the client or the server reads, so a person must look. A denial
+// stays a denial. Such a hold makes no grant: a grant would let later
+// calls to the same unreadable tool through.
+func holdSuspicious(def *ToolDefinition, d policy.Decision) policy.Decision {
+	if def == nil || def.Suspicious == "" || d.Action == policy.Deny {
+		return d
+	}
+	why := "Airlock holds every call to this tool: " + def.Suspicious
+	switch d.Action {
+	case policy.Allow:
+		d.Action, d.Reason = policy.Hold, why+" (the policy alone would have allowed it: "+d.Reason+")"
+	case policy.Hold:
+		d.Reason = why + " (the policy holds it too: " + d.Reason + ")"
+	default:
+		return d
+	}
+	d.Grant, d.Grantable = "", nil
+	if d.Risk == "" || d.Risk == "low" || d.Risk == "medium" {
+		d.Risk = "high"
+	}
+	return d
 }
 
 // logDecision logs one of the gate's messages about decision d. At a level

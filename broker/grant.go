@@ -165,13 +165,13 @@ func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant,
 
 // keyValues picks the named top-level arguments' values as canonical JSON.
 func keyValues(args json.RawMessage, keys []string) (map[string]json.RawMessage, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(args, &obj); err != nil {
-		return nil, fmt.Errorf("the call's arguments are not an object: %w", err)
+	obj, err := policy.ReadObject(args, keys...)
+	if err != nil {
+		return nil, fmt.Errorf("the call's arguments are not an unambiguous object: %w", err)
 	}
 	out := make(map[string]json.RawMessage, len(keys))
 	for _, k := range keys {
-		raw, ok := obj[k]
+		raw, ok := obj.Get(k)
 		if !ok {
 			return nil, fmt.Errorf("%w: the call has no argument %q to key the grant on", ErrGrantScope, k)
 		}

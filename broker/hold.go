@@ -334,7 +334,7 @@ func (b *Broker) release(ctx context.Context, hc *heldCall) verdict {
 	def, err := hc.s.freshDefinition(ctx, a.Tool)
 	fp := ""
 	if err == nil && def != nil {
-		fp, err = policy.Fingerprint(def.Raw)
+		fp = def.Fingerprint
 	}
 	if err != nil || fp != a.ToolFingerprint {
 		ref := a.ID

@@ -34,6 +34,9 @@ func (a *Approval) ShowArguments() (json.RawMessage, bool) {
 			paths = append(paths, segs)
 		}
 	}
+	// Tokens, not a struct: every name is copied exactly as sent, and a
+	// path is matched by exact names. The arguments passed the gate's
+	// strict parse, so none is repeated.
 	dec := json.NewDecoder(bytes.NewReader(a.Arguments))
 	dec.UseNumber()
 	var out bytes.Buffer

@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 // Protocol versions Airlock relays. The newest, 2026-07-28, is not among
@@ -415,18 +416,21 @@ func (s *Session) write(ctx context.Context, msg jsonrpc.Message) {
 // still at the gate is dropped and never forwarded; a forwarded one is
 // cancelled upstream under the id the upstream knows.
 func (s *Session) clientCancelled(ctx context.Context, m *jsonrpc.Request) {
-	var p struct {
-		RequestID any    `json:"requestId"`
-		Reason    string `json:"reason,omitempty"`
-	}
-	if err := json.Unmarshal(m.Params, &p); err != nil {
-		return
-	}
-	id, err := jsonrpc.MakeID(p.RequestID)
+	p, err := policy.ReadObject(m.Params, "requestId", "reason")
 	if err != nil {
 		return
 	}
-	s.cancelClientRequest(ctx, id, p.Reason, errClientCancelled)
+	rawID, _ := p.Get("requestId")
+	reason, _, _ := p.String("reason")
+	var requestID any
+	if json.Unmarshal(rawID, &requestID) != nil { // a bare value: no member names to match loosely
+		return
+	}
+	id, err := jsonrpc.MakeID(requestID)
+	if err != nil {
+		return
+	}
+	s.cancelClientRequest(ctx, id, reason, errClientCancelled)
 }
 
 // cancelClientRequest gives up on the client's request id: the client will
@@ -560,23 +564,25 @@ func (s *Session) relayProgress(m *jsonrpc.Request) (jsonrpc.ID, *jsonrpc.Reques
 		return jsonrpc.ID{}, m
 	}
 	if n := c.heartbeats.Load(); n > 0 {
-		var p map[string]json.RawMessage
-		if json.Unmarshal(m.Params, &p) == nil {
-			shift(p, "progress", n)
-			shift(p, "total", n)
-			if raw, err := json.Marshal(p); err == nil {
-				m = &jsonrpc.Request{Method: m.Method, Params: raw}
-			}
-		}
+		params := shift(m.Params, "progress", n)
+		params = shift(params, "total", n)
+		m = &jsonrpc.Request{Method: m.Method, Params: params}
 	}
 	return c.clientID, m
 }
 
-func shift(p map[string]json.RawMessage, key string, by int64) {
-	var v float64
-	if raw, ok := p[key]; ok && json.Unmarshal(raw, &v) == nil {
-		p[key], _ = json.Marshal(v + float64(by))
+// shift adds by to the number params[key], keeping every other byte.
+func shift(params json.RawMessage, key string, by int64) json.RawMessage {
+	p, err := policy.ReadObject(params, key)
+	if err != nil {
+		return params
 	}
+	var v float64
+	if raw, ok := p.Get(key); ok && json.Unmarshal(raw, &v) == nil {
+		shifted, _ := json.Marshal(v + float64(by))
+		return p.Replace(key, shifted)
+	}
+	return params
 }
 
 // progressToken returns the JSON text of params._meta.progressToken, or "".
@@ -584,26 +590,25 @@ func progressToken(params json.RawMessage) string {
 	if !bytes.Contains(params, []byte(`"progressToken"`)) {
 		return "" // the common case, without decoding
 	}
-	var p struct {
-		Meta struct {
-			Token json.RawMessage `json:"progressToken"`
-		} `json:"_meta"`
-	}
-	if json.Unmarshal(params, &p) != nil {
+	p, err := policy.ReadObject(params, "_meta")
+	if err != nil {
 		return ""
 	}
-	return compactJSON(p.Meta.Token)
+	meta, ok := p.Get("_meta")
+	if !ok {
+		return ""
+	}
+	return progressTokenOf(meta)
 }
 
 // progressTokenOf returns the JSON text of a progress notification's token.
 func progressTokenOf(params json.RawMessage) string {
-	var p struct {
-		Token json.RawMessage `json:"progressToken"`
-	}
-	if json.Unmarshal(params, &p) != nil {
+	p, err := policy.ReadObject(params, "progressToken")
+	if err != nil {
 		return ""
 	}
-	return compactJSON(p.Token)
+	tok, _ := p.Get("progressToken")
+	return compactJSON(tok)
 }
 
 func compactJSON(raw json.RawMessage) string {
@@ -663,30 +668,31 @@ func errorResponse(id jsonrpc.ID, code int64, msg string) *jsonrpc.Response {
 // newer protocol version than Airlock relays. Capabilities pass untouched,
 // so the upstream is never told the client can do what it cannot.
 func (s *Session) initialize(ctx context.Context, c *call, m *jsonrpc.Request) {
-	var p map[string]json.RawMessage
-	if err := json.Unmarshal(m.Params, &p); err != nil {
+	// The client's name reaches the policy and approvers: it is read with
+	// exact names, as the upstream reads it.
+	p, err := policy.ReadObject(m.Params, "protocolVersion", "clientInfo", "capabilities")
+	if err != nil {
 		s.answerError(c, jsonrpc.CodeInvalidParams, "initialize: "+err.Error())
 		return
 	}
-	var info struct {
-		ProtocolVersion string `json:"protocolVersion"`
-		ClientInfo      struct {
-			Name    string `json:"name"`
-			Version string `json:"version"`
-		} `json:"clientInfo"`
-	}
-	_ = json.Unmarshal(m.Params, &info)
-	if info.ProtocolVersion > LatestProtocolVersion {
-		p["protocolVersion"], _ = json.Marshal(LatestProtocolVersion)
-		params, err := json.Marshal(p)
+	version, _, _ := p.String("protocolVersion")
+	var info ClientInfo
+	if raw, ok := p.Get("clientInfo"); ok {
+		ci, err := policy.ReadObject(raw, "name", "version")
 		if err != nil {
-			s.answerError(c, jsonrpc.CodeInvalidParams, "initialize: "+err.Error())
+			s.answerError(c, jsonrpc.CodeInvalidParams, "initialize: clientInfo: "+err.Error())
 			return
 		}
-		m = &jsonrpc.Request{ID: m.ID, Method: m.Method, Params: params}
+		info.Name, _, _ = ci.String("name")
+		info.Version, _, _ = ci.String("version")
+	}
+	info.Capabilities, _ = p.Get("capabilities")
+	if version > LatestProtocolVersion {
+		latest, _ := json.Marshal(LatestProtocolVersion)
+		m = &jsonrpc.Request{ID: m.ID, Method: m.Method, Params: p.Replace("protocolVersion", latest)}
 	}
 	s.mu.Lock()
-	s.info = ClientInfo{Name: info.ClientInfo.Name, Version: info.ClientInfo.Version, Capabilities: p["capabilities"]}
+	s.info = info
 	s.mu.Unlock()
 
 	s.forward(ctx, c, m)
@@ -708,15 +714,15 @@ func (s *Session) initialized(c *call, m *jsonrpc.Response) {
 	if m.Error != nil {
 		return
 	}
-	var res struct {
-		ProtocolVersion string `json:"protocolVersion"`
+	var version string
+	if res, err := policy.ReadObject(m.Result, "protocolVersion"); err == nil {
+		version, _, _ = res.String("protocolVersion")
 	}
-	_ = json.Unmarshal(m.Result, &res)
 	s.mu.Lock()
-	s.info.ProtocolVersion = res.ProtocolVersion
+	s.info.ProtocolVersion = version
 	s.mu.Unlock()
-	if !supportedVersion(res.ProtocolVersion) {
-		s.log.Warn("upstream chose a protocol version Airlock does not relay", "protocol_version", res.ProtocolVersion)
+	if !supportedVersion(version) {
+		s.log.Warn("upstream chose a protocol version Airlock does not relay", "protocol_version", version)
 	}
 }
 

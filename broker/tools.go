@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +21,12 @@ type ToolDefinition struct {
 	InputSchema  json.RawMessage `json:"inputSchema,omitempty"`
 	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
 	// Raw is the whole tool object as listed.
-	Raw json.RawMessage `json:"-"`
+	Raw json.RawMessage `json:"raw,omitempty"`
+	// Suspicious says why the definition cannot be read one way only: it
+	// has members whose names are known ones in another case
+	// ("Annotations" beside or instead of "annotations"). Every call to
+	// such a tool is held, and approvers see Raw. Empty for a sound one.
+	Suspicious string `json:"suspicious,omitempty"`
 	// Fingerprint is policy.Fingerprint(Raw): what the tool is, for the
 	// rug-pull defence and for binding approvals and grants to it.
 	Fingerprint string    `json:"-"`
@@ -72,15 +78,28 @@ func (tc *toolCache) record(result json.RawMessage, now time.Time) (defs []*Tool
 }
 
 // parse reads a page's definitions, fingerprinting those not known yet.
+// A page that is not one strict JSON object yields no definitions, and a
+// definition without a readable name is left out: a call to it is then
+// decided without a definition, which no policy reads as safe.
 func (tc *toolCache) parse(result json.RawMessage, now time.Time) (defs []*ToolDefinition, next string) {
-	var page struct {
-		Tools      []json.RawMessage `json:"tools"`
-		NextCursor string            `json:"nextCursor"`
-	}
-	if json.Unmarshal(result, &page) != nil {
+	page, err := policy.ReadObject(result, "tools", "nextCursor")
+	if err != nil {
 		return nil, ""
 	}
-	for _, raw := range page.Tools {
+	if raw, ok := page.Get("nextCursor"); ok {
+		next, _ = policy.DecodeString(raw) // not a string: no next page
+	}
+	toolsRaw, ok := page.Get("tools")
+	if !ok {
+		return nil, next
+	}
+	var tools []json.RawMessage
+	// An array of raw values has no member names to match loosely; each
+	// element is read strictly below.
+	if json.Unmarshal(toolsRaw, &tools) != nil {
+		return nil, next
+	}
+	for _, raw := range tools {
 		tc.mu.Lock()
 		known := tc.byRaw[string(raw)]
 		tc.mu.Unlock()
@@ -88,18 +107,56 @@ func (tc *toolCache) parse(result json.RawMessage, now time.Time) (defs []*ToolD
 			defs = append(defs, known)
 			continue
 		}
-		var d ToolDefinition
-		if json.Unmarshal(raw, &d) != nil || d.Name == "" {
-			continue
-		}
-		fp, err := policy.Fingerprint(raw)
+		d, err := ParseDefinition(raw)
 		if err != nil {
 			continue // a definition the policy could not see exactly
 		}
-		d.Raw, d.Fingerprint, d.ListedAt = raw, fp, now
-		defs = append(defs, &d)
+		d.ListedAt = now
+		defs = append(defs, d)
 	}
-	return defs, page.NextCursor
+	return defs, next
+}
+
+// toolMembers are the members of a tool definition Airlock reads or
+// fingerprints.
+var toolMembers = append([]string{"execution"}, policy.FingerprintFields...)
+
+// ParseDefinition reads one tool object of a tools/list result with exact
+// member names. Its fields, its Raw bytes and its Fingerprint all come from
+// this one strict read. A definition with members that are known ones in
+// another case is returned marked Suspicious, with the known members read
+// by their exact names, and the fingerprint covering both.
+func ParseDefinition(raw json.RawMessage) (*ToolDefinition, error) {
+	o, err := policy.ParseObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	d := &ToolDefinition{Raw: raw}
+	var ok bool
+	if d.Name, ok, err = o.String("name"); err != nil || !ok || d.Name == "" {
+		return nil, fmt.Errorf("tool definition without a name: %v", err)
+	}
+	if d.Title, _, err = o.String("title"); err != nil {
+		return nil, err
+	}
+	if d.Description, _, err = o.String("description"); err != nil {
+		return nil, err
+	}
+	d.Annotations, _ = o.Get("annotations")
+	d.InputSchema, _ = o.Get("inputSchema")
+	d.OutputSchema, _ = o.Get("outputSchema")
+	if d.Fingerprint, err = policy.FingerprintObject(o); err != nil {
+		return nil, err
+	}
+	if vs := o.Variants(toolMembers...); len(vs) > 0 {
+		var parts []string
+		for _, v := range vs {
+			parts = append(parts, fmt.Sprintf("%q for %q", v.Name, v.Of))
+		}
+		d.Suspicious = "the server lists this tool with members whose names differ from known ones only in case (" +
+			strings.Join(parts, ", ") + "): clients and servers may read either, so Airlock cannot tell what the tool is"
+	}
+	return d, nil
 }
 
 func (tc *toolCache) lookup(name string) (def *ToolDefinition, fresh bool) {
@@ -223,6 +280,15 @@ func (r *toolRegistry) firstSeen(ctx context.Context, b *Broker, server string, 
 	})
 	if err != nil {
 		return nil, err
+	}
+	// The stored fingerprint was taken by the rules of the release that
+	// first saw the tool. Taken again from the stored definition, by
+	// today's rules, it changes only when the tool did: a release that
+	// fingerprints more of a definition does not mark every tool changed.
+	if fp, err := policy.Fingerprint(rec.Definition); err == nil && fp != rec.Fingerprint {
+		cp := *rec
+		cp.Fingerprint = fp
+		rec = &cp
 	}
 	r.mu.Lock()
 	if r.first == nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -72,32 +73,50 @@ func (a *Arguments) AppendMember(b []byte, key string) ([]byte, bool) {
 	return appendValue(b, t.Value), true
 }
 
-// fingerprintFields are the parts of a tool definition that change what the
-// tool does or what the model is told about it. A change in any of them marks
-// the tool as changed (input.tool.changed), the rug-pull defence.
-var fingerprintFields = []string{"name", "description", "inputSchema", "outputSchema", "annotations"}
+// FingerprintFields are the parts of a tool definition that change what
+// the tool does or what the model, the policy or an approver is told about
+// it. A change in any of them marks the tool as changed
+// (input.tool.changed), the rug-pull defence.
+var FingerprintFields = []string{"name", "title", "description", "inputSchema", "outputSchema", "annotations", "_meta", "icons"}
 
-// Fingerprint returns "sha256:<hex>" over the canonical JSON of a tool's name,
-// description, inputSchema, outputSchema and annotations. tool is one raw
-// tool object from a tools/list result; absent fields are left out, other
-// fields (title, icons, _meta) are ignored.
+// Fingerprint returns "sha256:<hex>" over the canonical JSON of a tool's
+// FingerprintFields. tool is one raw tool object from a tools/list result,
+// read as ParseObject reads it; absent fields are left out, others ignored.
+// A member whose name is one of FingerprintFields in another case
+// ("Annotations") is covered too, under its own name: a server could not
+// change what a case-insensitive reader sees without changing the
+// fingerprint.
 func Fingerprint(tool []byte) (string, error) {
-	v, err := parseJSON(tool)
+	o, err := ParseObject(tool)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("policy: fingerprint: %w", err)
 	}
-	obj, ok := v.(ast.Object)
-	if !ok {
-		return "", fmt.Errorf("policy: fingerprint: tool is %s, not an object", typeOf(v))
-	}
+	return FingerprintObject(o)
+}
+
+// FingerprintObject is Fingerprint of a tool already read.
+func FingerprintObject(o *Object) (string, error) {
 	picked := ast.NewObject()
-	for _, f := range fingerprintFields {
-		k := ast.StringTerm(f)
-		if val := obj.Get(k); val != nil {
-			picked.Insert(k, val)
+	for _, m := range o.members {
+		if !fingerprinted(m.name) {
+			continue
 		}
+		v, err := parseJSON(o.data[m.start:m.end])
+		if err != nil {
+			return "", fmt.Errorf("policy: fingerprint: %s: %w", m.name, err)
+		}
+		picked.Insert(ast.StringTerm(m.name), ast.NewTerm(v))
 	}
 	return sha256Hex(appendValue(nil, picked)), nil
+}
+
+func fingerprinted(name string) bool {
+	for _, f := range FingerprintFields {
+		if strings.EqualFold(name, f) {
+			return true
+		}
+	}
+	return false
 }
 
 func sha256Hex(b []byte) string {

@@ -405,6 +405,9 @@ func (e *Engine) failClosed(rev *revision, id, kind string, err error) Decision 
 // when empty, and a zero time becomes now. The error is only for input that
 // cannot be read; a policy failure is a deny, as with Decide.
 func (e *Engine) DecideJSON(ctx context.Context, input []byte) (Decision, error) {
+	// A struct is safe here: the input is written by an operator (the
+	// policy page, `airlock policy eval`), and its arguments are parsed
+	// strictly below. A call from an agent takes Decide, never this.
 	in := Input{Server: Server{TrustAnnotations: true}}
 	if err := json.Unmarshal(input, &in); err != nil {
 		return Decision{}, fmt.Errorf("policy: input: %w", err)

@@ -31,11 +31,13 @@ func definitionDiff(a *broker.Approval) []diffLine {
 	if len(a.PreviousDefinition) == 0 || a.Definition == nil {
 		return nil
 	}
-	var prev broker.ToolDefinition
-	if err := json.Unmarshal(a.PreviousDefinition, &prev); err != nil {
+	// The same strict read as the gate's: an approver compares what the
+	// policy compared.
+	prev, err := broker.ParseDefinition(a.PreviousDefinition)
+	if err != nil {
 		return []diffLine{{'-', string(a.PreviousDefinition)}, {'+', definitionText(a.Definition)}}
 	}
-	return lineDiff(strings.Split(definitionText(&prev), "\n"), strings.Split(definitionText(a.Definition), "\n"))
+	return lineDiff(strings.Split(definitionText(prev), "\n"), strings.Split(definitionText(a.Definition), "\n"))
 }
 
 // definitionText writes a definition as text for comparing: the fields

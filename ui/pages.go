@@ -85,7 +85,13 @@ type detailView struct {
 	// Tool definition, as text to show.
 	Annotations, InputSchema, OutputSchema string
 	DescriptionHidden                      bool
-	Diff                                   []diffLine
+	// Hidden warns of hidden characters anywhere the approver reads
+	// (broker.Approval.HiddenWarning).
+	Hidden string
+	// Suspicious says why the definition cannot be read one way only;
+	// RawDefinition is then the tool exactly as the server listed it.
+	Suspicious, RawDefinition string
+	Diff                      []diffLine
 	// Error is why a decision just made here was refused; Reason keeps
 	// what the person typed.
 	Error, Reason string
@@ -94,10 +100,13 @@ type detailView struct {
 func (s *Server) detail(a *broker.Approval, who string) detailView {
 	shown, _ := a.ShowArguments()
 	v := detailView{A: a, Now: s.now(), User: who, Outcome: outcome(a, who), May: mayDecide(a, who),
-		Args: arguments(shown), RawArgs: indent(shown), Diff: definitionDiff(a)}
+		Args: arguments(shown), RawArgs: indent(shown), Diff: definitionDiff(a), Hidden: a.HiddenWarning()}
 	if d := a.Definition; d != nil {
 		v.Annotations, v.InputSchema, v.OutputSchema = canonical(d.Annotations), canonical(d.InputSchema), canonical(d.OutputSchema)
-		v.DescriptionHidden = hasHiddenChars(d.Description)
+		v.DescriptionHidden = broker.HasHiddenChars(d.Description)
+		if d.Suspicious != "" {
+			v.Suspicious, v.RawDefinition = d.Suspicious, indent(d.Raw)
+		}
 	}
 	return v
 }

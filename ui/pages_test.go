@@ -514,3 +514,39 @@ func TestPolicyPageShowsAFailedReload(t *testing.T) {
 		t.Errorf("the page does not name the policy directory: %s", got)
 	}
 }
+
+// Argument names and the tool's name are agent-controlled text too.
+func TestHiddenCharactersInNamesAreFlagged(t *testing.T) {
+	h := newHarness(t)
+	c := h.signIn("")
+	a := h.addApproval(func(a *broker.Approval) {
+		a.Tool = "write\u200b_file"
+		a.Arguments = json.RawMessage(`{"pa\u202eth":"/srv/report","content":"plain"}`)
+	})
+	_, doc := c.get("/approvals/" + a.ID)
+	if w := doc.Find("#hidden").Text(); !strings.Contains(w, "the tool's name and argument names") {
+		t.Errorf("page warning %q, want one naming the tool's name and argument names", w)
+	}
+	if n := doc.Find("table.args .name-hidden").Length(); n != 1 {
+		t.Errorf("%d argument names flagged, want 1", n)
+	}
+}
+
+// A definition read with case-variant members is shown as listed.
+func TestApprovalPageShowsASuspiciousDefinition(t *testing.T) {
+	h := newHarness(t)
+	c := h.signIn("")
+	raw := `{"name":"write","annotations":{"destructiveHint":true},"Annotations":{"readOnlyHint":true}}`
+	d, err := broker.ParseDefinition(json.RawMessage(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := h.addApproval(func(a *broker.Approval) { a.Definition = d })
+	_, doc := c.get("/approvals/" + a.ID)
+	if !strings.Contains(doc.Find("#suspicious").Text(), `"Annotations" for "annotations"`) {
+		t.Errorf("no warning names the variant: %q", doc.Find("#suspicious").Text())
+	}
+	if pre := doc.Find("#suspicious + pre").Text(); !strings.Contains(pre, `"Annotations": {`) || !strings.Contains(pre, `"annotations": {`) {
+		t.Errorf("the definition as listed is not shown with both variants: %q", pre)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/a-h/templ"
 
@@ -199,13 +198,16 @@ type argument struct {
 	Value string
 	JSON  bool
 	// Hidden is set when the value has characters that render invisibly
-	// or reorder text, which could make it read differently than it acts.
-	Hidden bool
+	// or reorder text, which could make it read differently than it acts;
+	// NameHidden when the name has.
+	Hidden, NameHidden bool
 }
 
 // arguments splits a call's arguments, in the order they were sent. It
 // returns nil when they are not an object.
 func arguments(raw json.RawMessage) []argument {
+	// Tokens, not a struct: names are read exactly as sent, each one shown.
+	// raw passed the gate's strict parse (no duplicates, valid UTF-8).
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
@@ -229,21 +231,11 @@ func arguments(raw json.RawMessage) []argument {
 		} else {
 			arg.Value, arg.JSON = indent(v), true
 		}
-		arg.Hidden = hasHiddenChars(arg.Value)
+		arg.Hidden = broker.HasHiddenChars(arg.Value)
+		arg.NameHidden = broker.HasHiddenChars(name)
 		out = append(out, arg)
 	}
 	return out
-}
-
-// hasHiddenChars reports format characters (zero-width spaces, direction
-// overrides and the like) and other invisible code points.
-func hasHiddenChars(s string) bool {
-	for _, r := range s {
-		if unicode.Is(unicode.Cf, r) || (unicode.IsControl(r) && r != '\n' && r != '\t' && r != '\r') {
-			return true
-		}
-	}
-	return false
 }
 
 // indent pretty-prints JSON as it was sent: key order and numbers kept.
@@ -264,6 +256,8 @@ func canonical(raw json.RawMessage) string {
 	if len(raw) == 0 {
 		return ""
 	}
+	// Into any, not a struct: no names are matched. Duplicate names would
+	// be lost, but definitions and arguments shown here passed strict reads.
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any

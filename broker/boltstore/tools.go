@@ -45,6 +45,7 @@ func (s *Store) SeenTool(ctx context.Context, t *broker.ToolRecord) (*broker.Too
 		}
 	}
 	r := new(broker.ToolRecord)
+	// Our own store's record; the definition in it stays raw bytes.
 	if err := json.Unmarshal(stored, r); err != nil {
 		return nil, fmt.Errorf("boltstore: decode tool %s/%s: %w", t.Server, t.Tool, err)
 	}

@@ -390,6 +390,8 @@ func (c *HTTPConn) answerLost(ctx context.Context, callID jsonrpc.ID, err error)
 // whether the answer to callID was among them.
 func (c *HTTPConn) deliverJSON(data []byte, callID jsonrpc.ID) bool {
 	data = bytes.TrimSpace(data)
+	// An array of raw messages matches no member names; each is read by
+	// Decode, which reads exact names and refuses duplicates.
 	var batch []json.RawMessage
 	if len(data) > 0 && data[0] == '[' {
 		if err := json.Unmarshal(data, &batch); err != nil {
@@ -425,6 +427,8 @@ func (c *HTTPConn) noteInitialize(r *jsonrpc.Response) {
 	if !c.initID.IsValid() || r.ID != c.initID || r.Error != nil {
 		return
 	}
+	// Only sent back to the same upstream in a header: nothing is judged
+	// or shown by it, so a loosely matched name misleads nobody.
 	var res struct {
 		ProtocolVersion string `json:"protocolVersion"`
 	}
@@ -444,6 +448,8 @@ func (c *HTTPConn) deliver(msg jsonrpc.Message) {
 // upstream the request is cancelled: no answer is coming, and the open
 // stream would otherwise be held until the upstream closes it.
 func (c *HTTPConn) abandonStream(params json.RawMessage) {
+	// Airlock's own notifications/cancelled: the session rewrites the
+	// client's (Session.clientCancelled) before any reaches here.
 	var p struct {
 		RequestID any `json:"requestId"`
 	}

@@ -117,6 +117,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 		return err
 	}
 	if resp.StatusCode >= 300 {
+		// Airlock's own API answering the CLI.
 		var e struct{ Error string }
 		json.Unmarshal(data, &e)
 		if e.Error == "" {

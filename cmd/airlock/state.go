@@ -131,6 +131,7 @@ func findBrokers(dir string, includeWraps bool) ([]brokerRef, error) {
 		if err != nil {
 			continue
 		}
+		// Airlock's own state file, written by a running broker.
 		var info apiInfo
 		if json.Unmarshal(data, &info) != nil || info.URL == "" || !processAlive(info.PID) {
 			continue

@@ -94,6 +94,8 @@ var errIgnored = errors.New("slack: not an Airlock interaction")
 // well-formed payloads that are none of Airlock's business, and another
 // error for malformed ones.
 func parseInteraction(data []byte) (*interaction, error) {
+	// A Slack-signed payload (checked before it gets here), in Slack's
+	// own shape: not written by an agent or a server.
 	var p payload
 	if err := json.Unmarshal(data, &p); err != nil {
 		return nil, fmt.Errorf("slack: interaction payload: %w", err)
@@ -118,6 +120,7 @@ func parseInteraction(data []byte) (*interaction, error) {
 		if p.View.CallbackID != callbackDeny && p.View.CallbackID != callbackGrant {
 			return nil, errIgnored
 		}
+		// Airlock's own state, round-tripped by Slack in a signed payload.
 		var st dialogState
 		if err := json.Unmarshal([]byte(p.View.PrivateMetadata), &st); err != nil {
 			return nil, fmt.Errorf("slack: dialog state: %w", err)

@@ -93,6 +93,13 @@ func (n *Notifier) render(a *broker.Approval) message {
 		blocks = append(blocks, section(mrkdwn(":warning: *This tool's definition changed since Airlock first saw it.* "+
 			"Compare the two in the web UI before you approve.")))
 	}
+	if w := a.HiddenWarning(); w != "" {
+		blocks = append(blocks, section(mrkdwn(":warning: *"+escape(w)+"*")))
+	}
+	if d := a.Definition; d != nil && d.Suspicious != "" {
+		why, _ := truncate("Airlock holds every call to this tool: "+d.Suspicious+". Open the web UI to see the definition as the server listed it.", reasonBudget)
+		blocks = append(blocks, section(plain(why)))
+	}
 	blocks = append(blocks, section(mrkdwn(argumentsText(a))), n.context(a))
 	if a.Status == broker.StatusPending {
 		if a.Approvals() > 0 {

@@ -179,3 +179,24 @@ func TestMessageChannel(t *testing.T) {
 		t.Errorf("posted to %v", ms)
 	}
 }
+
+// Hidden characters in what the agent or the server chose — here the
+// tool's name and an argument's name — are flagged, and a suspicious
+// definition says why the call is held.
+func TestMessageFlagsHiddenCharactersAndSuspiciousTools(t *testing.T) {
+	s := newSlack(t)
+	n := newNotifier(t, config(s))
+	a := fixture()
+	a.Tool = "write\u200b_file"
+	a.Arguments = json.RawMessage(`{"pa\u202eth":"/srv/x"}`)
+	a.Definition = &broker.ToolDefinition{Name: a.Tool, Suspicious: `the server lists this tool with "Annotations" for "annotations"`}
+	if _, err := n.Notify(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	all := s.Messages()[0].AllText()
+	for _, want := range []string{"Invisible or direction-changing characters in the tool's name and argument names", `"Annotations" for "annotations"`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("the message does not say %q:\n%s", want, all)
+		}
+	}
+}

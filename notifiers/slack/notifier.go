@@ -230,6 +230,7 @@ func (n *Notifier) Update(ctx context.Context, a *broker.Approval) error {
 	if raw == nil {
 		return nil // never posted; nothing to update
 	}
+	// Our own store's record of the message Airlock posted.
 	var ref messageRef
 	if err := json.Unmarshal(raw, &ref); err != nil || ref.Channel == "" || ref.TS == "" {
 		return fmt.Errorf("slack: approval %s has an unreadable message reference %s", a.ID, raw)

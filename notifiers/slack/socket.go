@@ -89,6 +89,7 @@ func (n *Notifier) socketEvent(ctx context.Context, client *socketmode.Client, d
 		// slack-go could not decode the payload into its own types; it
 		// may still be a click Airlock can read.
 		bad, ok := ev.Data.(*socketmode.ErrorBadMessage)
+		// From Slack's authenticated socket, not from an agent or a server.
 		var env envelope
 		if ok && json.Unmarshal(bad.Message, &env) == nil && env.EnvelopeID != "" {
 			n.socketRequest(ctx, client, d, env)
