@@ -116,3 +116,35 @@ func TestAuditFailureClosesTheGate(t *testing.T) {
 		t.Errorf("verify = %+v, %v", v, err)
 	}
 }
+
+// Past MaxAuditBacklog only a count is kept, and the resuming record
+// states it.
+func TestAuditBacklogBound(t *testing.T) {
+	st := &flakyAudit{MemStore: brokertest.NewMemStore()}
+	bk, err := broker.New(broker.Options{Policy: brokertest.AllowAll(), Store: st}, brokertest.NewServer().Upstream("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bk.Close()
+	for i := range broker.MaxAuditBacklog + 3 {
+		bk.NoteAuditFailure(&broker.AuditRecord{Event: broker.EventAllowed, Tool: fmt.Sprint("t", i)}, errors.New("disk full"))
+	}
+	if got := bk.AuditStatus(); got.OK || got.Backlog != broker.MaxAuditBacklog || got.Dropped != 3 {
+		t.Fatalf("status = %+v", got)
+	}
+	cs := stdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
+	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := st.Audit(t.Context(), broker.AuditQuery{Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || recs[1].Event != broker.EventAuditResumed || !strings.Contains(recs[1].Reason, "1024 calls that ran meanwhile are recorded late") ||
+		!strings.Contains(recs[1].Reason, "3 more ran but were not kept") {
+		t.Fatalf("last records: %+v", recs)
+	}
+	if recs[0].Event != broker.EventAllowed || recs[0].Late || recs[0].Seq != broker.MaxAuditBacklog+2 {
+		t.Errorf("the call after recovery: %+v", recs[0])
+	}
+}
