@@ -97,16 +97,27 @@ func (b *Broker) record(r *AuditRecord) error {
 	err := b.store.AppendAudit(ctx, r)
 	if err != nil {
 		b.log.Error("audit write failed", "event", r.Event, "server", r.Server, "tool", r.Tool, "ref", r.Ref, "err", err)
+		b.auditFailed(nil, err)
 	}
 	return err
 }
 
-// recordAsync appends r in the background, so that the write's fsync
-// overlaps the upstream's work; the channel yields the outcome, which the
-// call's result waits for.
+// recordAsync appends the record of a call that goes ahead in the
+// background, so that the write's fsync overlaps the upstream's work; the
+// channel yields the outcome, which the call's result waits for. A failed
+// write keeps r to be written late (auditFailed).
 func (b *Broker) recordAsync(r *AuditRecord) <-chan error {
 	done := make(chan error, 1)
-	b.bg.Go(func() { done <- b.record(r) })
+	b.bg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := b.store.AppendAudit(ctx, r)
+		if err != nil {
+			b.log.Error("audit write failed", "event", r.Event, "server", r.Server, "tool", r.Tool, "ref", r.Ref, "err", err)
+			b.auditFailed(r, err)
+		}
+		done <- err
+	})
 	return done
 }
 

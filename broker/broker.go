@@ -114,6 +114,7 @@ type Broker struct {
 	tools  toolRegistry
 	grants grantIndex
 	events hub
+	audit  auditGuard
 
 	pool      pool          // goroutines for work on calls
 	bg        background    // work that Close waits for

@@ -190,6 +190,9 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 
 		switch d.Action {
 		case policy.Allow:
+			if err := b.auditOpen(ctx); err != nil {
+				return b.refuseUnaudited(call, err)
+			}
 			rec := callRecord(EventAllowed, call, in, d)
 			if d.Grant == "" {
 				b.metrics.Call(call.Server, "allowed")

@@ -225,6 +225,7 @@ func (b *Broker) useGrant(ctx context.Context, g *Grant, rec *AuditRecord) (<-ch
 		err := count()
 		if err != nil {
 			b.log.Error("audit write failed", "event", rec.Event, "grant_id", g.ID, "err", err)
+			b.auditFailed(rec, err) // the call goes ahead; its use is recorded late, uncounted
 		}
 		done <- err
 	})

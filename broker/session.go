@@ -65,6 +65,8 @@ type Session struct {
 	// releaseChild gives back the session's count against
 	// limits.children_per_server once its upstream is closed.
 	releaseChild func()
+	// logs limits the lines a peer can make repeat (see logLimiter).
+	logs logLimiter
 
 	nextID atomic.Int64
 
@@ -247,7 +249,7 @@ func (s *Session) handleNotification(ctx context.Context, m *jsonrpc.Request) {
 	case strings.HasPrefix(m.Method, "notifications/"):
 		s.write(ctx, m)
 	default:
-		s.log.Warn("dropped a request without an id: Airlock relays only notifications without one", "method", m.Method)
+		s.logs.Log(s.log, slog.LevelWarn, "dropped a request without an id: Airlock relays only notifications without one", "method", m.Method)
 	}
 }
 
@@ -408,7 +410,7 @@ func (s *Session) send(msg jsonrpc.Message, related jsonrpc.ID) {
 // write sends a message upstream as it is.
 func (s *Session) write(ctx context.Context, msg jsonrpc.Message) {
 	if err := s.conn.Write(ctx, msg); err != nil {
-		s.log.Warn("write upstream failed", "err", err)
+		s.logs.Log(s.log, slog.LevelWarn, "write upstream failed", "err", err)
 	}
 }
 
@@ -471,7 +473,7 @@ func (s *Session) readUpstream() {
 		if err != nil {
 			var pe *wire.ParseError
 			if errors.As(err, &pe) {
-				s.log.Warn("bad message from upstream", "err", err)
+				s.logs.Log(s.log, slog.LevelWarn, "bad message from upstream", "err", err)
 				continue
 			}
 			s.close(fmt.Errorf("upstream %s: %w", s.up.Name, err))
@@ -489,7 +491,7 @@ func (s *Session) readUpstream() {
 func (s *Session) upstreamResponse(m *jsonrpc.Response) {
 	upID, ok := m.ID.Raw().(int64)
 	if !ok {
-		s.log.Warn("upstream answered an id Airlock never sent", "id", m.ID.Raw())
+		s.logs.Log(s.log, slog.LevelWarn, "upstream answered an id Airlock never sent", "id", m.ID.Raw())
 		return
 	}
 	c := s.takeUp(upID)
@@ -642,6 +644,7 @@ func (s *Session) close(err error) {
 	s.mu.Unlock()
 
 	s.err = err
+	s.logs.Flush(s.log)
 	msg := "session closed"
 	if err != nil {
 		msg = err.Error()

@@ -185,6 +185,10 @@ type AuditRecord struct {
 	Approvers []string `json:"approvers,omitempty"`
 	// Wait is how long a held call waited, in milliseconds.
 	WaitMS int64 `json:"wait_ms,omitempty"`
+	// Late marks the record of a call that ran while audit writes failed,
+	// written once they succeeded again. Omitted when false, so records
+	// sealed before the field existed hash as they did.
+	Late bool `json:"late,omitempty"`
 
 	PrevHash string `json:"prev_hash"`
 	Hash     string `json:"hash"`

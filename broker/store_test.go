@@ -30,3 +30,18 @@ func TestSealJSONMatchesEncoding(t *testing.T) {
 		t.Fatalf("hash %q, recomputed %q", r.Hash, r.computeHash())
 	}
 }
+
+// A record that is not late encodes without "late", so records sealed
+// before the field existed still verify.
+func TestLateOmittedFromTheHash(t *testing.T) {
+	r := AuditRecord{Time: time.Unix(0, 0), Event: EventAllowed, Tool: "t"}
+	data, _ := r.SealJSON(1, "")
+	if bytes.Contains(data, []byte("late")) {
+		t.Fatalf("%s", data)
+	}
+	r.Late = true
+	data, _ = r.SealJSON(1, "")
+	if !bytes.Contains(data, []byte(`"late":true`)) {
+		t.Fatalf("%s", data)
+	}
+}

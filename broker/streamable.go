@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -431,7 +432,7 @@ func (hs *httpSession) send(msg jsonrpc.Message, related jsonrpc.ID) error {
 	defer hs.mu.Unlock()
 	if len(hs.backlog) >= backlogLimit {
 		hs.backlog = hs.backlog[1:]
-		hs.s.log.Warn("dropped a message for a client with no stream open")
+		hs.s.logs.Log(hs.s.log, slog.LevelWarn, "dropped a message for a client with no stream open")
 	}
 	hs.backlog = append(hs.backlog, msg)
 	return nil

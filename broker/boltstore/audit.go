@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -213,6 +214,22 @@ func (s *Store) VerifyAudit(ctx context.Context) (broker.AuditVerification, erro
 			}
 		}
 		res = v.Result()
+		if !res.OK {
+			return nil
+		}
+		// The chain holds, but records a damaged journal lost are not in
+		// it: the records after the cut took their numbers.
+		cuts, err := journalCuts(tx)
+		if err != nil || len(cuts) == 0 {
+			return err
+		}
+		cut := cuts[0]
+		problem := fmt.Sprintf("the audit journal was damaged on %s: %d acknowledged records after record %d (sequence numbers %d to %d) were cut off into %s and are not in the log; the records after %d are later ones",
+			cut.At.Format(time.RFC3339), cut.Records, cut.AfterSeq, cut.FirstSeq, cut.LastSeq, cut.File, cut.AfterSeq)
+		if len(cuts) > 1 {
+			problem += fmt.Sprintf(" (%d more cuts follow)", len(cuts)-1)
+		}
+		res = broker.AuditVerification{Records: res.Records, BrokenSeq: cut.AfterSeq + 1, Problem: problem}
 		return nil
 	})
 	return res, err

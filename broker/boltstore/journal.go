@@ -73,18 +73,18 @@ func appendFrame(buf, data []byte) []byte {
 // run left in it, up to the first frame that is torn or damaged. The rest
 // is cut off, after a copy of it is saved next to the journal: usually
 // it is a write a crash tore, but it may be damage with good records
-// behind it, which a person should be able to look at. saved names the
-// copy ("" when nothing was cut). The records still need moving into the
-// database.
-func openJournal(path string) (j *journal, recs []entry, saved string, err error) {
+// behind it, which a person should be able to look at. lost describes
+// the copy (nil when nothing was cut). The caller truncates the journal
+// to j.size, and moves the records into the database.
+func openJournal(path string) (j *journal, recs []entry, lost *journalCut, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, nil, err
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
-		return nil, nil, "", err
+		return nil, nil, nil, err
 	}
 	off := 0
 	for len(data)-off >= frameHeader {
@@ -106,15 +106,57 @@ func openJournal(path string) (j *journal, recs []entry, saved string, err error
 	}
 	j = &journal{f: f, size: int64(off)}
 	if off < len(data) {
-		if saved, err = saveCut(path, data[off:]); err == nil {
-			err = j.truncate(j.size)
-		}
+		cut := data[off:]
+		saved, err := saveCut(path, cut)
 		if err != nil {
 			f.Close()
-			return nil, nil, "", err
+			return nil, nil, nil, err
 		}
+		lost = intactRecords(cut)
+		lost.File, lost.Bytes = saved, len(cut)
+		return j, recs, lost, nil
 	}
-	return j, recs, saved, nil
+	return j, recs, nil, nil
+}
+
+// journalCut describes bytes cut off the journal, kept in File. Records
+// counts the intact records found in them, behind the damage, with the
+// sequence numbers of the first and the last: acknowledged records that
+// never reached the database. A torn write at the end has none.
+type journalCut struct {
+	At       time.Time `json:"at"`
+	File     string    `json:"file"`
+	Bytes    int       `json:"bytes"`
+	AfterSeq uint64    `json:"after_seq"`
+	Records  int       `json:"records"`
+	FirstSeq uint64    `json:"first_seq,omitempty"`
+	LastSeq  uint64    `json:"last_seq,omitempty"`
+}
+
+// intactRecords looks for whole frames in bytes cut off the journal. The
+// damaged frame's length cannot be trusted, so it searches every offset
+// for a frame whose checksum holds and which reads as a record, and goes
+// on frame by frame from each one found.
+func intactRecords(cut []byte) *journalCut {
+	c := &journalCut{}
+	for off := 1; off+frameHeader <= len(cut); {
+		n := int(binary.LittleEndian.Uint32(cut[off:]))
+		if n <= maxFrame && n <= len(cut)-off-frameHeader {
+			payload := cut[off+frameHeader : off+frameHeader+n]
+			var r broker.AuditRecord
+			if crc32.Checksum(payload, castagnoli) == binary.LittleEndian.Uint32(cut[off+4:]) && json.Unmarshal(payload, &r) == nil && r.Seq > 0 {
+				if c.Records == 0 {
+					c.FirstSeq = r.Seq
+				}
+				c.Records++
+				c.LastSeq = r.Seq
+				off += frameHeader + n
+				continue
+			}
+		}
+		off++
+	}
+	return c
 }
 
 // saveCut keeps the bytes cut off the journal at path in a file of their
@@ -180,14 +222,15 @@ const journalSuffix = ".journal"
 // stopped between moving them and emptying the journal) are skipped; the
 // others must continue the database's chain.
 func recoverJournal(db *bolt.DB, path string, log *slog.Logger) (*journal, error) {
-	j, recs, saved, err := openJournal(path)
+	j, recs, lost, err := openJournal(path)
 	if err != nil {
 		return nil, fmt.Errorf("audit journal %s: %w", path, err)
 	}
-	if saved != "" {
-		log.Warn("the audit journal ended in a torn or damaged record; cut it off and kept a copy. "+
-			"After a crash that is a write never acknowledged; otherwise look at the copy for damaged records",
-			"journal", path, "records_kept", len(recs), "copy", saved)
+	if lost != nil {
+		if err := keepCut(db, j, recs, lost, path, log); err != nil {
+			j.f.Close()
+			return nil, fmt.Errorf("audit journal %s: %w", path, err)
+		}
 	}
 	if len(recs) == 0 {
 		return j, nil
@@ -230,4 +273,62 @@ func recoverJournal(db *bolt.DB, path string, log *slog.Logger) (*journal, error
 		return nil, err
 	}
 	return j, nil
+}
+
+// keyJournalCuts (in meta) lists the journal cuts that lost intact
+// records, so that VerifyAudit reports them after every restart.
+var keyJournalCuts = []byte("journal_cuts")
+
+// keepCut logs a cut and, when intact records were lost in it, notes it in
+// the database before the journal is cut: the note must not be lost with
+// the bytes.
+func keepCut(db *bolt.DB, j *journal, recs []entry, lost *journalCut, path string, log *slog.Logger) error {
+	if lost.Records == 0 {
+		log.Warn("the audit journal ended in a torn record; cut it off and kept a copy. "+
+			"After a crash that is a write never acknowledged",
+			"journal", path, "records_kept", len(recs), "copy", lost.File)
+		return j.truncate(j.size)
+	}
+	err := db.Update(func(tx *bolt.Tx) error {
+		head, err := lastRecord(tx)
+		if err != nil {
+			return err
+		}
+		lost.AfterSeq = head.Seq
+		if n := len(recs); n > 0 && recs[n-1].rec.Seq > head.Seq {
+			lost.AfterSeq = recs[n-1].rec.Seq
+		}
+		lost.At = time.Now().UTC()
+		meta := tx.Bucket(bucketMeta)
+		var cuts []journalCut
+		if data := meta.Get(keyJournalCuts); data != nil {
+			if err := json.Unmarshal(data, &cuts); err != nil {
+				return fmt.Errorf("reading the journal cuts noted before: %w", err)
+			}
+		}
+		data, err := json.Marshal(append(cuts, *lost))
+		if err != nil {
+			return err
+		}
+		return meta.Put(keyJournalCuts, data)
+	})
+	if err != nil {
+		return fmt.Errorf("noting the damaged records cut off into %s: %w", lost.File, err)
+	}
+	log.Error("the audit journal was damaged: intact records behind the damage were cut off and are missing from the audit log; audit verify reports it",
+		"journal", path, "after_seq", lost.AfterSeq, "records_lost", lost.Records, "copy", lost.File)
+	return j.truncate(j.size)
+}
+
+// journalCuts lists the cuts keepCut noted.
+func journalCuts(tx *bolt.Tx) ([]journalCut, error) {
+	data := tx.Bucket(bucketMeta).Get(keyJournalCuts)
+	if data == nil {
+		return nil, nil
+	}
+	var cuts []journalCut
+	if err := json.Unmarshal(data, &cuts); err != nil {
+		return nil, fmt.Errorf("boltstore: reading the journal cuts: %w", err)
+	}
+	return cuts, nil
 }

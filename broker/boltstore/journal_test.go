@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,4 +208,46 @@ func TestJournalWriteFailureRefuses(t *testing.T) {
 	}
 	appendN(t, s, 1)
 	verifyRecords(t, s, 4)
+}
+
+// Damage in the middle of the journal cuts off acknowledged records with
+// it; verify says so, naming the copy, after every restart.
+func TestJournalDamageMidFileReported(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	appendN(t, s, 2)
+	if err := s.flushJournal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, 3) // records 3, 4 and 5, in the journal only
+	path := crashCopy(t, s)
+	data, err := os.ReadFile(path + journalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Scribble on record 4's payload: 3 stays, 4 is damaged, 5 is intact.
+	first := frameHeader + int(binary.LittleEndian.Uint32(data))
+	data[first+frameHeader+2] ^= 0xff
+	if err := os.WriteFile(path+journalSuffix, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check := func(r *Store) {
+		t.Helper()
+		v, err := r.VerifyAudit(t.Context())
+		copies, _ := filepath.Glob(path + journalSuffix + ".cut-*")
+		if err != nil || v.OK || v.BrokenSeq != 4 || len(copies) != 1 ||
+			!strings.Contains(v.Problem, "after record 3") || !strings.Contains(v.Problem, copies[0]) || !strings.Contains(v.Problem, "sequence numbers 5 to 5") {
+			t.Errorf("VerifyAudit = %+v, %v; want the cut after record 3 reported with its copy %v", v, err, copies)
+		}
+	}
+	r, err := Open(path, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(r)
+	appendN(t, r, 1)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r = openTest(t, path) // after a restart, too
+	check(r)
 }

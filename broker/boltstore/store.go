@@ -113,8 +113,12 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	// The free-page list is not written at every commit but rebuilt when
 	// the file is opened: one page write less per commit (the commits
-	// are what every audited call waits for) for a longer open.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	// are what every audited call waits for) for a longer open, and a
+	// walk of every page that must not meet a damaged one (precheck).
+	if err := precheck(path, timeout); err != nil {
+		return nil, err
+	}
+	db, err := openBolt(path, timeout)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("boltstore: open %s: %w: another Airlock is probably running on it (gave up after %s)", path, ErrLocked, timeout)
 	}
@@ -217,3 +221,14 @@ func (s *Store) Close() error {
 }
 
 var errClosed = errors.New("boltstore: the store is closed")
+
+// openBolt opens the file read-write. A corruption bbolt finds while
+// rebuilding the free list panics in this goroutine: it becomes an error.
+func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, damaged(path, fmt.Errorf("%v", p))
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+}

@@ -545,6 +545,9 @@ func auditPrinter(w io.Writer, jsonOut bool) func(*broker.AuditRecord) {
 		if r.Ref != "" {
 			line += "  (ref " + r.Ref + ")"
 		}
+		if r.Late {
+			line += "  (recorded late: audit writes were failing)"
+		}
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
 }

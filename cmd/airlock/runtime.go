@@ -273,12 +273,13 @@ func (rt *runtime) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	st := rt.engine.Status()
 	h := struct {
-		Status   string        `json:"status"`
-		Version  string        `json:"version"`
-		Servers  []server      `json:"servers"`
-		Sessions int           `json:"sessions"`
-		Policy   policy.Status `json:"policy"`
-	}{Status: "ok", Version: version(), Servers: []server{}, Policy: st}
+		Status   string             `json:"status"`
+		Version  string             `json:"version"`
+		Servers  []server           `json:"servers"`
+		Sessions int                `json:"sessions"`
+		Policy   policy.Status      `json:"policy"`
+		Audit    broker.AuditStatus `json:"audit"`
+	}{Status: "ok", Version: version(), Servers: []server{}, Policy: st, Audit: rt.broker.AuditStatus()}
 	if rt.sessions != nil {
 		h.Sessions = rt.sessions()
 	}
@@ -287,8 +288,9 @@ func (rt *runtime) healthz(w http.ResponseWriter, r *http.Request) {
 			h.Servers = append(h.Servers, server{u.Name, u.Transport})
 		}
 	}
-	if st.LastError != "" {
-		// Still serving the last good revision, but someone must look.
+	if st.LastError != "" || !h.Audit.OK {
+		// Still serving the last good revision, or refusing allowed calls
+		// until the audit log takes writes: someone must look.
 		h.Status = "degraded"
 	}
 	w.Header().Set("Content-Type", "application/json")
