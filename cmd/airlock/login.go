@@ -46,10 +46,10 @@ or as --as: whoever holds the admin token may already decide as anyone.`,
 					if name == "" {
 						name = "serve"
 					}
-					fmt.Fprintf(cmd.OutOrStdout(), "%s (%s):\n", name, clients[i].ref.Dir)
+					fmt.Fprintf(cmd.OutOrStdout(), "%s (%s):\n", termSafe(name), termSafe(clients[i].ref.Dir))
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n  signs in as %s; works once, until %s\n",
-					link.URL, link.Approver, link.ExpiresAt.Local().Format(time.Kitchen))
+					termSafe(link.URL), termSafe(link.Approver), link.ExpiresAt.Local().Format(time.Kitchen))
 			}
 			return nil
 		},
