@@ -85,6 +85,12 @@ type Options struct {
 	// audit log, which removes a durable write from each. Denied, refused,
 	// held and grant-allowed calls, and every decision, are still recorded.
 	SkipAllowedAudit bool
+	// AdminIdentity is the one person who holds the admin token: every
+	// decision made with it through the API (and the CLI) is theirs,
+	// whatever name the request gives. Empty means AdminIdentity. It must
+	// be the identity a login link signs in (ui.approver), or one person
+	// would count as two.
+	AdminIdentity string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -99,6 +105,7 @@ type Broker struct {
 	notifiers []Notifier
 	upstreams map[string]*Upstream
 	now       func() time.Time
+	admin     string // who holds the admin token
 
 	skipAllowed     bool
 	initTimeout     time.Duration
@@ -130,6 +137,7 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 		notifiers:       opts.Notifiers,
 		upstreams:       make(map[string]*Upstream, len(upstreams)),
 		now:             opts.Now,
+		admin:           opts.AdminIdentity,
 		skipAllowed:     opts.SkipAllowedAudit,
 		initTimeout:     orDefault(opts.InitTimeout, DefaultInitTimeout),
 		holdWait:        orDefault(opts.HoldWait, DefaultHoldWait),
@@ -148,6 +156,9 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 	}
 	if b.now == nil {
 		b.now = time.Now
+	}
+	if b.admin == "" {
+		b.admin = AdminIdentity
 	}
 	for _, u := range upstreams {
 		if u.Name == "" || u.Dial == nil {
@@ -287,7 +298,7 @@ func (b *Broker) Decide(ctx context.Context, id string, v Vote) (*Approval, erro
 			if v.Verdict != Approve {
 				return nil, errors.New("a grant can only come with an approval")
 			}
-			if a.Status == StatusPending && a.Approvals()+1 < a.Quorum() {
+			if a.Status == StatusPending && a.approvalsWith(v) < a.Quorum() {
 				return nil, ErrGrantQuorum
 			}
 			var err error

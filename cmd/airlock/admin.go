@@ -258,7 +258,7 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 	}
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (the agent reads a denial's reason)")
-	cmd.Flags().StringVar(&as, "as", "", `the approver's identity to record (default "`+broker.AdminIdentity+`", the admin token's holder)`)
+	cmd.Flags().StringVar(&as, "as", "", "a name to record with the decision; it decides as ui.approver (default \""+broker.AdminIdentity+"\"), the admin token's one identity, whatever it says")
 	if verdict == broker.Approve {
 		cmd.Flags().StringVar(&grant.Scope, "grant", "", "also allow such calls from now on: exact (same arguments), arguments (same key arguments), or tool (any arguments)")
 		cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")
@@ -536,6 +536,9 @@ func auditPrinter(w io.Writer, jsonOut bool) func(*broker.AuditRecord) {
 		who := r.Principal
 		if r.Actor != "" && r.Actor != "policy" {
 			who = r.Actor
+		}
+		if r.ActorAs != "" {
+			who += " (as " + r.ActorAs + ")"
 		}
 		line := fmt.Sprintf("%6d  %s  %-18s  %-12s  %-16s  %-10s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), r.Event, r.Server, r.Tool, who)
 		if r.Reason != "" {

@@ -100,6 +100,7 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		ApprovalTimeout:  cfg.ApprovalTimeout,
 		Heartbeat:        cfg.Heartbeat,
 		SkipAllowedAudit: cfg.AuditAllowedCalls != nil && !*cfg.AuditAllowedCalls,
+		AdminIdentity:    strings.TrimSpace(cfg.UI.Approver), // a login link's identity: one person, one name
 	}, ups...)
 	if err != nil {
 		return nil, err
