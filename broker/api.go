@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// AdminIdentity is who decides through the JSON API when the request names
-// nobody: whoever holds the admin token.
+// AdminIdentity is who decides through the JSON API unless
+// Options.AdminIdentity names someone else: whoever holds the admin token.
 const AdminIdentity = "admin"
 
 // APIHandler serves the JSON API under /api/v1/, for the CLI and for
@@ -91,8 +91,9 @@ func (b *Broker) apiApproval(w http.ResponseWriter, r *http.Request) {
 type DecisionRequest struct {
 	Verdict Verdict `json:"verdict"`
 	Reason  string  `json:"reason,omitempty"`
-	// Approver names who decides; it defaults to AdminIdentity. The admin
-	// token is trusted to say who is at the keyboard.
+	// Approver is a name to record with the decision (Vote.As). It is not
+	// who decides: a decision made with the admin token is always the
+	// admin identity's, so that one token cannot invent a quorum.
 	Approver string `json:"approver,omitempty"`
 	// Channel says where the decision came from: "cli" or "api" (the
 	// default).
@@ -111,8 +112,9 @@ func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "decision body: %v", err)
 		return
 	}
-	if req.Approver == "" {
-		req.Approver = AdminIdentity
+	as := strings.TrimSpace(req.Approver)
+	if as == b.admin {
+		as = ""
 	}
 	switch req.Channel {
 	case "":
@@ -122,7 +124,7 @@ func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, `channel must be "api" or "cli"`)
 		return
 	}
-	a, err := b.Decide(r.Context(), r.PathValue("id"), Vote{Approver: req.Approver, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason, Grant: req.Grant})
+	a, err := b.Decide(r.Context(), r.PathValue("id"), Vote{Approver: b.admin, As: as, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason, Grant: req.Grant})
 	var de *DecidedError
 	switch {
 	case err == nil:
@@ -134,7 +136,7 @@ func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusConflict, "%s", de.Error())
 	case errors.Is(err, ErrNotFound):
 		apiError(w, http.StatusNotFound, "no approval %s", r.PathValue("id"))
-	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrAlreadyVoted),
+	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrAlreadyVoted), errors.Is(err, ErrNotApprover),
 		errors.Is(err, ErrNotGrantable), errors.Is(err, ErrGrantScope), errors.Is(err, ErrGrantQuorum):
 		apiError(w, http.StatusForbidden, "%s", err.Error())
 	case errors.Is(err, ErrBadVerdict), errors.Is(err, ErrNoApprover):

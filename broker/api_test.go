@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 const testToken = "test-admin-token"
@@ -86,7 +89,6 @@ func TestAPIDecide(t *testing.T) {
 	}{
 		{`{"verdict":"maybe"}`, 400, "verdict must be"},
 		{`{"verdict":"approve","extra":1}`, 400, "unknown field"},
-		{`{"verdict":"approve","approver":"tester"}`, 403, "cannot approve their own call"},
 		{`{"verdict":"deny","reason":"no","channel":"cli"}`, 200, ""},
 		{`{"verdict":"approve","approver":"carol"}`, 409, "already decided by admin at "},
 	}
@@ -112,6 +114,66 @@ func TestAPIDecide(t *testing.T) {
 	if code := api.do("GET", "/api/v1/audit/verify", "", &v); code != 200 || !v.OK || v.Records != 2 {
 		t.Errorf("verify: %d %+v", code, v)
 	}
+}
+
+// One admin token deciding as "bob" and then as "bob2" reached a quorum of
+// two; now a decision made with the admin token is the admin identity's,
+// and the name it gives is only recorded.
+func TestAPIAdminTokenIsOnePerson(t *testing.T) {
+	h := newHoldHarness(t, broker.Options{Policy: brokertest.HoldTools(2, "write"), HoldWait: -1, AdminIdentity: "carol"})
+	api := newAPI(t, h)
+	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
+	a := h.held()
+	var got broker.Approval
+	if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", `{"verdict":"approve","approver":"bob"}`, &got); code != 200 || got.Status != broker.StatusPending {
+		t.Fatalf("first approval: %d %+v", code, got)
+	}
+	if v := got.Votes[0]; v.Approver != "carol" || v.As != "bob" {
+		t.Errorf("vote recorded as %q (as %q), want carol (as bob)", v.Approver, v.As)
+	}
+	var e struct{ Error string }
+	for _, body := range []string{`{"verdict":"approve","approver":"bob2"}`, `{"verdict":"approve"}`, `{"verdict":"approve","approver":"carol"}`} {
+		if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", body, &e); code != 403 || !strings.Contains(e.Error, "already approved") {
+			t.Errorf("%s after the token's first approval: %d %q, want 403 already approved", body, code, e.Error)
+		}
+	}
+	if cur, _ := h.b.Approval(context.Background(), a.ID); cur.Status != broker.StatusPending || cur.Approvals() != 1 {
+		t.Fatalf("after one person's approvals: %s with %d approvals", cur.Status, cur.Approvals())
+	}
+	h.decide(a.ID, "dave", broker.Approve, "")
+	<-done
+	var audit struct{ Records []*broker.AuditRecord }
+	api.do("GET", "/api/v1/audit?approval="+a.ID+"&event=approval.vote", "", &audit)
+	if len(audit.Records) != 1 || audit.Records[0].Actor != "carol" || audit.Records[0].ActorAs != "bob" {
+		t.Errorf("audit of the vote: %+v", audit.Records)
+	}
+}
+
+// approvers.users was checked by the web UI only: the admin token decided
+// any call through the API and the CLI.
+func TestAPIDecisionMeetsApproversUsers(t *testing.T) {
+	pol := brokertest.PolicyFunc(func(in *policy.Input) policy.Decision {
+		return policy.Decision{Action: policy.Hold, Reason: "held", Quorum: 1, Approvers: policy.Approvers{Users: []string{"alice", "bob"}}}
+	})
+	h := newHoldHarness(t, broker.Options{Policy: pol, HoldWait: -1})
+	api := newAPI(t, h)
+	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
+	a := h.held()
+	var e struct{ Error string }
+	for _, body := range []string{`{"verdict":"approve"}`, `{"verdict":"approve","approver":"alice"}`, `{"verdict":"deny","reason":"no"}`} {
+		e.Error = ""
+		if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", body, &e); code != 403 ||
+			!strings.Contains(e.Error, "not an approver for this call: the policy names who may decide it (alice, bob), and this decision is admin's") {
+			t.Errorf("%s: %d %q, want 403 naming the approvers", body, code, e.Error)
+		}
+	}
+	if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "mallory", Channel: "web", Verdict: broker.Approve}); !errors.Is(err, broker.ErrNotApprover) {
+		t.Errorf("a web vote by someone not named: %v", err)
+	}
+	if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "web", Verdict: broker.Approve}); err != nil {
+		t.Fatalf("alice, named by the policy: %v", err)
+	}
+	<-done
 }
 
 func TestAPIEventStream(t *testing.T) {
@@ -181,4 +243,42 @@ func TestAPIGrants(t *testing.T) {
 	if code := api.do("POST", "/api/v1/grants", `{"server":"test","tool":"write","scope":"tool","ttl":"2h","created_by":"ops"}`, &g); code != 201 || g.CreatedBy != "ops" {
 		t.Errorf("create: %d %+v", code, g)
 	}
+}
+
+// The web login ("admin") and a Slack user without an Airlock identity
+// counted as two people; the Slack account may be the admin's own.
+func TestQuorumDoesNotAddUpRealms(t *testing.T) {
+	h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 2), HoldWait: -1})
+	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
+	a := h.held()
+	ctx := context.Background()
+	vote := func(who, realm string) (*broker.Approval, error) {
+		return h.b.Decide(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "test", Verdict: broker.Approve})
+	}
+	if _, err := vote("admin", ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := vote("slack:U1", "slack")
+	if err != nil || got.Status != broker.StatusPending || got.Approvals() != 1 {
+		t.Fatalf("admin and an unmapped Slack user: %v, %s with %d approvals; want pending with 1", err, got.Status, got.Approvals())
+	}
+	_, err = h.b.Decide(ctx, a.ID, broker.Vote{Approver: "slack:U2", Realm: "slack", Channel: "test", Verdict: broker.Approve,
+		Grant: &broker.GrantRequest{Scope: "exact", TTL: policy.Duration(time.Hour)}})
+	if err != nil {
+		t.Fatalf("the vote that completes the quorum, with a grant: %v", err)
+	}
+	if got, err = h.b.Approval(ctx, a.ID); err != nil || got.Status != broker.StatusApproved {
+		t.Fatalf("two Slack accounts: %v, %s; want approved", err, got.Status)
+	}
+	<-done
+
+	// A Slack user mapped to an Airlock name has their account: an
+	// unmapped account is someone else.
+	done = h.call(context.Background(), "write", map[string]any{"path": "/y"}, nil)
+	a = h.held()
+	h.b.Decide(ctx, a.ID, broker.Vote{Approver: "alice", Channel: "slack", Verdict: broker.Approve})
+	if got, err = vote("slack:U1", "slack"); err != nil || got.Status != broker.StatusApproved {
+		t.Fatalf("a mapped and an unmapped Slack user: %v, %s; want approved", err, got.Status)
+	}
+	<-done
 }

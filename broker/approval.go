@@ -85,11 +85,26 @@ type Approval struct {
 
 // Vote is one approver's verdict.
 type Vote struct {
-	Approver string    `json:"approver"`
-	Channel  string    `json:"channel"` // web, slack, cli, api
-	Verdict  Verdict   `json:"verdict"`
-	Reason   string    `json:"reason,omitempty"`
-	At       time.Time `json:"at"`
+	Approver string `json:"approver"`
+	Channel  string `json:"channel"` // web, slack, cli, api
+	// Realm is set when the approver has no Airlock identity, only an
+	// account in the channel they decided in; it is that Channel ("slack"
+	// for a Slack user that slack.identities does not map). Such an
+	// approver is someone other than the others of the same realm, but may
+	// be anyone else: see Approvals.
+	Realm   string  `json:"realm,omitempty"`
+	Verdict Verdict `json:"verdict"`
+	Reason  string  `json:"reason,omitempty"`
+	// As is the name a decision made with the admin token gave (airlock
+	// approve --as): recorded, never counted. Until approvers have
+	// identities of their own, the admin token is one person.
+	As string    `json:"as,omitempty"`
+	At time.Time `json:"at"`
+	// Authorized says the channel has checked the approver against every
+	// list of approvers the policy named, including those only it can read
+	// (Slack's slack_users and slack_groups). Without it, a policy's
+	// approvers.users must name the approver.
+	Authorized bool `json:"-"`
 	// Grant asks for an "always allow" along with an approval. It is
 	// recorded on the approval as GrantID, not kept in the vote.
 	Grant *GrantRequest `json:"-"`
@@ -99,15 +114,50 @@ type Vote struct {
 // at least one.
 func (a *Approval) Quorum() int { return max(a.Decision.Quorum, 1) }
 
-// Approvals counts the distinct approvers who said yes so far.
+// Approvals counts the people known to be different who said yes so far.
+// Airlock identities (the admin token, web sign-ins, mapped Slack users)
+// are different people when they are different names, and so are the
+// accounts of one realm (Slack users without an Airlock identity). But an
+// unmapped Slack account may belong to anyone who decided under an Airlock
+// name outside Slack (the admin token, a web sign-in), so each such name
+// may stand for one of those accounts: they are not added up. A name that
+// voted in the realm's own channel (a mapped Slack user) has its account
+// there already, and stands for no other.
 func (a *Approval) Approvals() int {
-	n := 0
-	for _, v := range a.Votes {
-		if v.Verdict == Approve {
-			n++
+	return approvals(a.Votes)
+}
+
+func approvals(votes []Vote) int {
+	named := map[string]string{}             // Airlock identity → the channel of its approval
+	accounts := map[string]map[string]bool{} // realm → its unmapped approvers
+	for _, v := range votes {
+		switch {
+		case v.Verdict != Approve:
+		case v.Realm == "":
+			named[v.Approver] = v.Channel
+		default:
+			if accounts[v.Realm] == nil {
+				accounts[v.Realm] = map[string]bool{}
+			}
+			accounts[v.Realm][v.Approver] = true
 		}
 	}
-	return n
+	extra := 0
+	for realm, accts := range accounts {
+		elsewhere := 0 // names that may be one of this realm's accounts
+		for _, ch := range named {
+			if ch != realm {
+				elsewhere++
+			}
+		}
+		extra = max(extra, len(accts)-elsewhere)
+	}
+	return len(named) + extra
+}
+
+// approvalsWith is Approvals once v is added.
+func (a *Approval) approvalsWith(v Vote) int {
+	return approvals(append(slices.Clip(a.Votes), v))
 }
 
 // DecidedError reports a vote on an approval that is no longer pending.
@@ -130,6 +180,7 @@ var (
 	ErrAlreadyVoted = errors.New("this approver has already approved; quorum needs different people")
 	ErrNoApprover   = errors.New("a vote needs the approver's identity")
 	ErrBadVerdict   = errors.New(`verdict must be "approve" or "deny"`)
+	ErrNotApprover  = errors.New("not an approver for this call")
 )
 
 // Airlock is the actor recorded when Airlock itself ends an approval.
@@ -143,6 +194,12 @@ func (a *Approval) vote(v Vote) error {
 	}
 	if strings.TrimSpace(v.Approver) == "" {
 		return ErrNoApprover
+	}
+	// The one place approvers.users is enforced, for every channel: the
+	// web UI and Slack also check it to explain a refusal, but the API
+	// (and the CLI on it) relied on this.
+	if users := a.Decision.Approvers.Users; len(users) > 0 && !v.Authorized && !slices.Contains(users, v.Approver) {
+		return fmt.Errorf("%w: the policy names who may decide it (%s), and this decision is %s's", ErrNotApprover, strings.Join(users, ", "), v.Approver)
 	}
 	switch v.Verdict {
 	case Approve:

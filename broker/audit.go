@@ -50,6 +50,9 @@ func outcomeRecord(ev Event, a *Approval) *AuditRecord {
 		if ev == EventVote {
 			r.Time, r.Actor, r.Reason = last.At, last.Approver, last.Reason
 		}
+		if last.Approver == r.Actor {
+			r.ActorAs = last.As
+		}
 	}
 	for _, v := range a.Votes {
 		if v.Verdict == Approve {

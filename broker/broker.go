@@ -88,6 +88,12 @@ type Options struct {
 	// Limits bound sessions, child processes and held calls; the zero
 	// value means the defaults.
 	Limits Limits
+	// AdminIdentity is the one person who holds the admin token: every
+	// decision made with it through the API (and the CLI) is theirs,
+	// whatever name the request gives. Empty means AdminIdentity. It must
+	// be the identity a login link signs in (ui.approver), or one person
+	// would count as two.
+	AdminIdentity string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -102,6 +108,7 @@ type Broker struct {
 	notifiers []Notifier
 	upstreams map[string]*Upstream
 	now       func() time.Time
+	admin     string // who holds the admin token
 
 	skipAllowed     bool
 	initTimeout     time.Duration
@@ -135,6 +142,7 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 		notifiers:       opts.Notifiers,
 		upstreams:       make(map[string]*Upstream, len(upstreams)),
 		now:             opts.Now,
+		admin:           opts.AdminIdentity,
 		skipAllowed:     opts.SkipAllowedAudit,
 		initTimeout:     orDefault(opts.InitTimeout, DefaultInitTimeout),
 		holdWait:        orDefault(opts.HoldWait, DefaultHoldWait),
@@ -154,6 +162,9 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 	b.limits = newLimiter(opts.Limits, b.metrics)
 	if b.now == nil {
 		b.now = time.Now
+	}
+	if b.admin == "" {
+		b.admin = AdminIdentity
 	}
 	for _, u := range upstreams {
 		if u.Name == "" || u.Dial == nil {
@@ -293,7 +304,7 @@ func (b *Broker) Decide(ctx context.Context, id string, v Vote) (*Approval, erro
 			if v.Verdict != Approve {
 				return nil, errors.New("a grant can only come with an approval")
 			}
-			if a.Status == StatusPending && a.Approvals()+1 < a.Quorum() {
+			if a.Status == StatusPending && a.approvalsWith(v) < a.Quorum() {
 				return nil, ErrGrantQuorum
 			}
 			var err error

@@ -181,6 +181,8 @@ type AuditRecord struct {
 	// Who did it: the approver, or "airlock".
 	Actor   string `json:"actor,omitempty"`
 	Channel string `json:"channel,omitempty"`
+	// ActorAs is the name the actor gave with the admin token (Vote.As).
+	ActorAs string `json:"actor_as,omitempty"`
 	// Approvers who said yes, for an approval's outcome.
 	Approvers []string `json:"approvers,omitempty"`
 	// Wait is how long a held call waited, in milliseconds.

@@ -100,6 +100,7 @@ func load(src source, withTests bool) (*loaded, error) {
 	if src.fsys != nil {
 		fl = fl.WithFS(src.fsys)
 	}
+	var dataFiles []string
 	res, err := fl.Filtered([]string{src.root}, func(path string, info fs.FileInfo, depth int) bool {
 		name := info.Name()
 		if depth > 0 && strings.HasPrefix(name, ".") {
@@ -112,12 +113,16 @@ func load(src source, withTests bool) (*loaded, error) {
 		case ".rego":
 			return !withTests && strings.HasSuffix(name, "_test.rego")
 		case ".json", ".yaml", ".yml":
+			dataFiles = append(dataFiles, path)
 			return false
 		}
 		return true
 	})
 	if err != nil {
 		return nil, fmt.Errorf("policy: load %s:\n%s", src, describe(err))
+	}
+	if err := shadowedData(src, fl, res, dataFiles); err != nil {
+		return nil, fmt.Errorf("policy: load %s: %w", src, err)
 	}
 
 	l := &loaded{modules: make(map[string]*ast.Module, len(res.Modules)), data: res.Documents}
@@ -156,6 +161,97 @@ func load(src source, withTests bool) (*loaded, error) {
 	}
 	l.revision = hex.EncodeToString(h.Sum(nil))
 	return l, nil
+}
+
+// shadowedData refuses data that a rule replaces: a data file defining
+// airlock.decision (or anything a rule defines, or a path above one)
+// is never read, since the rule wins, so whoever wrote it believes the
+// policy does something it does not. The error names the data file and
+// the rule.
+func shadowedData(src source, fl loader.FileLoader, res *loader.Result, dataFiles []string) error {
+	if len(res.Documents) == 0 {
+		return nil
+	}
+	var names []string
+	for name, f := range res.Modules {
+		if !strings.HasSuffix(f.Name, "_test.rego") {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		f := res.Modules[name]
+		for _, r := range f.Parsed.Rules {
+			ref := r.Ref().GroundPrefix()
+			if !ref.HasPrefix(ast.DefaultRootRef) { // relative to the package
+				ref = f.Parsed.Package.Path.Extend(ref)
+			}
+			path, ok := rulePath(ref)
+			if !ok || !definesPath(res.Documents, path) {
+				continue
+			}
+			where := "the data files"
+			for _, df := range dataFiles {
+				one, err := fl.All([]string{df})
+				if err != nil {
+					continue
+				}
+				rel, err := filepath.Rel(src.root, filepath.Dir(df))
+				if err != nil || rel == "." {
+					rel = ""
+				}
+				var mount []string
+				if rel != "" {
+					mount = strings.Split(filepath.ToSlash(rel), "/")
+				}
+				if len(mount) <= len(path) && slices.Equal(mount, path[:len(mount)]) && definesPath(one.Documents, path[len(mount):]) {
+					where = df
+					break
+				}
+			}
+			return fmt.Errorf("%s defines data.%s, which the rule at %s:%d replaces, so the data is never read; rename the key or the rule",
+				where, strings.Join(path, "."), f.Name, r.Location.Row)
+		}
+	}
+	return nil
+}
+
+// rulePath turns a rule's ground reference (data.airlock.decision) into
+// its keys below data.
+func rulePath(ref ast.Ref) ([]string, bool) {
+	if len(ref) < 2 {
+		return nil, false
+	}
+	path := make([]string, 0, len(ref)-1)
+	for _, t := range ref[1:] {
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			return nil, false
+		}
+		path = append(path, string(s))
+	}
+	return path, true
+}
+
+// definesPath reports whether doc has a value at path, or a value that is
+// not an object somewhere above it (which the rule would replace too).
+func definesPath(doc map[string]any, path []string) bool {
+	if len(path) == 0 {
+		return len(doc) > 0
+	}
+	cur := doc
+	for i, k := range path {
+		v, ok := cur[k]
+		if !ok {
+			return false
+		}
+		m, isObject := v.(map[string]any)
+		if !isObject || i == len(path)-1 {
+			return true
+		}
+		cur = m
+	}
+	return false
 }
 
 // compile compiles l in strict mode with Airlock's capabilities.

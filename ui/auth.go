@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -111,9 +112,10 @@ func (s *Server) NewLoginLink(base, approver string) (LoginLink, error) {
 }
 
 // LoginLinkHandler serves POST /api/v1/login-links for `airlock login`:
-// whoever holds the admin token may sign a browser in, as the API already
-// lets them decide as anyone. The body may name the approver:
-// {"approver": "bob"}.
+// whoever holds the admin token may sign a browser in, as the configured
+// approver and no one else. The admin token is one person; a link in
+// another name would let them count twice towards a quorum. The body may
+// name the approver, {"approver": "admin"}, which must be that one.
 func (s *Server) LoginLinkHandler(adminToken string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !broker.AdminAuthorized(r, adminToken) {
@@ -132,7 +134,12 @@ func (s *Server) LoginLinkHandler(adminToken string) http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "login link request: " + err.Error()})
 			return
 		}
-		link, err := s.NewLoginLink(s.baseURL(r), req.Approver)
+		if a := strings.TrimSpace(req.Approver); a != "" && a != s.approver {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf(
+				"a login link signs in as %s (ui.approver), not as %s: the admin token is one person to Airlock; people sign in as themselves with ui.oidc", s.approver, a)})
+			return
+		}
+		link, err := s.NewLoginLink(s.baseURL(r), "")
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return

@@ -153,14 +153,19 @@ func TestLoginLinkAPI(t *testing.T) {
 	if code != http.StatusOK || out["approver"] != "admin" || !strings.HasPrefix(out["url"], h.srv.URL+"/login?token=") || out["expires_at"] == "" {
 		t.Fatalf("default link: %d %v", code, out)
 	}
-	code, out = post("Bearer "+testToken, `{"approver": "bob"}`)
-	if code != http.StatusOK || out["approver"] != "bob" {
-		t.Fatalf("link for bob: %d %v", code, out)
+	// The admin token is one person: a link in another name would let
+	// them count twice towards a quorum.
+	if code, out := post("Bearer "+testToken, `{"approver": "bob"}`); code != http.StatusForbidden || !strings.Contains(out["error"], "signs in as admin (ui.approver), not as bob") {
+		t.Errorf("link for bob: %d %v", code, out)
+	}
+	code, out = post("Bearer "+testToken, `{"approver": "admin"}`)
+	if code != http.StatusOK || out["approver"] != "admin" {
+		t.Fatalf("link naming admin: %d %v", code, out)
 	}
 	c := h.anonymous()
 	c.get(out["url"])
-	if _, doc := c.get("/"); text(doc.Find(".who strong")) != "bob" {
-		t.Error("the link does not sign in as bob")
+	if _, doc := c.get("/"); text(doc.Find(".who strong")) != "admin" {
+		t.Error("the link does not sign in as admin")
 	}
 	if code, out := post("Bearer "+testToken, `{"aprover": "bob"}`); code != http.StatusBadRequest {
 		t.Errorf("unknown field: %d %v", code, out)

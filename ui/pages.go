@@ -205,7 +205,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, who string) {
 		if fresh, ok := s.loadApproval(w, r); ok {
 			refuse(http.StatusConflict, sentence(de.Error()), fresh)
 		}
-	case errors.Is(err, broker.ErrSelfApproval), errors.Is(err, broker.ErrAlreadyVoted),
+	case errors.Is(err, broker.ErrSelfApproval), errors.Is(err, broker.ErrAlreadyVoted), errors.Is(err, broker.ErrNotApprover),
 		errors.Is(err, broker.ErrNotGrantable), errors.Is(err, broker.ErrGrantScope), errors.Is(err, broker.ErrGrantQuorum):
 		refuse(http.StatusForbidden, sentence(err.Error()), a)
 	case errors.Is(err, broker.ErrNotFound):

@@ -164,9 +164,9 @@ func newPendingCmd() *cobra.Command {
 			}
 			now := time.Now()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSERVER\tTOOL\tREQUESTER\tRISK\tWAITING\tEXPIRES IN\tREASON")
+			row(tw, "ID", "SERVER", "TOOL", "REQUESTER", "RISK", "WAITING", "EXPIRES IN", "REASON")
 			for _, a := range all {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Server, a.Tool, a.Principal.ID, a.Decision.Risk,
+				row(tw, a.ID, a.Server, a.Tool, a.Principal.ID, a.Decision.Risk,
 					now.Sub(a.RequestedAt).Round(time.Second), a.ExpiresAt.Sub(now).Round(time.Second), a.Decision.Reason)
 			}
 			return tw.Flush()
@@ -240,16 +240,17 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 				if f.jsonOut {
 					return printJSON(cmd.OutOrStdout(), &a)
 				}
+				id, tool, server := termSafe(id), termSafe(a.Tool), termSafe(a.Server)
 				switch a.Status {
 				case broker.StatusPending:
 					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s (%d of %d approvals needed).\n", id, a.Approvals(), a.Quorum())
 				case broker.StatusApproved:
-					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, a.Tool, a.Server)
-					if a.GrantID != "" {
-						fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls until it expires or is revoked (airlock grants revoke %s).\n", a.GrantID, a.GrantID)
+					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, tool, server)
+					if g := termSafe(a.GrantID); g != "" {
+						fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls until it expires or is revoked (airlock grants revoke %s).\n", g, g)
 					}
 				default:
-					fmt.Fprintf(cmd.OutOrStdout(), "Denied %s: the call to %s on %s will not run.\n", id, a.Tool, a.Server)
+					fmt.Fprintf(cmd.OutOrStdout(), "Denied %s: the call to %s on %s will not run.\n", id, tool, server)
 				}
 				return nil
 			}
@@ -258,7 +259,7 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 	}
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (the agent reads a denial's reason)")
-	cmd.Flags().StringVar(&as, "as", "", `the approver's identity to record (default "`+broker.AdminIdentity+`", the admin token's holder)`)
+	cmd.Flags().StringVar(&as, "as", "", "a name to record with the decision; it decides as ui.approver (default \""+broker.AdminIdentity+"\"), the admin token's one identity, whatever it says")
 	if verdict == broker.Approve {
 		cmd.Flags().StringVar(&grant.Scope, "grant", "", "also allow such calls from now on: exact (same arguments), arguments (same key arguments), or tool (any arguments)")
 		cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")
@@ -325,7 +326,7 @@ func listGrants(cmd *cobra.Command, f *adminFlags, all bool) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tSERVER\tTOOL\tSCOPE\tCOVERS\tFOR\tBY\tEXPIRES IN\tUSES")
+	row(tw, "ID", "STATUS", "SERVER", "TOOL", "SCOPE", "COVERS", "FOR", "BY", "EXPIRES IN", "USES")
 	for _, g := range grants {
 		covers := "any arguments"
 		switch g.Scope {
@@ -350,7 +351,7 @@ func listGrants(cmd *cobra.Command, f *adminFlags, all bool) error {
 		if g.Status == broker.GrantActive {
 			left = g.ExpiresAt.Sub(now).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Status, g.Server, g.Tool, g.Scope, covers, who, g.CreatedBy, left, uses)
+		row(tw, g.ID, g.Status, g.Server, g.Tool, g.Scope, covers, who, g.CreatedBy, left, uses)
 	}
 	return tw.Flush()
 }
@@ -377,7 +378,7 @@ func newGrantRevokeCmd() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("revoke %s: %w", args[0], err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "Revoked grant %s (%s on %s, %s scope).\n", g.ID, g.Tool, g.Server, g.Scope)
+				fmt.Fprintf(cmd.OutOrStdout(), "Revoked grant %s (%s on %s, %s scope).\n", termSafe(g.ID), termSafe(g.Tool), termSafe(g.Server), termSafe(string(g.Scope)))
 				return nil
 			}
 			return fmt.Errorf("no running broker knows grant %s", args[0])
@@ -433,7 +434,7 @@ JSON; a bare word is taken as a string).`,
 			if f.jsonOut {
 				return printJSON(cmd.OutOrStdout(), &g)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows %s on %s (%s scope) until %s.\n", g.ID, g.Tool, g.Server, g.Scope, g.ExpiresAt.Local().Format(time.RFC3339))
+			fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows %s on %s (%s scope) until %s.\n", termSafe(g.ID), termSafe(g.Tool), termSafe(g.Server), termSafe(string(g.Scope)), g.ExpiresAt.Local().Format(time.RFC3339))
 			return nil
 		},
 	}
@@ -530,13 +531,15 @@ hash chain.`,
 // text or as JSON lines (which --follow can stream).
 func auditPrinter(w io.Writer, jsonOut bool) func(*broker.AuditRecord) {
 	if jsonOut {
-		enc := json.NewEncoder(w)
-		return func(r *broker.AuditRecord) { enc.Encode(r) }
+		return func(r *broker.AuditRecord) { writeJSON(w, r, "") }
 	}
 	return func(r *broker.AuditRecord) {
 		who := r.Principal
 		if r.Actor != "" && r.Actor != "policy" {
 			who = r.Actor
+		}
+		if r.ActorAs != "" {
+			who += " (as " + r.ActorAs + ")"
 		}
 		line := fmt.Sprintf("%6d  %s  %-18s  %-12s  %-16s  %-10s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), r.Event, r.Server, r.Tool, who)
 		if r.Reason != "" {
@@ -548,7 +551,7 @@ func auditPrinter(w io.Writer, jsonOut bool) func(*broker.AuditRecord) {
 		if r.Late {
 			line += "  (recorded late: audit writes were failing)"
 		}
-		fmt.Fprintln(w, strings.TrimRight(line, " "))
+		fmt.Fprintln(w, termSafe(strings.TrimRight(line, " ")))
 	}
 }
 
@@ -573,7 +576,7 @@ func newAuditVerifyCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "The audit log verifies: %d records, each chained to the one before.\n", v.Records)
 			}
 			if !v.OK {
-				return &exitError{code: 1, msg: fmt.Sprintf("the audit log is broken at record %d: %s (%d records before it verify)", v.BrokenSeq, v.Problem, v.Records)}
+				return &exitError{code: 1, msg: fmt.Sprintf("the audit log is broken at record %d: %s (%d records before it verify)", v.BrokenSeq, termSafe(v.Problem), v.Records)}
 			}
 			return nil
 		},
@@ -582,8 +585,16 @@ func newAuditVerifyCmd() *cobra.Command {
 	return cmd
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+func printJSON(w io.Writer, v any) error { return writeJSON(w, v, "  ") }
+
+// row writes one row of a table, each cell made safe to print: a tab or a
+// newline in a tool's name would otherwise forge columns and rows.
+func row(tw io.Writer, cells ...any) {
+	for i, c := range cells {
+		if i > 0 {
+			io.WriteString(tw, "\t")
+		}
+		io.WriteString(tw, termSafe(fmt.Sprint(c)))
+	}
+	io.WriteString(tw, "\n")
 }

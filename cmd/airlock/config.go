@@ -460,12 +460,9 @@ func (u *UIConfig) resolve() error {
 		return fmt.Errorf("config: ui.oidc.client_id is required")
 	}
 	if o.ClientSecretFile != "" {
-		data, err := os.ReadFile(o.ClientSecretFile)
-		if err != nil {
+		var err error
+		if o.clientSecret, err = readSecretFile(o.ClientSecretFile); err != nil {
 			return fmt.Errorf("config: ui.oidc.client_secret_file: %w", err)
-		}
-		if o.clientSecret = strings.TrimSpace(string(data)); o.clientSecret == "" {
-			return fmt.Errorf("config: ui.oidc.client_secret_file: %s is empty", o.ClientSecretFile)
 		}
 	}
 	if o.Claim == "" {

@@ -12,17 +12,16 @@ import (
 
 func newLoginCmd() *cobra.Command {
 	var f adminFlags
-	var as string
 	cmd := &cobra.Command{
-		Use:   "login [--as NAME]",
+		Use:   "login",
 		Short: "Print a one-time link that signs a browser in to the approvals page",
 		Long: `login asks each running broker for a link that signs a browser in to its
 approvals page, like the one a broker prints when it starts. A link works
 once, within an hour; the browser then stays signed in for ui.session_ttl
-(12h by default). The browser decides as ui.approver ("admin" by default),
-or as --as: whoever holds the admin token may already decide as anyone.`,
+(12h by default). The browser decides as ui.approver ("admin" by default), the one identity
+of the admin token's holder, as the CLI does.`,
 		Example: `  airlock login
-  airlock login --as alice --state-dir /tmp/airlock-demo-123/state`,
+  airlock login --state-dir /tmp/airlock-demo-123/state`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			clients, err := f.brokers()
@@ -32,7 +31,7 @@ or as --as: whoever holds the admin token may already decide as anyone.`,
 			var links []ui.LoginLink
 			for _, c := range clients {
 				var link ui.LoginLink
-				if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/login-links", map[string]string{"approver": as}, &link); err != nil {
+				if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/login-links", nil, &link); err != nil {
 					return fmt.Errorf("login link from the broker at %s: %w", c.ref.Info.URL, err)
 				}
 				links = append(links, link)
@@ -46,15 +45,14 @@ or as --as: whoever holds the admin token may already decide as anyone.`,
 					if name == "" {
 						name = "serve"
 					}
-					fmt.Fprintf(cmd.OutOrStdout(), "%s (%s):\n", name, clients[i].ref.Dir)
+					fmt.Fprintf(cmd.OutOrStdout(), "%s (%s):\n", termSafe(name), termSafe(clients[i].ref.Dir))
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n  signs in as %s; works once, until %s\n",
-					link.URL, link.Approver, link.ExpiresAt.Local().Format(time.Kitchen))
+					termSafe(link.URL), termSafe(link.Approver), link.ExpiresAt.Local().Format(time.Kitchen))
 			}
 			return nil
 		},
 	}
 	f.register(cmd, true)
-	cmd.Flags().StringVar(&as, "as", "", "the approver the browser decides as (default: ui.approver, else admin)")
 	return cmd
 }

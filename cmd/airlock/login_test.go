@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -54,16 +56,37 @@ func TestServePrintsLoginLinkAndLoginMakesMore(t *testing.T) {
 		t.Errorf("the printed link worked twice (as %q)", who)
 	}
 
-	out, err := cli(t, "login", "--as", "dave")
+	out, err := cli(t, "login")
 	if err != nil {
 		t.Fatal(err)
 	}
 	link := loginURL.FindString(out)
-	if !strings.HasPrefix(link, base+"/login?token=") || !strings.Contains(out, "signs in as dave") {
+	if !strings.HasPrefix(link, base+"/login?token=") || !strings.Contains(out, "signs in as carol") {
 		t.Fatalf("airlock login printed:\n%s", out)
 	}
-	if who := signedInAs(t, link); who != "dave" {
+	if who := signedInAs(t, link); who != "carol" {
 		t.Errorf("airlock login's link signs in as %q", who)
+	}
+	// The admin token is one person: a link in another name would count
+	// them twice towards a quorum.
+	if _, err := cli(t, "login", "--as", "dave"); err == nil {
+		t.Error("airlock login --as dave made a link")
+	}
+	stateDir := filepath.Join(testStateHome(t), "airlock")
+	tok, err := os.ReadFile(filepath.Join(stateDir, tokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/login-links", strings.NewReader(`{"approver":"dave"}`))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "a login link signs in as carol (ui.approver), not as dave") {
+		t.Errorf("a login link for dave: %d %s", resp.StatusCode, body)
 	}
 }
 

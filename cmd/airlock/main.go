@@ -22,11 +22,11 @@ func main() {
 		var ee *exitError
 		if errors.As(err, &ee) {
 			if ee.msg != "" {
-				fmt.Fprintln(os.Stderr, "airlock:", ee.msg)
+				fmt.Fprintln(os.Stderr, "airlock:", termText(ee.msg))
 			}
 			os.Exit(ee.code)
 		}
-		fmt.Fprintln(os.Stderr, "airlock:", err)
+		fmt.Fprintln(os.Stderr, "airlock:", termText(err.Error()))
 		os.Exit(1)
 	}
 }

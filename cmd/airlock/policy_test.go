@@ -44,7 +44,7 @@ func write(t *testing.T, dir string, files map[string]string) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -139,6 +139,37 @@ func TestPolicyCheck(t *testing.T) {
 	}
 	if want := filepath.Join(dir, "airlock.rego") + ":4:7: rego_type_error: undefined function http.send"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error does not name file:row:col:\n%v\nwant %s", err, want)
+	}
+}
+
+// A data file defining airlock.decision was loaded without a word, and
+// never read: the rule wins.
+func TestPolicyCheckReportsDataARuleShadows(t *testing.T) {
+	const allow = "package airlock\n\ndecision := {\"action\": \"allow\"}\n"
+	tests := map[string]struct{ file, data, want string }{
+		"in the package's directory": {"airlock/data.json", `{"decision": {"action": "deny"}}`, "data.airlock.decision"},
+		"at the root":                {"data.json", `{"airlock": {"decision": {"action": "deny"}}}`, "data.airlock.decision"},
+		"as YAML":                    {"airlock/data.yaml", "decision:\n  action: deny\n", "data.airlock.decision"},
+		"above the rule":             {"data.json", `{"airlock": "deny"}`, "data.airlock.decision"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir, map[string]string{"airlock/airlock.rego": allow, tc.file: tc.data, "other/data.json": `{"limits": {"max": 3}}`})
+			_, _, err := run(t, "", "policy", "check", dir)
+			if cliExitCode(err) != 1 {
+				t.Fatalf("check: %v, want exit 1", err)
+			}
+			want := filepath.Join(dir, tc.file) + " defines " + tc.want + ", which the rule at " + filepath.Join(dir, "airlock/airlock.rego") + ":3 replaces"
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error:\n%v\nwant it to say %s", err, want)
+			}
+		})
+	}
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"airlock/airlock.rego": allow, "airlock/data.json": `{"limits": {"max": 3}}`})
+	if stdout, _, err := run(t, "", "policy", "check", dir); err != nil {
+		t.Errorf("data beside the rule, not under it: %q, %v", stdout, err)
 	}
 }
 

@@ -105,6 +105,7 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		Heartbeat:        cfg.Heartbeat,
 		SkipAllowedAudit: cfg.AuditAllowedCalls != nil && !*cfg.AuditAllowedCalls,
 		Limits:           cfg.Limits.broker(),
+		AdminIdentity:    strings.TrimSpace(cfg.UI.Approver), // a login link's identity: one person, one name
 	}, ups...)
 	if err != nil {
 		return nil, err

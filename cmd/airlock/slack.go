@@ -58,14 +58,10 @@ func newSlack(cfg *Config, log *slog.Logger) (*slack.Notifier, error) {
 // readSecret reads a secret from its file. Errors name the key and the
 // file, never the secret.
 func readSecret(key, path, prefix string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("config: slack.%s: %w", key, err)
-	}
-	v := strings.TrimSpace(string(data))
+	v, err := readSecretFile(path)
 	switch {
-	case v == "":
-		return "", fmt.Errorf("config: slack.%s: %s is empty", key, path)
+	case err != nil:
+		return "", fmt.Errorf("config: slack.%s: %w", key, err)
 	case strings.ContainsAny(v, " \t\r\n"):
 		return "", fmt.Errorf("config: slack.%s: %s holds more than one line or word; it must hold the secret alone", key, path)
 	case prefix != "" && !strings.HasPrefix(v, prefix):

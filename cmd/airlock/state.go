@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -61,29 +62,77 @@ func ensureStateDir(dir string) error {
 }
 
 // adminToken reads the API's bearer token, creating it on first start.
+// A token file that exists but cannot be used (empty, unreadable, open to
+// other users) is an error naming it: replacing it would lock out every
+// CLI that already read it, and guessing would loop.
 func adminToken(dir string) (string, error) {
 	path := filepath.Join(dir, tokenFile)
-	data, err := os.ReadFile(path)
-	if err == nil {
-		if tok := strings.TrimSpace(string(data)); tok != "" {
-			return tok, nil
+	tok, err := readSecretFile(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		if err != nil {
+			return "", fmt.Errorf("admin token: %w", err)
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+		return tok, nil
+	}
+	tok = rand.Text() + rand.Text()
+	// Written under a temporary name and linked into place, so that a
+	// concurrent start never reads a half-written (empty) file.
+	tmp, err := os.CreateTemp(dir, tokenFile+".tmp-*")
+	if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
-	tok := rand.Text() + rand.Text()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return adminToken(dir) // another process made it first
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(tok + "\n")
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
-	defer f.Close()
-	if _, err := f.WriteString(tok + "\n"); err != nil {
+	if err := os.Link(tmp.Name(), path); errors.Is(err, fs.ErrExist) {
+		// Another process made it first: use theirs, once.
+		if tok, err = readSecretFile(path); err != nil {
+			return "", fmt.Errorf("admin token: %w", err)
+		}
+		return tok, nil
+	} else if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
-	return tok, f.Sync()
+	return tok, nil
+}
+
+// readSecretFile reads a secret kept alone in a file: the admin token, a
+// Slack token, an OIDC client secret. It refuses a file that other users
+// may read or write (whoever can read it can approve calls or speak as
+// Airlock), and an empty one; errors name the file, never the secret.
+func readSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("%s is open to other users (mode %04o); make it private with: chmod 600 %s", path, perm, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	v := strings.TrimSpace(string(data))
+	if v == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return v, nil
 }
 
 // apiInfo is what a running broker writes beside its token, so that the
@@ -136,11 +185,11 @@ func findBrokers(dir string, includeWraps bool) ([]brokerRef, error) {
 		if json.Unmarshal(data, &info) != nil || info.URL == "" || !processAlive(info.PID) {
 			continue
 		}
-		tok, err := os.ReadFile(filepath.Join(d, tokenFile))
+		tok, err := readSecretFile(filepath.Join(d, tokenFile))
 		if err != nil {
 			return nil, fmt.Errorf("reading the admin token of the broker in %s: %w", d, err)
 		}
-		refs = append(refs, brokerRef{Dir: d, Info: info, Token: strings.TrimSpace(string(tok))})
+		refs = append(refs, brokerRef{Dir: d, Info: info, Token: tok})
 	}
 	if len(refs) == 0 {
 		return nil, fmt.Errorf("no running Airlock broker found in %s; start `airlock serve` or `airlock wrap`, or pass --state-dir", dir)

@@ -42,12 +42,14 @@ func (n *Notifier) approverSet(a *broker.Approval) approverSet {
 	return s
 }
 
-// identity is the Airlock identity a Slack user votes as.
-func (n *Notifier) identity(slackID string) string {
+// identity is the Airlock identity a Slack user votes as, and the realm
+// of a user slack.identities does not map: such a user is someone other
+// than every other Slack user, but may be anyone who decides elsewhere.
+func (n *Notifier) identity(slackID string) (who, realm string) {
 	if who, ok := n.principal[slackID]; ok {
-		return who
+		return who, ""
 	}
-	return slackIdentityPrefix + slackID
+	return slackIdentityPrefix + slackID, "slack"
 }
 
 // Why a click is refused. These are shown to the person who clicked.
@@ -69,7 +71,7 @@ func (n *Notifier) authorize(ctx context.Context, a *broker.Approval, slackID st
 	if u.Deleted || u.IsBot || u.IsAppUser || u.IsWorkflowBot || u.IsRestricted || u.IsUltraRestricted || u.IsStranger || u.ID != slackID {
 		return "", refuseNotApprover, nil
 	}
-	who = n.identity(slackID)
+	who, _ = n.identity(slackID)
 	if verdict == broker.Approve && (who == a.Principal.ID || n.slackUser[a.Principal.ID] == slackID) {
 		return "", refuseRequester, nil
 	}

@@ -264,7 +264,8 @@ func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
 		n.openDialog(ctx, log, in, "always allow", grantDialog(a, dialogMetadata(a, in)))
 		return
 	}
-	_, err = d.Decide(ctx, a.ID, broker.Vote{Approver: who, Channel: "slack", Verdict: verdict, Reason: in.reason, Grant: in.grant})
+	_, realm := n.identity(in.user)
+	_, err = d.Decide(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "slack", Verdict: verdict, Reason: in.reason, Grant: in.grant, Authorized: true})
 	var de *broker.DecidedError
 	switch {
 	case err == nil:
