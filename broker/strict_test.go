@@ -366,3 +366,38 @@ func TestFirstFingerprintTakenAgainByTodaysRules(t *testing.T) {
 		t.Error("an unchanged tool is marked changed after the fingerprint rules changed")
 	}
 }
+
+// Arguments whose keys differ only in case are refused at the gate: the
+// policy would judge "path", while a Go server (this one decodes with
+// encoding/json, as go-sdk tools do) writes to "Path".
+func TestArgumentCaseTwinsRefused(t *testing.T) {
+	underSrv := brokertest.PolicyFunc(func(in *policy.Input) policy.Decision {
+		if o, err := policy.ParseObject(in.Arguments); err == nil {
+			if path, _, _ := o.String("path"); strings.HasPrefix(path, "/srv/") {
+				return policy.Decision{Action: policy.Allow, Reason: "under /srv"}
+			}
+		}
+		return policy.Decision{Action: policy.Deny, Reason: "only /srv"}
+	})
+	for name, p := range paths {
+		t.Run(name, func(t *testing.T) {
+			srv := brokertest.NewServer()
+			b := newBrokerWith(t, broker.Options{Policy: underSrv}, p.upstream(t, srv))
+			cs := p.downstream(t, b, newClient(newEvents()))
+			if got := callText(t, cs, "write", map[string]any{"path": "/srv/ok"}); got != "wrote /srv/ok" {
+				t.Fatalf("the exact call: %q", got)
+			}
+			res, err := cs.CallTool(ctxT(t), &mcp.CallToolParams{Name: "write", Arguments: map[string]any{"path": "/srv/ok", "Path": "/etc/cron.d/x"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := res.Content[0].(*mcp.TextContent).Text
+			if !res.IsError || !strings.Contains(text, "differ only in case") {
+				t.Errorf("case twins got %q", text)
+			}
+			if n := srv.Count("tools/call"); n != 1 {
+				t.Errorf("the server ran %d calls, want 1", n)
+			}
+		})
+	}
+}

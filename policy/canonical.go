@@ -48,7 +48,7 @@ type Arguments struct {
 // ParseArguments parses raw as Digest does. It keeps raw, which must not
 // change afterwards.
 func ParseArguments(raw []byte) (*Arguments, error) {
-	v, err := parseJSON(raw)
+	v, err := parseArgumentsJSON(raw)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -334,5 +335,55 @@ func TestParseArguments(t *testing.T) {
 	}
 	if _, err := ParseArguments([]byte(`{"a":1,"a":2}`)); err == nil {
 		t.Error("duplicate keys parsed")
+	}
+}
+
+// Keys of one object in a call's arguments that differ only in case (or
+// by Unicode folding) are refused: a server decoding with encoding/json
+// reads the last of them, the policy the one named exactly.
+func TestParseArgumentsRefusesCaseTwins(t *testing.T) {
+	for name, raw := range map[string]string{
+		"top level":  `{"path":"/ok","Path":"/etc/shadow"}`,
+		"nested":     `{"opts":{"force":false,"FORCE":true}}`,
+		"in a list":  `{"files":[{"path":"/ok","pAth":"/etc"}]}`,
+		"long s":     `{"pass":"a","paſs":"b"}`,
+		"kelvin":     `{"k":1,"\u212a":2}`,
+		"twin first": `{"Path":"/etc/shadow","path":"/ok"}`,
+	} {
+		if _, err := ParseArguments([]byte(raw)); !errors.Is(err, ErrDuplicateKey) {
+			t.Errorf("%s: %s parsed (%v)", name, raw, err)
+		}
+		in := &Input{Arguments: []byte(raw)}
+		if _, err := in.value(nil); err == nil {
+			t.Errorf("%s: the policy input took %s", name, raw)
+		}
+	}
+	for _, raw := range []string{`{"a":1,"b":{"a":2}}`, `{"path":"/x","paths":["/y"]}`, `[{"a":1},{"A":2}]`} {
+		if _, err := ParseArguments([]byte(raw)); err != nil {
+			t.Errorf("%s refused: %v", raw, err)
+		}
+	}
+	// Definitions and schemas may hold such keys: only arguments are judged.
+	if _, err := Canonical([]byte(`{"properties":{"a":{},"A":{}}}`)); err != nil {
+		t.Errorf("a schema with case twins: %v", err)
+	}
+}
+
+// Past the keys it scans, the fold check keeps a map: twins are still
+// found, wherever they stand, and distinct keys are not taken for twins.
+func TestParseArgumentsCaseTwinsInLargeObjects(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range 1000 {
+		fmt.Fprintf(&b, `"key%d":%d,`, i, i)
+	}
+	large := b.String()
+	if _, err := ParseArguments([]byte(large + `"last":0}`)); err != nil {
+		t.Fatalf("distinct keys refused: %v", err)
+	}
+	for _, twin := range []string{`"KEY3"`, `"Key999"`, `"\u212aey500"`} {
+		if _, err := ParseArguments([]byte(large + twin + `:0}`)); !errors.Is(err, ErrDuplicateKey) {
+			t.Errorf("twin %s parsed (%v)", twin, err)
+		}
 	}
 }

@@ -127,8 +127,14 @@ func (in *Input) value(m *memo) (_ ast.Value, err error) {
 	var args *ast.Term
 	if p := in.parsed; p != nil && bytes.Equal(p.raw, in.Arguments) {
 		args = ast.NewTerm(p.v)
-	} else if args, err = rawTerm("arguments", in.Arguments); err != nil {
-		return nil, err
+	} else if len(in.Arguments) == 0 {
+		args = ast.NullTerm()
+	} else {
+		v, err := parseArgumentsJSON(in.Arguments)
+		if err != nil {
+			return nil, fmt.Errorf("policy: input arguments: %w", err)
+		}
+		args = ast.NewTerm(v)
 	}
 
 	tool := [][2]*ast.Term{

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -30,7 +32,21 @@ const (
 // that may read them differently: it rejects duplicate keys, invalid UTF-8,
 // lone UTF-16 surrogates and trailing data. Numbers keep their exact text.
 func parseJSON(data []byte) (ast.Value, error) {
-	p := parser{data: data}
+	return parser{data: data}.document()
+}
+
+// parseArgumentsJSON is parseJSON for a call's arguments, which also
+// refuses an object whose keys differ only in case or Unicode folding
+// ({"path": …, "Path": …}, or "paſs" beside "pass"): a server that decodes
+// arguments with Go's encoding/json (as go-sdk tools do) reads the last of
+// them, while the policy and the approver would judge the one named
+// exactly. Schemas and definitions may hold such keys; arguments that are
+// judged may not.
+func parseArgumentsJSON(data []byte) (ast.Value, error) {
+	return parser{data: data, foldUnique: true}.document()
+}
+
+func (p parser) document() (ast.Value, error) {
 	p.skipSpace()
 	v, err := p.value(0)
 	if err != nil {
@@ -46,6 +62,9 @@ func parseJSON(data []byte) (ast.Value, error) {
 type parser struct {
 	data []byte
 	pos  int
+	// foldUnique refuses keys of one object that are equal under Unicode
+	// case folding (parseArgumentsJSON).
+	foldUnique bool
 }
 
 // syntaxError reports where a JSON document went wrong.
@@ -118,6 +137,7 @@ func (p *parser) object(depth int) (ast.Value, error) {
 	}
 	p.pos++ // {
 	obj := ast.NewObject()
+	var folds foldSet
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
@@ -135,6 +155,11 @@ func (p *parser) object(depth int) (ast.Value, error) {
 		key := ast.StringTerm(k)
 		if obj.Get(key) != nil {
 			return nil, &syntaxError{offset: keyAt, msg: fmt.Sprintf("key %q appears twice: %v", k, ErrDuplicateKey), err: ErrDuplicateKey}
+		}
+		if p.foldUnique {
+			if other, ok := folds.add(k); ok {
+				return nil, &syntaxError{offset: keyAt, msg: fmt.Sprintf("keys %q and %q differ only in case, and a server may read either: %v", other, k, ErrDuplicateKey), err: ErrDuplicateKey}
+			}
 		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
@@ -162,6 +187,60 @@ func (p *parser) object(depth int) (ast.Value, error) {
 			return nil, p.errorf("expected ',' or '}' in an object")
 		}
 	}
+}
+
+// foldSet finds keys of one object that are equal under Unicode case
+// folding, as encoding/json matches names. Most objects in arguments are
+// small, and a scan of their keys costs less than a map; past a few keys
+// it keeps a map of folded keys, so that an object with many keys costs
+// linear time, not quadratic.
+type foldSet struct {
+	keys   [foldScanMax]string // the first keys, without allocating
+	n      int
+	folded map[string]string
+}
+
+const foldScanMax = 8
+
+// add records k and returns an earlier key it folds to, if any.
+func (f *foldSet) add(k string) (twin string, found bool) {
+	if f.folded == nil {
+		for _, o := range f.keys[:f.n] {
+			if strings.EqualFold(o, k) {
+				return o, true
+			}
+		}
+		if f.n < foldScanMax {
+			f.keys[f.n] = k
+			f.n++
+			return "", false
+		}
+		f.folded = make(map[string]string, 2*foldScanMax)
+		for _, o := range f.keys {
+			f.folded[foldKey(o)] = o
+		}
+	}
+	fk := foldKey(k)
+	if o, ok := f.folded[fk]; ok {
+		return o, true
+	}
+	f.folded[fk] = k
+	return "", false
+}
+
+// foldKey maps each rune of s to the smallest rune of its case-folding
+// orbit, so that two strings are strings.EqualFold exactly when their
+// foldKeys are equal.
+func foldKey(s string) string {
+	b := make([]rune, 0, len(s))
+	for _, r := range s {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b = append(b, least)
+	}
+	return string(b)
 }
 
 func (p *parser) array(depth int) (ast.Value, error) {
