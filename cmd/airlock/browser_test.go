@@ -21,15 +21,8 @@ import (
 func TestBrowserApprovesThroughServe(t *testing.T) {
 	tab := uitest.NewBrowser(t)
 	args, _ := json.Marshal(testServerArgs("echo")[1:])
-	base, stderr := startServe(t, fmt.Sprintf("servers:\n  echo:\n    command: env\n    args: %s\n", args))
-	var link string
-	for deadline := time.Now().Add(10 * time.Second); link == "" && time.Now().Before(deadline); {
-		link = loginURL.FindString(stderr.String())
-		time.Sleep(20 * time.Millisecond)
-	}
-	if link == "" {
-		t.Fatalf("no login link on stderr:\n%s", stderr)
-	}
+	base, stderr := startServe(t, fmt.Sprintf("ui: {login_link: file}\nservers:\n  echo:\n    command: env\n    args: %s\n", args))
+	link := linkFromFile(t, stderr)
 	uitest.Do(t, tab, chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#pending .empty")))
 
 	cs := httpSession(t, base+"/mcp/echo")

@@ -181,6 +181,12 @@ type UIConfig struct {
 	URL string `yaml:"url"`
 	// SessionTTL is how long a browser stays signed in (default 12h).
 	SessionTTL time.Duration `yaml:"session_ttl"`
+	// LoginLink is where serve and wrap put the login link they make at
+	// start: "auto" (the default: serve writes it on the terminal, and
+	// into the state directory's login-link file when it has none; wrap
+	// always into the file), "file", or "stderr". Not stderr by default:
+	// an MCP client keeps the stderr of the servers it starts in its logs.
+	LoginLink string `yaml:"login_link"`
 	// OIDC turns on sign-in with an OpenID Connect provider.
 	OIDC *OIDCConfig `yaml:"oidc"`
 }
@@ -444,6 +450,11 @@ func (u *UIConfig) resolve() error {
 	}
 	if u.SessionTTL < 0 {
 		return fmt.Errorf("config: ui.session_ttl: must not be negative")
+	}
+	switch u.LoginLink {
+	case "", "auto", "file", "stderr":
+	default:
+		return fmt.Errorf("config: ui.login_link: %q must be auto, file or stderr", u.LoginLink)
 	}
 	o := u.OIDC
 	if o == nil {

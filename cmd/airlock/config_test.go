@@ -22,6 +22,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		"unknown top-level key": {"lisen: 1.2.3.4:5\n", `line 1: unknown key "lisen"`},
 		"unknown server key":    {"servers:\n  a:\n    command: x\n    argz: [y]\n", `line 4: unknown key "argz"`},
 		"bad listen":            {"listen: nowhere\n", "listen:"},
+		"bad login link":        {"ui: {login_link: tty}\n", "ui.login_link:"},
 		"bad log level":         {"log_level: loud\n", "log_level:"},
 		"neither":               {"servers:\n  a: {}\n", "servers.a: needs command"},
 		"both":                  {"servers:\n  a:\n    command: x\n    url: http://h/mcp\n", "servers.a: set command or url, not both"},

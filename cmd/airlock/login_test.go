@@ -14,6 +14,43 @@ import (
 
 var loginURL = regexp.MustCompile(`http://\S+/login\?token=[A-Z0-9]+`)
 
+// loginFileLine is what serve and wrap say on stderr in place of the link.
+var loginFileLine = regexp.MustCompile(`a one-time link that signs in as \S+ is in (\S+) \(`)
+
+// linkFromFile waits for stderr to name the login-link file, checks that
+// stderr holds no link itself (an MCP client logs it), and returns the
+// link the file holds, which only this user may read.
+func linkFromFile(t *testing.T, stderr *syncBuffer) string {
+	t.Helper()
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(deadline); {
+		m = loginFileLine.FindStringSubmatch(stderr.String())
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m == nil {
+		t.Fatalf("stderr names no login-link file:\n%s", stderr)
+	}
+	if loginURL.MatchString(stderr.String()) {
+		t.Errorf("the login link is on stderr:\n%s", stderr)
+	}
+	st, err := os.Stat(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600", m[1], st.Mode().Perm())
+	}
+	data, err := os.ReadFile(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := loginURL.FindString(string(data))
+	if link == "" {
+		t.Fatalf("%s holds no link: %q", m[1], data)
+	}
+	return link
+}
+
 // signedInAs opens a login link in a fresh client and returns who the
 // approvals page says is signed in.
 func signedInAs(t *testing.T, link string) string {
@@ -39,15 +76,10 @@ func signedInAs(t *testing.T, link string) string {
 // serve prints a login link on stderr; `airlock login` asks the running
 // broker for another, for another browser or another name.
 func TestServePrintsLoginLinkAndLoginMakesMore(t *testing.T) {
-	base, stderr := startServe(t, "ui: {approver: carol}\n")
-	var printed string
-	deadline := time.Now().Add(10 * time.Second)
-	for printed == "" && time.Now().Before(deadline) {
-		printed = loginURL.FindString(stderr.String())
-		time.Sleep(20 * time.Millisecond)
-	}
+	base, stderr := startServe(t, "ui: {approver: carol, login_link: file}\n")
+	printed := linkFromFile(t, stderr)
 	if !strings.HasPrefix(printed, base+"/login?token=") {
-		t.Fatalf("no login link on stderr:\n%s", stderr)
+		t.Fatalf("the login link %q is not for %s", printed, base)
 	}
 	if who := signedInAs(t, printed); who != "carol" {
 		t.Errorf("the printed link signs in as %q, want carol (ui.approver)", who)
@@ -105,14 +137,25 @@ func TestWrapPrintsLoginLink(t *testing.T) {
 		t.Fatalf("no %s on stderr:\n%s", re, stderr)
 		return ""
 	}
+	// By default the link goes into a file: wrap's stderr is its MCP
+	// client's log.
 	cs, cmd, stderr := wrapClient(t, []string{"--name", "echo"}, testServerArgs("echo")...)
-	if who := signedInAs(t, waitLink(stderr, loginURL)); who != "admin" {
+	if who := signedInAs(t, linkFromFile(t, stderr)); who != "admin" {
 		t.Errorf("wrap's link signs in as %q", who)
 	}
 	cs.Close()
 	exitCode(t, cmd) // the next wrap of echo needs its state directory
 
-	cfg := writeConfig(t, "ui:\n  oidc: {issuer: 'https://idp.example', client_id: airlock}\n")
+	// Asked for, it goes on stderr.
+	cfg := writeConfig(t, "ui: {login_link: stderr}\n")
+	cs, cmd, stderr = wrapClient(t, []string{"--name", "echo", "-c", cfg}, testServerArgs("echo")...)
+	if who := signedInAs(t, waitLink(stderr, loginURL)); who != "admin" {
+		t.Errorf("wrap's link signs in as %q", who)
+	}
+	cs.Close()
+	exitCode(t, cmd)
+
+	cfg = writeConfig(t, "ui:\n  oidc: {issuer: 'https://idp.example', client_id: airlock}\n")
 	cs, _, stderr = wrapClient(t, []string{"--name", "echo", "-c", cfg}, testServerArgs("echo")...)
 	defer cs.Close()
 	waitLink(stderr, regexp.MustCompile(`Approvals UI: http://127\.0\.0\.1:\d+ \(sign in with https://idp\.example`))

@@ -209,6 +209,7 @@ func (rt *runtime) close() {
 	}
 	if rt.listener != nil {
 		removeAPIInfo(rt.stateDir)
+		os.Remove(filepath.Join(rt.stateDir, loginFile)) // its link dies with this broker
 	}
 	if rt.stop != nil {
 		rt.stop()
@@ -235,11 +236,15 @@ func requireToken(token string, h http.Handler) http.Handler {
 }
 
 // announceUI tells the person at the terminal how to open the approvals
-// page: a one-time login link, or where to sign in with OIDC. Logs may be
-// kept for long, so the OIDC case prints no link.
-func (rt *runtime) announceUI(w io.Writer) {
+// page: a one-time login link, or where to sign in with OIDC. The link is a
+// credential, and stderr is no place for it: an MCP client keeps the
+// stderr of the servers it starts in its logs, and logs are kept for long.
+// So it goes on the terminal (serve, when it has one) or into a 0600 file
+// in the state directory, whose name goes on stderr (ui.login_link).
+// wrapped is true under wrap, whose terminal, if any, is its client's.
+func (rt *runtime) announceUI(stderr io.Writer, wrapped bool) {
 	if o := rt.cfg.UI.OIDC; o != nil {
-		fmt.Fprintf(w, "Approvals UI: %s (sign in with %s; `airlock login` prints a one-time link)\n", rt.uiURL(), o.Issuer)
+		fmt.Fprintf(stderr, "Approvals UI: %s (sign in with %s; `airlock login` prints a one-time link)\n", rt.uiURL(), o.Issuer)
 		return
 	}
 	link, err := rt.ui.NewLoginLink(rt.uiURL(), "")
@@ -247,8 +252,29 @@ func (rt *runtime) announceUI(w io.Writer) {
 		rt.log.Error("making a login link failed", "err", err)
 		return
 	}
-	fmt.Fprintf(w, "Approvals UI: open %s to sign in as %s (the link works once, within an hour; `airlock login` prints another)\n",
-		link.URL, link.Approver)
+	say := func(w io.Writer) {
+		fmt.Fprintf(w, "Approvals UI: open %s to sign in as %s (the link works once, within an hour; `airlock login` prints another)\n",
+			link.URL, link.Approver)
+	}
+	mode := rt.cfg.UI.LoginLink
+	if mode == "stderr" {
+		say(stderr)
+		return
+	}
+	if mode != "file" && !wrapped {
+		if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+			say(tty)
+			tty.Close()
+			return
+		}
+	}
+	path := filepath.Join(rt.stateDir, loginFile)
+	if err := writePrivateFile(path, []byte(link.URL+"\n")); err != nil {
+		rt.log.Error("writing the login link failed", "file", path, "err", err)
+		return
+	}
+	fmt.Fprintf(stderr, "Approvals UI: %s; a one-time link that signs in as %s is in %s (`airlock login` prints another)\n",
+		rt.uiURL(), link.Approver, path)
 }
 
 // uiURL is where people open the UI: the configured URL, or the

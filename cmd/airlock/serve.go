@@ -76,7 +76,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	rt.sessions = mcpHandler.Sessions
 	errc := make(chan error, 1)
 	go func() { errc <- rt.serve() }()
-	rt.announceUI(os.Stderr)
+	rt.announceUI(os.Stderr, false)
 	if len(ups) == 0 {
 		log.Warn("no servers configured; add some under servers: or mcpServers: in the config")
 	}

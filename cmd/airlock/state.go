@@ -19,6 +19,7 @@ const (
 	dbFile      = "airlock.db"
 	tokenFile   = "admin-token" // the API's bearer token, mode 0600
 	apiInfoFile = "api.json"    // where the running broker's API listens
+	loginFile   = "login-link"  // the login link made at start, mode 0600
 )
 
 // stateHome is where Airlock keeps state by default:
@@ -149,11 +150,29 @@ func writeAPIInfo(dir string, info apiInfo) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, apiInfoFile+".tmp")
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+	if err := writePrivateFile(filepath.Join(dir, apiInfoFile), append(data, '\n')); err != nil {
 		return fmt.Errorf("api info: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(dir, apiInfoFile))
+	return nil
+}
+
+// writePrivateFile replaces path with data, readable by this user only.
+// It writes a new file and renames it into place, so that a reader sees
+// the old contents or the new, and never a file another user could open.
+func writePrivateFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 func removeAPIInfo(dir string) { os.Remove(filepath.Join(dir, apiInfoFile)) }

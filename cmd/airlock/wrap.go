@@ -83,7 +83,7 @@ func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen s
 		}
 	}()
 	log.Info("approval API ready", "url", rt.baseURL()+"/api/v1/", "state_dir", stateDir)
-	rt.announceUI(os.Stderr)
+	rt.announceUI(os.Stderr, true)
 	conn := wire.NewLineConn(os.Stdin, os.Stdout, os.Stdin, 0)
 	err = rt.broker.ServeConn(ctx, up.Name, conn, osPrincipal())
 	if err != nil {
