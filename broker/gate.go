@@ -126,7 +126,7 @@ func (b *Broker) refuseParams(s *Session, err error) (ref string) {
 	b.record(&AuditRecord{
 		Time: b.now(), Event: EventRefused, Server: s.up.Name,
 		Principal: s.principal.ID, PrincipalSource: s.principal.Source,
-		Client: clientLabel(s.Info()), Session: s.id, Reason: "tools/call: " + err.Error(), Ref: ref, Actor: Airlock,
+		Client: clientLabel(s.Info()), Session: s.ref, Reason: "tools/call: " + err.Error(), Ref: ref, Actor: Airlock,
 	})
 	return ref
 }

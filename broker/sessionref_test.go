@@ -70,6 +70,10 @@ func TestSessionIDStaysWithItsClient(t *testing.T) {
 	if status, msgs := c.post(context.Background(), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`); status != 200 || len(msgs) != 1 {
 		t.Fatalf("echo: %d %v", status, msgs)
 	}
+	// A call refused for its params is audited too.
+	if status, msgs := c.post(context.Background(), `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","Name":"write"}}`); status != 200 || len(msgs) != 1 || msgs[0]["error"] == nil {
+		t.Fatalf("decoy params: %d %v", status, msgs)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
