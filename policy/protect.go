@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -84,24 +85,40 @@ func newProtected(paths, dirs []string) (*protected, error) {
 
 // realPath resolves the symlinks of the longest prefix of the absolute
 // path p that exists, and cleans the result. The rest is kept as written:
-// it does not exist, so no link can redirect it yet.
+// it does not exist, so no link can redirect it yet. It walks down from
+// the root, one Lstat per element, so that a path whose top is missing
+// (the common case for a path on another machine) costs one call.
 func realPath(p string) string {
-	rest := ""
-	for {
-		// Whatever stops the resolution (a missing element, a file where a
-		// directory should be, a loop, no permission), the prefix above it
-		// may still be a link.
-		if r, err := filepath.EvalSymlinks(p); err == nil {
-			return filepath.Clean(filepath.Join(r, rest))
+	sep := string(filepath.Separator)
+	cur := filepath.VolumeName(p) + sep
+	elems := strings.Split(p[len(filepath.VolumeName(p)):], sep)
+	for i, e := range elems {
+		switch e {
+		case "", ".":
+			continue
+		case "..":
+			// cur has no links left in it, so its parent is the real one.
+			cur = filepath.Dir(cur)
+			continue
 		}
-		dir, base := filepath.Split(p)
-		dir = strings.TrimRight(dir, string(filepath.Separator))
-		if dir == "" || dir == p {
-			return filepath.Clean(filepath.Join(string(filepath.Separator), base, rest))
+		next := filepath.Join(cur, e)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			// Missing, not a directory, or unreadable: nothing below can
+			// be reached through a link Airlock can see.
+			return filepath.Join(append([]string{next}, elems[i+1:]...)...)
 		}
-		rest = filepath.Join(base, rest)
-		p = dir
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			r, err := filepath.EvalSymlinks(next)
+			if err != nil {
+				// A dangling link or a loop: the OS cannot follow it either.
+				return filepath.Join(append([]string{next}, elems[i+1:]...)...)
+			}
+			next = r
+		}
+		cur = next
 	}
+	return cur
 }
 
 // hit is an argument that names a protected path.

@@ -121,3 +121,24 @@ func TestProtectedPathsDenyAheadOfPolicy(t *testing.T) {
 		t.Errorf("ordinary file: %s %q; want allow with input.airlock.protected_paths[0] = %s", d.Action, d.Reason, state)
 	}
 }
+
+// BenchmarkProtectedCheck is the guard's cost on an ordinary path argument
+// and on a string that cannot be a path.
+func BenchmarkProtectedCheck(b *testing.B) {
+	state := b.TempDir()
+	p, err := newProtected([]string{state, filepath.Join(state, "admin-token")}, []string{b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	existing := filepath.Join(b.TempDir(), "report.md")
+	os.WriteFile(existing, nil, 0o600)
+	for _, s := range []string{"/srv/data/report.md", existing, "quarterly numbers"} {
+		b.Run(strings.ReplaceAll(s, "/", "_"), func(b *testing.B) {
+			for range b.N {
+				if _, ok := p.checkString(s); ok {
+					b.Fatal("caught")
+				}
+			}
+		})
+	}
+}
