@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,3 +70,27 @@ func TestProtectedPathsThroughFilesystemServer(t *testing.T) {
 }
 
 func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
+
+// Every file the config names as a secret, the config itself, the policy
+// and the state home (every wrap's state dir, so that one wrap's agent
+// cannot read a sibling's token) are protected, not just the state dir.
+func TestProtectedPathsFromConfig(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/home/u/.local/state")
+	cfg := &Config{path: "/etc/airlock/airlock.yaml"}
+	cfg.Policy.Dir = "/etc/airlock/policy"
+	cfg.Slack = &SlackConfig{BotTokenFile: "/etc/airlock/bot", AppTokenFile: "/etc/airlock/app", SigningSecretFile: "/etc/airlock/signing"}
+	cfg.UI.OIDC = &OIDCConfig{ClientSecretFile: "/etc/airlock/oidc"}
+	cfg.Servers = map[string]*ServerConfig{"fs": {Command: "x", Cwd: "/srv/work"}}
+	protect, dirs := protectedPaths(cfg, "/home/u/.local/state/airlock/wrap-fs")
+	for _, want := range []string{
+		"/home/u/.local/state/airlock/wrap-fs", "/home/u/.local/state/airlock/wrap-fs/admin-token", "/home/u/.local/state/airlock",
+		"/etc/airlock/airlock.yaml", "/etc/airlock/policy", "/etc/airlock/bot", "/etc/airlock/app", "/etc/airlock/signing", "/etc/airlock/oidc",
+	} {
+		if !slices.Contains(protect, want) {
+			t.Errorf("%s is not protected: %q", want, protect)
+		}
+	}
+	if !slices.Contains(dirs, "/srv/work") {
+		t.Errorf("servers.fs.cwd is not a work dir: %q", dirs)
+	}
+}
