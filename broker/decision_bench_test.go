@@ -23,7 +23,13 @@ import (
 //
 //	go test -run '^$' -bench Decision -benchtime 20000x ./broker
 func BenchmarkDecision(b *testing.B) {
-	engine, err := policy.New(context.Background(), policy.Options{})
+	// Protected paths as `airlock serve` sets them, so that their check on
+	// the path argument is part of the cost.
+	state := b.TempDir()
+	engine, err := policy.New(context.Background(), policy.Options{
+		ProtectedPaths: []string{state, state + "/admin-token", b.TempDir() + "/airlock.yaml"},
+		WorkDirs:       []string{b.TempDir()},
+	})
 	if err != nil {
 		b.Fatal(err)
 	}

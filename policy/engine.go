@@ -46,6 +46,14 @@ type Options struct {
 	Dir     string        // policy directory; "" = the library embedded from package rego
 	Logger  *slog.Logger  // nil = discard
 	Timeout time.Duration // per evaluation; 0 = DefaultTimeout
+	// ProtectedPaths are Airlock's own files and directories (state,
+	// config, policy, secrets). Every call whose arguments name a path
+	// under one is denied ahead of the policy, and the policy sees them as
+	// input.airlock.protected_paths. See protect.go.
+	ProtectedPaths []string
+	// WorkDirs are the directories a relative path in the arguments may be
+	// relative to (Airlock's own, the servers' cwd).
+	WorkDirs []string
 }
 
 // Engine evaluates the current policy revision. It is safe for concurrent
@@ -54,6 +62,7 @@ type Engine struct {
 	src     source
 	log     *slog.Logger
 	timeout time.Duration
+	prot    *protected
 
 	cur  atomic.Pointer[revision]
 	memo memo // parsed tool annotations and schemas
@@ -105,6 +114,10 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	if e.timeout <= 0 {
 		e.timeout = DefaultTimeout
+	}
+	var err error
+	if e.prot, err = newProtected(opts.ProtectedPaths, opts.WorkDirs); err != nil {
+		return nil, err
 	}
 	rev, err := e.build(ctx)
 	if err != nil {
@@ -227,6 +240,16 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	v, err := in.value(&e.memo)
 	if err != nil {
 		return e.failClosed(rev, id, "input", err)
+	}
+	if obj, ok := v.(ast.Object); ok {
+		if len(e.prot.paths) > 0 {
+			// A fixed rule, ahead of the policy, so that no policy can drop it.
+			if h, ok := e.prot.check(obj.Get(kArguments).Value); ok {
+				e.log.Warn("call names a protected path", "decision_id", id, "tool", in.Tool.Name, "path", h.path)
+				return e.decided(ctx, rev, id, Decision{Action: Deny, Reason: protectedReason(h), Risk: RiskCritical})
+			}
+		}
+		obj.Insert(kAirlock, e.prot.term)
 	}
 	var tracer *ruleTracer
 	if rev.decisions != nil {

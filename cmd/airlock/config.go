@@ -86,6 +86,8 @@ type Config struct {
 	MCPServers map[string]*ServerConfig `yaml:"mcpServers"`
 	// Slack asks approvers in Slack; nil means no Slack. See docs/slack.md.
 	Slack *SlackConfig `yaml:"slack"`
+
+	path string // the file this came from; "" for the defaults
 	// Limits bound what callers can make Airlock keep (docs/config.md).
 	Limits LimitsConfig `yaml:"limits"`
 }
@@ -226,7 +228,7 @@ var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // loadConfig reads the config file; an empty path gives the defaults.
 func loadConfig(path string) (*Config, error) {
-	cfg := &Config{}
+	cfg := &Config{path: path}
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {

@@ -52,6 +52,38 @@ type runtime struct {
 	stopSlack func()          // ends Socket Mode; nil when not running
 }
 
+// protectedPaths are the files no tool call may name (see docs/policy.md):
+// the state dir and the state home that holds every wrap's state dir (so
+// that one wrap's agent cannot read a sibling's token), the config file,
+// the policy dir and every secret file the config names. workDirs are
+// where a stdio server may run, for reading relative paths: Airlock's own
+// directory, which a server inherits, and each servers.X.cwd.
+func protectedPaths(cfg *Config, stateDir string) (protect, workDirs []string) {
+	protect = []string{stateDir, filepath.Join(stateDir, tokenFile)}
+	if home, err := stateHome(); err == nil {
+		protect = append(protect, home)
+	}
+	protect = append(protect, cfg.path, cfg.Policy.Dir)
+	if s := cfg.Slack; s != nil {
+		protect = append(protect, s.BotTokenFile, s.AppTokenFile, s.SigningSecretFile)
+	}
+	if o := cfg.UI.OIDC; o != nil {
+		protect = append(protect, o.ClientSecretFile)
+	}
+	protect = slices.DeleteFunc(protect, func(p string) bool { return p == "" })
+	if wd, err := os.Getwd(); err == nil {
+		workDirs = append(workDirs, wd)
+	}
+	for _, servers := range []map[string]*ServerConfig{cfg.Servers, cfg.MCPServers} {
+		for _, s := range servers {
+			if s != nil && s.Cwd != "" {
+				workDirs = append(workDirs, s.Cwd)
+			}
+		}
+	}
+	return protect, workDirs
+}
+
 // startRuntime opens the state directory (failing fast when another broker
 // holds it), loads the policy, and starts the broker for ups. The caller
 // adds its own routes to rt.mux, then calls rt.serve.
@@ -75,7 +107,9 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	if rt.token, err = adminToken(stateDir); err != nil {
 		return nil, err
 	}
-	rt.engine, err = policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Logger: log, Timeout: cfg.Policy.Timeout})
+	protect, workDirs := protectedPaths(cfg, stateDir)
+	rt.engine, err = policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Logger: log, Timeout: cfg.Policy.Timeout,
+		ProtectedPaths: protect, WorkDirs: workDirs})
 	if err != nil {
 		return nil, err
 	}
