@@ -14,6 +14,11 @@
 // survives a crash.
 //
 // Reads run in their own read-only transactions, beside the writer.
+//
+// Records are decoded with encoding/json: every byte in the file and its
+// journal was encoded by Airlock (an agent's or a server's JSON is inside
+// them only as raw values, parsed strictly where it is judged), and damage
+// is caught by the journal's CRCs and the audit log's hash chain.
 package boltstore
 
 import (

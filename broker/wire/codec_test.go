@@ -45,14 +45,14 @@ func checkAgainstSDK(t *testing.T, data []byte) {
 	}
 	// The third difference: ids keep their exact text, where the SDK
 	// reads numbers as float64. TestIDsKeepTheirBytes checks ids.
-	w, _ := jsonrpc.EncodeMessage(withID(want, placeholderID))
-	g, _ := jsonrpc.EncodeMessage(withID(got, placeholderID))
+	w, _ := jsonrpc.EncodeMessage(withID(want, sameID))
+	g, _ := jsonrpc.EncodeMessage(withID(got, sameID))
 	if !bytes.Equal(w, g) {
 		t.Fatalf("%s:\nSDK    %s\nDecode %s", data, w, g)
 	}
 }
 
-var placeholderID, _ = jsonrpc.MakeID("id")
+var sameID, _ = jsonrpc.MakeID("id")
 
 // withID returns a copy of m with its id replaced, when it has one.
 func withID(m jsonrpc.Message, id jsonrpc.ID) jsonrpc.Message {
@@ -167,8 +167,8 @@ func TestEncode(t *testing.T) {
 		if !bytes.Equal(data, again) {
 			t.Fatalf("round trip:\n%s\n%s", data, again)
 		}
-		sdk, _ := jsonrpc.EncodeMessage(withID(m, placeholderID))
-		data, _ = Encode(withID(m, placeholderID))
+		sdk, _ := jsonrpc.EncodeMessage(withID(m, sameID))
+		data, _ = Encode(withID(m, sameID))
 		var a, b any
 		json.Unmarshal(data, &a)
 		json.Unmarshal(sdk, &b)
