@@ -146,6 +146,10 @@ func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// keepAliveInterval spaces SSE comments on a quiet event stream, so that
+// proxies do not close it.
+const keepAliveInterval = 25 * time.Second
+
 // apiEvents streams approval events as server-sent events: "held",
 // "updated" and "decided", each carrying the approval.
 func (b *Broker) apiEvents(w http.ResponseWriter, r *http.Request) {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
-	"github.com/airlock-mcp/airlock/broker/wire"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 const testToken = "test-admin-token"

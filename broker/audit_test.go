@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
@@ -25,13 +27,9 @@ func (failingAudit) AppendAudit(context.Context, ...*broker.AuditRecord) error {
 // An allowed call whose record could not be made durable has run, but its
 // result is withheld, and the agent is told why.
 func TestResultWithheldWhenAuditFails(t *testing.T) {
-	srv := brokertest.NewServer()
-	bk, err := broker.New(broker.Options{Policy: brokertest.AllowAll(), Store: failingAudit{brokertest.NewMemStore()}}, srv.Upstream("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bk.Close()
-	cs := stdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
+	srv := relaytest.NewServer()
+	bk := relaytest.New(t, broker.Options{Policy: brokertest.AllowAll(), Store: failingAudit{brokertest.NewMemStore()}}, srv.Upstream("test"))
+	cs := relaytest.StdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
 	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "secret result"}})
 	if err != nil {
 		t.Fatal(err)
@@ -62,14 +60,10 @@ func (s *flakyAudit) AppendAudit(ctx context.Context, recs ...*broker.AuditRecor
 // takes writes again; then the call that ran unrecorded is recorded, marked
 // late, before any new call goes ahead.
 func TestAuditFailureClosesTheGate(t *testing.T) {
-	srv := brokertest.NewServer()
+	srv := relaytest.NewServer()
 	st := &flakyAudit{MemStore: brokertest.NewMemStore()}
-	bk, err := broker.New(broker.Options{Policy: brokertest.AllowAll(), Store: st}, srv.Upstream("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bk.Close()
-	cs := stdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
+	bk := relaytest.New(t, broker.Options{Policy: brokertest.AllowAll(), Store: st}, srv.Upstream("test"))
+	cs := relaytest.StdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
 	call := func(text string) (string, bool) {
 		t.Helper()
 		res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": text}})
@@ -121,18 +115,14 @@ func TestAuditFailureClosesTheGate(t *testing.T) {
 // states it.
 func TestAuditBacklogBound(t *testing.T) {
 	st := &flakyAudit{MemStore: brokertest.NewMemStore()}
-	bk, err := broker.New(broker.Options{Policy: brokertest.AllowAll(), Store: st}, brokertest.NewServer().Upstream("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bk.Close()
+	bk := relaytest.New(t, broker.Options{Policy: brokertest.AllowAll(), Store: st}, relaytest.NewServer().Upstream("test"))
 	for i := range broker.MaxAuditBacklog + 3 {
 		bk.NoteAuditFailure(&broker.AuditRecord{Event: broker.EventAllowed, Tool: fmt.Sprint("t", i)}, errors.New("disk full"))
 	}
 	if got := bk.AuditStatus(); got.OK || got.Backlog != broker.MaxAuditBacklog || got.Dropped != 3 {
 		t.Fatalf("status = %+v", got)
 	}
-	cs := stdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
+	cs := relaytest.StdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
 	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
 		t.Fatal(err)
 	}

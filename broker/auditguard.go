@@ -195,7 +195,7 @@ func (b *Broker) flushAudit(ctx context.Context) error {
 
 // refuseUnaudited answers an allowed call that cannot go ahead because
 // the audit log cannot be written.
-func (b *Broker) refuseUnaudited(call *Call, err error) verdict {
+func (b *Broker) refuseUnaudited(call *Call, err error) Outcome {
 	ref := NewRef()
 	b.metrics.Call(call.Server, "refused")
 	b.log.Error("allowed call refused: the audit log cannot be written", "ref", ref, "server", call.Server, "tool", call.Tool, "err", err)

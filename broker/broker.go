@@ -5,50 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-
+	"github.com/airlock-mcp/airlock/broker/pool"
 	"github.com/airlock-mcp/airlock/policy"
 )
-
-// DefaultInitTimeout bounds the wait for an upstream's answer to
-// initialize; a server that never answers must not hang the client.
-const DefaultInitTimeout = 30 * time.Second
-
-// Upstream is one MCP server that Airlock guards.
-type Upstream struct {
-	Name string
-	// Transport says how Airlock reaches the server: "stdio" or "http".
-	Transport string
-	// Dial opens a new session with the server: for a stdio server, a new
-	// child process. Each client session gets its own, since MCP servers
-	// assume a single client.
-	Dial func(ctx context.Context) (mcp.Connection, error)
-	// TrustAnnotations says whether the policy may believe the server's
-	// tool annotations (readOnlyHint and the like).
-	TrustAnnotations bool
-}
-
-// InProcessUpstream serves an MCP server running in this process as an
-// upstream: a new in-memory session for each client session, as a stdio
-// server gets a new process. To the policy it is a local server like any
-// started over stdio. The demo's sample server and tests use it.
-func InProcessUpstream(name string, s *mcp.Server) *Upstream {
-	return &Upstream{
-		Name:             name,
-		Transport:        "stdio",
-		TrustAnnotations: true,
-		Dial: func(ctx context.Context) (mcp.Connection, error) {
-			st, ct := mcp.NewInMemoryTransports()
-			if _, err := s.Connect(ctx, st, nil); err != nil {
-				return nil, err
-			}
-			return ct.Connect(ctx)
-		},
-	}
-}
 
 // Policy decides every call. *policy.Engine is the implementation; it
 // never fails open.
@@ -61,6 +24,9 @@ type Policy interface {
 type Options struct {
 	Policy Policy
 	Store  Store
+	// Servers names the upstream servers whose calls the broker decides:
+	// the servers a grant can be made for.
+	Servers []string
 	// Notifiers announce held calls (Slack, for instance). The web UI
 	// needs none: it follows Subscribe.
 	Notifiers []Notifier
@@ -68,9 +34,6 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives measurements; nil keeps none.
 	Metrics Metrics
-	// InitTimeout bounds the upstream's answer to initialize; 0 means
-	// DefaultInitTimeout, negative means no limit.
-	InitTimeout time.Duration
 	// HoldWait is how long a caller that gave no progress token waits
 	// before it is told to call again; 0 means DefaultHoldWait, negative
 	// means it waits for the decision however long it takes.
@@ -85,8 +48,7 @@ type Options struct {
 	// audit log, which removes a durable write from each. Denied, refused,
 	// held and grant-allowed calls, and every decision, are still recorded.
 	SkipAllowedAudit bool
-	// Limits bound sessions, child processes and held calls; the zero
-	// value means the defaults.
+	// Limits bound held calls; the zero value means the defaults.
 	Limits Limits
 	// AdminIdentity is the one person who holds the admin token: every
 	// decision made with it through the API (and the CLI) is theirs,
@@ -98,39 +60,39 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Broker relays MCP sessions between clients and the upstream servers it
-// guards, and decides every tools/call at its gate.
+// Broker is the approval core: it decides every tools/call the relay
+// hands it (Check), holds the calls people must decide, and takes their
+// votes from every channel.
 type Broker struct {
 	log       *slog.Logger
 	metrics   Metrics
 	policy    Policy
 	store     Store
 	notifiers []Notifier
-	upstreams map[string]*Upstream
+	servers   []string
 	now       func() time.Time
 	admin     string // who holds the admin token
 
 	skipAllowed     bool
-	initTimeout     time.Duration
 	holdWait        time.Duration
 	approvalTimeout time.Duration
 	heartbeat       time.Duration
 
-	holds  holds
+	live   liveApprovals
 	limits *limiter
 	tools  toolRegistry
 	grants grantIndex
 	events hub
 	audit  auditGuard
 
-	pool      pool          // goroutines for work on calls
+	pool      pool.Pool     // goroutines for work on calls
 	bg        background    // work that Close waits for
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
 }
 
-// New returns a broker for the given upstreams.
-func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
+// New returns a broker.
+func New(opts Options) (*Broker, error) {
 	if opts.Policy == nil || opts.Store == nil {
 		return nil, errors.New("broker: a policy and a store are required")
 	}
@@ -140,18 +102,17 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 		policy:          opts.Policy,
 		store:           opts.Store,
 		notifiers:       opts.Notifiers,
-		upstreams:       make(map[string]*Upstream, len(upstreams)),
+		servers:         slices.Clone(opts.Servers),
 		now:             opts.Now,
 		admin:           opts.AdminIdentity,
 		skipAllowed:     opts.SkipAllowedAudit,
-		initTimeout:     orDefault(opts.InitTimeout, DefaultInitTimeout),
 		holdWait:        orDefault(opts.HoldWait, DefaultHoldWait),
 		approvalTimeout: orDefault(opts.ApprovalTimeout, DefaultApprovalTimeout),
 		heartbeat:       orDefault(opts.Heartbeat, DefaultHeartbeat),
-		holds:           holds{byID: map[string]*hold{}, byKey: map[holdKey]*hold{}},
+		live:            liveApprovals{byID: map[string]*liveApproval{}, byKey: map[holdKey]*liveApproval{}},
 		done:            make(chan struct{}),
 	}
-	b.pool = newPool(b.done)
+	b.pool = pool.New(b.done)
 	b.bg.pool = b.pool
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -166,17 +127,11 @@ func New(opts Options, upstreams ...*Upstream) (*Broker, error) {
 	if b.admin == "" {
 		b.admin = AdminIdentity
 	}
-	for _, u := range upstreams {
-		if u.Name == "" || u.Dial == nil {
-			return nil, fmt.Errorf("broker: upstream %q needs a name and a Dial function", u.Name)
-		}
-		if _, dup := b.upstreams[u.Name]; dup {
-			return nil, fmt.Errorf("broker: upstream %q is configured twice", u.Name)
-		}
-		b.upstreams[u.Name] = u
-	}
 	return b, nil
 }
+
+// Servers names the servers the broker decides calls for.
+func (b *Broker) Servers() []string { return slices.Clone(b.servers) }
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
@@ -189,7 +144,7 @@ func orDefault(d, def time.Duration) time.Duration {
 // writes, message updates). Once the broker is closing, work runs in the
 // caller instead, so nothing is dropped and Wait is never raced by Add.
 type background struct {
-	pool    pool
+	pool    pool.Pool
 	mu      sync.Mutex
 	wg      sync.WaitGroup
 	closing bool
@@ -217,18 +172,6 @@ func (g *background) Wait() {
 	g.wg.Wait()
 }
 
-// Upstream returns the named upstream, or nil.
-func (b *Broker) Upstream(name string) *Upstream { return b.upstreams[name] }
-
-// Upstreams lists the upstreams in no particular order.
-func (b *Broker) Upstreams() []*Upstream {
-	out := make([]*Upstream, 0, len(b.upstreams))
-	for _, u := range b.upstreams {
-		out = append(out, u)
-	}
-	return out
-}
-
 // Start abandons the approvals a previous run left pending: their callers
 // are gone with that run. Call it once, before serving.
 func (b *Broker) Start(ctx context.Context) error {
@@ -252,11 +195,11 @@ func (b *Broker) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		_, err = b.abandonPending(ctx, "Airlock stopped while the call waited")
-		b.holds.mu.Lock()
-		for _, h := range b.holds.byID {
-			h.timer.Stop()
+		b.live.mu.Lock()
+		for _, la := range b.live.byID {
+			la.timer.Stop()
 		}
-		b.holds.mu.Unlock()
+		b.live.mu.Unlock()
 		b.bg.Wait()
 	})
 	return err

@@ -3,9 +3,9 @@ package broker
 // TrackedHolds counts the approvals the broker keeps in memory, for tests
 // that check decided calls are let go.
 func (b *Broker) TrackedHolds() int {
-	b.holds.mu.Lock()
-	defer b.holds.mu.Unlock()
-	return len(b.holds.byID)
+	b.live.mu.Lock()
+	defer b.live.mu.Unlock()
+	return len(b.live.byID)
 }
 
 // NoteAuditFailure lets tests fill the late-record backlog without

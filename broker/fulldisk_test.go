@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
@@ -29,14 +31,11 @@ func TestAuditOnFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := brokertest.NewServer()
-	bk, err := broker.New(broker.Options{Policy: brokertest.AllowAll(), Store: st}, srv.Upstream("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := relaytest.NewServer()
+	bk := relaytest.New(t, broker.Options{Policy: brokertest.AllowAll(), Store: st}, srv.Upstream("test"))
 	t.Cleanup(func() { st.Close() })
 	t.Cleanup(func() { bk.Close() })
-	cs := stdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
+	cs := relaytest.StdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
 	call := func() string {
 		t.Helper()
 		res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "ran"}})

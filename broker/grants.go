@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/airlock-mcp/airlock/policy"
@@ -132,7 +133,7 @@ type GrantSpec struct {
 // CreateGrant makes a grant without an approval, bound to the tool's
 // current definition, which Airlock must have seen listed.
 func (b *Broker) CreateGrant(ctx context.Context, spec GrantSpec) (*Grant, error) {
-	if b.upstreams[spec.Server] == nil {
+	if !slices.Contains(b.servers, spec.Server) {
 		return nil, fmt.Errorf("no server named %q", spec.Server)
 	}
 	fp := b.tools.latest(spec.Server, spec.Tool)

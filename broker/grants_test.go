@@ -9,12 +9,14 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
-	"github.com/airlock-mcp/airlock/broker/wire"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // grantPolicy holds writes, lets an approver make any kind of grant for at
@@ -148,7 +150,7 @@ func (h *holdHarness) connectAs(p string) *mcp.ClientSession {
 	br, cw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	go h.b.ServeConn(ctx, "test", wire.NewLineConn(br, bw, br, 0), broker.Principal{ID: p, Source: "token"})
-	cs, err := newClient(newEvents()).Connect(context.Background(), &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
+	cs, err := relaytest.NewClient(relaytest.NewEvents()).Connect(context.Background(), &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -326,8 +328,8 @@ func TestGrantsLoadedAtStart(t *testing.T) {
 		h.approveWithGrant(map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
 		h.b.Close()
 
-		srv := brokertest.NewServer()
-		b := newBrokerWith(t, broker.Options{Policy: grantPolicy(time.Hour, 1), Store: h.store, HoldWait: -1}, srv.Upstream("test"))
+		srv := relaytest.NewServer()
+		b := relaytest.New(t, broker.Options{Policy: grantPolicy(time.Hour, 1), Store: h.store, HoldWait: -1}, srv.Upstream("test"))
 		if err := b.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -335,7 +337,7 @@ func TestGrantsLoadedAtStart(t *testing.T) {
 		var stop func()
 		h2.events, stop = b.Subscribe()
 		t.Cleanup(stop)
-		h2.cs = stdioClient(t, b, newClient(newEvents()))
+		h2.cs = relaytest.StdioClient(t, b, relaytest.NewClient(relaytest.NewEvents()))
 		if h2.writeHeld(h2.cs, map[string]any{"path": "/z"}) {
 			t.Error("the grant did not survive the restart")
 		}

@@ -8,9 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-
 	"github.com/airlock-mcp/airlock/policy"
 )
 
@@ -27,10 +24,12 @@ const (
 	DefaultHeartbeat = 10 * time.Second
 )
 
-// Why a held call's context ended.
+// Why a held call's context ended. The relay cancels a held call's
+// context with one of these as its cause.
 var (
-	errClientCancelled = errors.New("the client cancelled the call")
-	errClientGone      = errors.New("the client disconnected")
+	ErrClientCancelled = errors.New("the client cancelled the call")
+	ErrClientGone      = errors.New("the client disconnected")
+	ErrSessionClosed   = errors.New("the client's session ended")
 )
 
 // holdKey identifies identical calls: a retry after "approval pending"
@@ -39,107 +38,94 @@ type holdKey struct {
 	principal, server, tool, digest string
 }
 
-// hold is the broker's live view of one approval it opened.
-type hold struct {
+// liveApproval is the broker's live view of one approval it opened for a
+// call that waits in this process.
+type liveApproval struct {
 	key     holdKey
 	decided chan struct{} // closed once the approval leaves pending
 	timer   *time.Timer   // expires the approval
 	release func()        // gives back its count against the limits
 
-	// Guarded by Broker.mu.
+	// Guarded by liveApprovals.mu.
 	approval *Approval
 	waiters  int
 	closed   bool
 }
 
-// holds tracks the approvals opened since the broker started.
-type holds struct {
+// liveApprovals tracks the approvals opened since the broker started
+// whose calls still wait here.
+type liveApprovals struct {
 	mu    sync.Mutex
-	byID  map[string]*hold
-	byKey map[holdKey]*hold
+	byID  map[string]*liveApproval
+	byKey map[holdKey]*liveApproval
 }
 
-// holdRequest is what the gate knows of a call the policy held, all that
+// heldCall is what the gate knows of a call the policy held: all that
 // opening its approval needs.
-type holdRequest struct {
+type heldCall struct {
 	call     *Call
 	in       *policy.Input
 	decision policy.Decision
 	previous json.RawMessage // the tool's first definition, when it changed
 }
 
-// heldCall is a call waiting for its approval: only what the wait and the
-// release need, since thousands may wait at once.
-type heldCall struct {
-	s   *Session
-	c   *call
-	req *jsonrpc.Request // forwarded as it is once approved
-	h   *hold
-}
-
-// awaitDecision stores the approval for a call the policy held (or joins
-// an identical earlier call's), waits for people to decide, then releases
-// or refuses the call. It runs on a goroutine of its own, started as soon
-// as the policy has decided: the gate runs on a kept pool goroutine, which
-// a wait of minutes should not hold, and thousands of calls may wait.
-func (s *Session) awaitDecision(ctx context.Context, c *call, req *jsonrpc.Request, hr holdRequest) {
-	defer c.cancel(nil)
-	h, err := s.b.openHold(ctx, hr)
+// hold stores the approval for a call the policy held (or joins an
+// identical earlier call's), waits for people to decide, then releases or
+// refuses the call.
+func (b *Broker) hold(ctx context.Context, hc *heldCall, caller Caller) Outcome {
+	la, err := b.openApproval(ctx, hc)
 	var le *LimitError
 	if errors.As(err, &le) {
-		s.answerResult(c, s.b.refuseHeld(hr, le))
-		return
+		return refuse(b.refuseHeld(hc, le))
 	}
 	if err != nil {
 		ref := NewRef()
-		s.log.Error("holding a call failed", "ref", ref, "tool", hr.call.Tool, "err", err)
-		s.answerResult(c, toolError(fmt.Sprintf("Airlock could not hold this call for approval, so it was not run (ref %s).", ref)))
-		return
+		b.log.Error("holding a call failed", "ref", ref, "server", hc.call.Server, "tool", hc.call.Tool, "err", err)
+		return refuse(fmt.Sprintf("Airlock could not hold this call for approval, so it was not run (ref %s).", ref))
 	}
-	s.conclude(ctx, c, req, s.b.waitHold(ctx, &heldCall{s: s, c: c, req: req, h: h}))
+	return b.wait(ctx, hc.call, la, caller)
 }
 
-// waitHold is the wait itself; it returns the verdict for the call.
-func (b *Broker) waitHold(ctx context.Context, hc *heldCall) verdict {
-	h := hc.h
-	a := b.current(h)
+// wait is the wait itself: until the approval leaves pending, the caller
+// can no longer be kept waiting, or it goes away.
+func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller Caller) Outcome {
+	a := b.current(la)
 	log := b.log.With("approval_id", a.ID, "server", a.Server, "tool", a.Tool)
-	defer b.leave(h)
+	defer b.leave(la)
 
 	var holdWait <-chan time.Time
-	tokenGiven := hc.c.token != ""
-	if !tokenGiven && b.holdWait > 0 {
+	if !call.Progress && b.holdWait > 0 {
 		t := time.NewTimer(b.holdWait)
 		defer t.Stop()
 		holdWait = t.C
 	}
 	var heartbeat <-chan time.Time
-	if tokenGiven {
+	if call.Progress {
 		t := time.NewTicker(b.heartbeat)
 		defer t.Stop()
 		heartbeat = t.C
-		b.sendHeartbeat(hc, a)
+		caller.Waiting(b.waitingText(a))
 	}
 	for {
 		select {
-		case <-h.decided:
-			return b.release(ctx, hc)
+		case <-la.decided:
+			return b.release(ctx, la, caller)
 		case <-heartbeat:
-			b.sendHeartbeat(hc, b.current(h))
+			caller.Waiting(b.waitingText(b.current(la)))
 		case <-holdWait:
 			log.Info("caller told to retry", "hold_wait", b.holdWait)
-			return result(pendingResult(b.current(h), b.now()))
+			return refuse(pendingText(b.current(la), b.now()))
 		case <-ctx.Done():
-			b.withdrawIfAlone(h, context.Cause(ctx))
-			return verdict{} // nobody is left to answer
+			b.withdrawIfAlone(la, context.Cause(ctx))
+			return Outcome{} // nobody is left to answer
 		case <-b.done:
 			// Close abandons every pending approval right after this;
 			// the caller learns that, unless the store fails to say so.
 			t := time.NewTimer(5 * time.Second)
 			defer t.Stop()
 			select {
-			case <-h.decided:
-				return b.release(ctx, hc)
+			case <-la.decided:
+				return b.release(ctx, la, caller)
 			case <-t.C:
 				return refuse(fmt.Sprintf("Airlock is shutting down; the call was not run (ref %s).", a.ID))
 			}
@@ -147,23 +133,23 @@ func (b *Broker) waitHold(ctx context.Context, hc *heldCall) verdict {
 	}
 }
 
-// openHold joins the open approval of an identical earlier call, or stores
-// a new approval and announces it.
-func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, error) {
+// openApproval joins the open approval of an identical earlier call, or
+// stores a new approval and announces it.
+func (b *Broker) openApproval(ctx context.Context, hc *heldCall) (*liveApproval, error) {
 	select {
 	case <-b.done:
 		return nil, errors.New("broker: shutting down")
 	default:
 	}
 	key := holdKey{hc.call.Principal.ID, hc.call.Server, hc.call.Tool, hc.in.ArgumentsDigest}
-	b.holds.mu.Lock()
-	if h := b.holds.byKey[key]; h != nil && h.waiters == 0 && joinable(h.approval, b.now()) {
-		h.waiters++
-		b.holds.mu.Unlock()
-		b.log.Info("retry joined its approval", "approval_id", h.approval.ID)
-		return h, nil
+	b.live.mu.Lock()
+	if la := b.live.byKey[key]; la != nil && la.waiters == 0 && joinable(la.approval, b.now()) {
+		la.waiters++
+		b.live.mu.Unlock()
+		b.log.Info("retry joined its approval", "approval_id", la.approval.ID)
+		return la, nil
 	}
-	b.holds.mu.Unlock()
+	b.live.mu.Unlock()
 
 	now := b.now()
 	timeout := time.Duration(hc.decision.Timeout)
@@ -202,29 +188,29 @@ func (b *Broker) openHold(ctx context.Context, hc holdRequest) (*hold, error) {
 		release()
 		return nil, err
 	}
-	h := &hold{key: key, decided: make(chan struct{}), approval: a, waiters: 1, release: release}
-	b.holds.mu.Lock()
-	b.holds.byID[a.ID] = h
-	b.holds.byKey[key] = h
-	h.timer = time.AfterFunc(timeout, func() { b.expire(a.ID, timeout) })
-	b.holds.mu.Unlock()
+	la := &liveApproval{key: key, decided: make(chan struct{}), approval: a, waiters: 1, release: release}
+	b.live.mu.Lock()
+	b.live.byID[a.ID] = la
+	b.live.byKey[key] = la
+	la.timer = time.AfterFunc(timeout, func() { b.expire(a.ID, timeout) })
+	b.live.mu.Unlock()
 	b.metrics.Held(1)
 	b.publish(ApprovalEvent{Type: "held", Approval: a})
 	b.bg.Go(func() { b.notify(a) })
-	return h, nil
+	return la, nil
 }
 
 // refuseHeld answers a call the policy held that a limit keeps from being
 // held: it is neither held nor run, and the refusal is audited.
-func (b *Broker) refuseHeld(hr holdRequest, le *LimitError) *mcp.CallToolResult {
+func (b *Broker) refuseHeld(hc *heldCall, le *LimitError) string {
 	ref := NewRef()
-	b.log.Warn("held call refused at a limit", "ref", ref, "server", hr.call.Server, "tool", hr.call.Tool, "limit", le.Limit)
-	b.metrics.Call(hr.call.Server, "refused")
-	rec := callRecord(EventRefused, hr.call, hr.in, hr.decision)
+	b.log.Warn("held call refused at a limit", "ref", ref, "server", hc.call.Server, "tool", hc.call.Tool, "limit", le.Limit)
+	b.metrics.Call(hc.call.Server, "refused")
+	rec := callRecord(EventRefused, hc.call, hc.in, hc.decision)
 	rec.Time, rec.Reason, rec.Ref, rec.Actor = b.now(), le.Error(), ref, Airlock
 	b.record(rec)
-	return toolError(fmt.Sprintf("Airlock refused the call to %s: the policy holds it for approval (%s), but %s. "+
-		"The call was not run; call again once pending calls are decided (ref %s).", hr.call.Tool, hr.decision.Reason, le, ref))
+	return fmt.Sprintf("Airlock refused the call to %s: the policy holds it for approval (%s), but %s. "+
+		"The call was not run; call again once pending calls are decided (ref %s).", hc.call.Tool, hc.decision.Reason, le, ref)
 }
 
 // joinable says whether a retry may use an approval: still pending, or
@@ -236,25 +222,25 @@ func joinable(a *Approval, now time.Time) bool {
 	return a.Status == StatusPending || (a.Status == StatusApproved && a.ReleasedAt.IsZero())
 }
 
-func (b *Broker) current(h *hold) *Approval {
-	b.holds.mu.Lock()
-	defer b.holds.mu.Unlock()
-	return h.approval
+func (b *Broker) current(la *liveApproval) *Approval {
+	b.live.mu.Lock()
+	defer b.live.mu.Unlock()
+	return la.approval
 }
 
-func (b *Broker) leave(h *hold) {
-	b.holds.mu.Lock()
-	h.waiters--
-	b.holds.mu.Unlock()
+func (b *Broker) leave(la *liveApproval) {
+	b.live.mu.Lock()
+	la.waiters--
+	b.live.mu.Unlock()
 }
 
 // withdrawIfAlone withdraws the approval when its last caller went away
 // before anyone decided: its call must never run afterwards.
-func (b *Broker) withdrawIfAlone(h *hold, cause error) {
-	b.holds.mu.Lock()
-	alone := h.waiters == 1 && h.approval.Status == StatusPending
-	id := h.approval.ID
-	b.holds.mu.Unlock()
+func (b *Broker) withdrawIfAlone(la *liveApproval, cause error) {
+	b.live.mu.Lock()
+	alone := la.waiters == 1 && la.approval.Status == StatusPending
+	id := la.approval.ID
+	b.live.mu.Unlock()
 	if !alone {
 		return
 	}
@@ -291,28 +277,35 @@ func (b *Broker) end(id string, s Status, reason string, ev Event) {
 	b.settled(a)
 }
 
-// settled takes in a changed approval: it wakes the approval's caller when
-// it is decided, and tells the channels.
-func (b *Broker) settled(a *Approval) {
-	b.holds.mu.Lock()
-	h := b.holds.byID[a.ID]
-	if h != nil {
-		h.approval = a
-		if a.Status != StatusPending && !h.closed {
-			h.closed = true
-			close(h.decided)
-			h.timer.Stop()
-			h.release()
-			b.metrics.Held(-1)
-			// Its waiters keep what they need; the map must not keep
-			// every decided call's arguments for the life of the broker.
-			delete(b.holds.byID, a.ID)
-		}
-		if a.Status != StatusPending && a.Status != StatusApproved {
-			delete(b.holds.byKey, h.key)
-		}
+// changed takes in an approval as the store now has it, whoever changed
+// it: when it has left pending, the calls waiting for it here wake up.
+func (b *Broker) changed(a *Approval) {
+	b.live.mu.Lock()
+	defer b.live.mu.Unlock()
+	la := b.live.byID[a.ID]
+	if la == nil {
+		return
 	}
-	b.holds.mu.Unlock()
+	la.approval = a
+	if a.Status != StatusPending && !la.closed {
+		la.closed = true
+		close(la.decided)
+		la.timer.Stop()
+		la.release()
+		b.metrics.Held(-1)
+		// Its waiters keep what they need; the map must not keep every
+		// decided call's arguments for the life of the broker.
+		delete(b.live.byID, a.ID)
+	}
+	if a.Status != StatusPending && a.Status != StatusApproved {
+		delete(b.live.byKey, la.key)
+	}
+}
+
+// settled tells the channels (live views, notifiers' messages) about an
+// approval this broker changed.
+func (b *Broker) settled(a *Approval) {
+	b.changed(a)
 	typ := "updated"
 	if a.Status != StatusPending {
 		typ = "decided"
@@ -324,14 +317,13 @@ func (b *Broker) settled(a *Approval) {
 
 // release forwards an approved call, once, if its tool did not change while
 // it waited; otherwise it tells the caller what became of the approval.
-func (b *Broker) release(ctx context.Context, hc *heldCall) verdict {
-	h := hc.h
-	a := b.current(h)
+func (b *Broker) release(ctx context.Context, la *liveApproval, caller Caller) Outcome {
+	a := b.current(la)
 	if a.Status != StatusApproved {
 		return refuse(outcomeText(a, b.now()))
 	}
 	// The tool must be the one the approver saw.
-	def, err := hc.s.freshDefinition(ctx, a.Tool)
+	def, err := caller.Definition(ctx, a.Tool, true)
 	fp := ""
 	if err == nil && def != nil {
 		fp = def.Fingerprint
@@ -361,34 +353,28 @@ func (b *Broker) release(ctx context.Context, hc *heldCall) verdict {
 		b.log.Error("releasing an approved call failed", "ref", ref, "approval_id", a.ID, "err", err)
 		return refuse(fmt.Sprintf("Airlock could not record the release of this approved call, so it was not run (ref %s).", ref))
 	}
-	b.holds.mu.Lock()
-	h.approval = updated
-	delete(b.holds.byKey, h.key)
-	b.holds.mu.Unlock()
-	return verdict{forward: true}
+	b.live.mu.Lock()
+	la.approval = updated
+	delete(b.live.byKey, la.key)
+	b.live.mu.Unlock()
+	return Outcome{Forward: true}
 }
 
 var errAlreadyReleased = errors.New("broker: approval already released")
 
-// sendHeartbeat keeps a caller that gave a progress token informed (and its
-// client's request timeout reset) while the call waits.
-func (b *Broker) sendHeartbeat(hc *heldCall, a *Approval) {
-	n := hc.c.heartbeats.Add(1)
+// waitingText is what a caller kept waiting reads in each progress
+// notification.
+func (b *Broker) waitingText(a *Approval) string {
 	left := a.ExpiresAt.Sub(b.now()).Round(time.Second)
-	params, _ := json.Marshal(map[string]any{
-		"progressToken": json.RawMessage(hc.c.token),
-		"progress":      n,
-		"message":       fmt.Sprintf("Waiting for approval of %s (ref %s): %s; %s left.", a.Tool, a.ID, a.Decision.Reason, left),
-	})
-	hc.s.send(&jsonrpc.Request{Method: "notifications/progress", Params: params}, hc.c.clientID)
+	return fmt.Sprintf("Waiting for approval of %s (ref %s): %s; %s left.", a.Tool, a.ID, a.Decision.Reason, left)
 }
 
-// pendingResult tells a caller that could not be kept waiting to call
+// pendingText tells a caller that could not be kept waiting to call
 // again; the retry joins the same approval.
-func pendingResult(a *Approval, now time.Time) *mcp.CallToolResult {
-	return toolError(fmt.Sprintf("Approval pending (ref %s): %s. A person has been asked to approve this call to %s; it expires in %s. "+
+func pendingText(a *Approval, now time.Time) string {
+	return fmt.Sprintf("Approval pending (ref %s): %s. A person has been asked to approve this call to %s; it expires in %s. "+
 		"Call the tool again with the same arguments to wait for the decision.",
-		a.ID, a.Decision.Reason, a.Tool, a.ExpiresAt.Sub(now).Round(time.Second)))
+		a.ID, a.Decision.Reason, a.Tool, a.ExpiresAt.Sub(now).Round(time.Second))
 }
 
 // outcomeText says honestly why an approval did not release its call.

@@ -9,6 +9,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
@@ -21,25 +23,25 @@ import (
 // memory so that synctest controls time.
 type holdHarness struct {
 	t      *testing.T
-	srv    *brokertest.Server
+	srv    *relaytest.Server
 	store  *brokertest.MemStore
-	b      *broker.Broker
+	b      *relaytest.Airlock
 	cs     *mcp.ClientSession
-	ev     *events
+	ev     *relaytest.Events
 	events <-chan broker.ApprovalEvent
 }
 
 func newHoldHarness(t *testing.T, opts broker.Options) *holdHarness {
-	h := &holdHarness{t: t, srv: brokertest.NewServer(), store: brokertest.NewMemStore(), ev: newEvents()}
+	h := &holdHarness{t: t, srv: relaytest.NewServer(), store: brokertest.NewMemStore(), ev: relaytest.NewEvents()}
 	opts.Store = h.store
 	if opts.Policy == nil {
 		opts.Policy = brokertest.HoldTools(1, "write")
 	}
-	h.b = newBrokerWith(t, opts, h.srv.Upstream("test"))
+	h.b = relaytest.New(t, opts, h.srv.Upstream("test"))
 	var stop func()
 	h.events, stop = h.b.Subscribe()
 	t.Cleanup(stop)
-	h.cs = stdioClient(t, h.b, newClient(h.ev))
+	h.cs = relaytest.StdioClient(t, h.b, relaytest.NewClient(h.ev))
 	return h
 }
 
@@ -66,7 +68,7 @@ func (h *holdHarness) call(ctx context.Context, tool string, args map[string]any
 func (h *holdHarness) held() *broker.Approval {
 	h.t.Helper()
 	for {
-		ev := wait(h.t, h.events, "a held call")
+		ev := brokertest.Wait(h.t, h.events, "a held call")
 		if ev.Type == "held" {
 			return ev.Approval
 		}
@@ -253,8 +255,8 @@ func TestHoldHeartbeats(t *testing.T) {
 		}
 		synctest.Wait()
 		var got []float64
-		for len(h.ev.progress) > 0 {
-			p := <-h.ev.progress
+		for len(h.ev.Progress) > 0 {
+			p := <-h.ev.Progress
 			got = append(got, p.Progress)
 		}
 		// Four heartbeats (at 0, 10, 20, 30 s), then the upstream's 1, 2, 3
@@ -381,7 +383,7 @@ func TestRestartAbandonsPending(t *testing.T) {
 	if err := store.CreateApproval(context.Background(), a, nil); err != nil {
 		t.Fatal(err)
 	}
-	newBrokerWith(t, broker.Options{Policy: brokertest.AllowAll(), Store: store}, brokertest.NewServer().Upstream("test")) // starts it
+	relaytest.New(t, broker.Options{Policy: brokertest.AllowAll(), Store: store}, relaytest.NewServer().Upstream("test")) // starts it
 	got, _ := store.Approval(context.Background(), "01TEST")
 	if got.Status != broker.StatusAbandoned || !strings.Contains(got.Note, "restarted") {
 		t.Errorf("after restart: %+v", got)

@@ -20,6 +20,8 @@ import (
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
 	"github.com/airlock-mcp/airlock/ui"
 )
 
@@ -30,7 +32,7 @@ import (
 type harness struct {
 	t      *testing.T
 	store  *brokertest.MemStore
-	b      *broker.Broker
+	b      *relaytest.Airlock
 	engine *policy.Engine
 	ui     *ui.Server
 	srv    *httptest.Server
@@ -58,21 +60,15 @@ func newHarness(t *testing.T, configure ...func(*ui.Options)) *harness {
 	t.Helper()
 	h := &harness{t: t, store: brokertest.NewMemStore(), clock: &clock{}}
 	h.clock.set(time.Now())
+	h.b = relaytest.New(t, broker.Options{Policy: brokertest.PolicyFunc(holdWrites), Store: h.store, HoldWait: -1},
+		relaytest.NewServer().Upstream("test"))
 	var err error
-	h.b, err = broker.New(broker.Options{Policy: brokertest.PolicyFunc(holdWrites), Store: h.store, HoldWait: -1},
-		brokertest.NewServer().Upstream("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	h.engine, err = policy.New(context.Background(), policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.engine.Close)
-	opts := ui.Options{Broker: h.b, Policy: h.engine, Now: h.clock.now}
+	opts := ui.Options{Broker: h.b.Broker, Policy: h.engine, Now: h.clock.now}
 	for _, c := range configure {
 		c(&opts)
 	}
@@ -82,7 +78,7 @@ func newHarness(t *testing.T, configure ...func(*ui.Options)) *harness {
 	}
 	var stop func()
 	h.events, stop = h.b.Subscribe()
-	mcpHandler := h.b.HTTPHandler(broker.HTTPOptions{Loopback: true, Principal: func(*http.Request) (broker.Principal, error) {
+	mcpHandler := h.b.HTTPHandler(relay.HTTPOptions{Loopback: true, Principal: func(*http.Request) (broker.Principal, error) {
 		return broker.Principal{ID: "agent", Source: "token"}, nil
 	}})
 	mux := http.NewServeMux()

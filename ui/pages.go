@@ -302,9 +302,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, who string) {
 		v.Newest = "/history?" + f.values().Encode()
 	}
 	v.Records = recs
-	for _, u := range s.broker.Upstreams() {
-		v.Servers = append(v.Servers, u.Name)
-	}
+	v.Servers = s.broker.Servers()
 	slices.Sort(v.Servers)
 	s.render(w, r, http.StatusOK, historyPage(p, v))
 }

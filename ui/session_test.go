@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/relay"
 )
 
 // The approver's pages name an agent's session by its SessionRef: the
@@ -20,7 +20,7 @@ func TestPagesShowSessionRefOnly(t *testing.T) {
 	if id == "" {
 		t.Fatal("the MCP client has no session id")
 	}
-	ref := broker.SessionRef(id)
+	ref := relay.SessionRef(id)
 	c := h.signIn("")
 	pages := []string{"/", "/approvals/" + a.ID, "/history", "/history/1"}
 	for _, p := range pages {

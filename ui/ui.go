@@ -30,7 +30,8 @@ type Broker interface {
 	Audit(ctx context.Context, q broker.AuditQuery) ([]*broker.AuditRecord, error)
 	// Subscribe follows approvals as they are held, voted on and decided.
 	Subscribe() (<-chan broker.ApprovalEvent, func())
-	Upstreams() []*broker.Upstream
+	// Servers names the servers Airlock guards.
+	Servers() []string
 	Grants(ctx context.Context, q broker.GrantQuery) ([]*broker.Grant, error)
 	RevokeGrant(ctx context.Context, id, by string) (*broker.Grant, error)
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	airlockrego "github.com/airlock-mcp/airlock/rego"
+	"github.com/airlock-mcp/airlock/relay"
 )
 
 type benchOptions struct {
@@ -485,7 +486,7 @@ func benchCase(ctx context.Context, self string, up *benchUpstream, work, worklo
 	}
 
 	client := mcp.NewClient(&mcp.Implementation{Name: "airlock-bench", Version: "1"}, nil)
-	cs, err := client.Connect(ctx, t, &mcp.ClientSessionOptions{ProtocolVersion: broker.LatestProtocolVersion})
+	cs, err := client.Connect(ctx, t, &mcp.ClientSessionOptions{ProtocolVersion: relay.LatestProtocolVersion})
 	if err != nil {
 		return benchResult{}, err
 	}
@@ -615,7 +616,7 @@ func benchHeld(ctx context.Context, out io.Writer, self string, up *benchUpstrea
 		return err
 	}
 	client := mcp.NewClient(&mcp.Implementation{Name: "airlock-bench", Version: "1"}, nil)
-	cs, err := client.Connect(ctx, &mcp.IOTransport{Reader: stdout, Writer: in}, &mcp.ClientSessionOptions{ProtocolVersion: broker.LatestProtocolVersion})
+	cs, err := client.Connect(ctx, &mcp.IOTransport{Reader: stdout, Writer: in}, &mcp.ClientSessionOptions{ProtocolVersion: relay.LatestProtocolVersion})
 	if err != nil {
 		return err
 	}

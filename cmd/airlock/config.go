@@ -18,6 +18,7 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
+	"github.com/airlock-mcp/airlock/relay"
 	"github.com/airlock-mcp/airlock/ui"
 )
 
@@ -93,7 +94,7 @@ type Config struct {
 }
 
 // LimitsConfig is the limits section. Each key's zero value means its
-// default (broker.DefaultMax…); there is no "unlimited", so that a config
+// default (relay.DefaultMax… and broker.DefaultMax…); there is no "unlimited", so that a config
 // cannot turn off what keeps the machine safe, only raise it.
 type LimitsConfig struct {
 	Sessions              int   `yaml:"sessions"`
@@ -123,13 +124,14 @@ func (l *LimitsConfig) validate() error {
 	return nil
 }
 
+// broker is the held-call part of the limits, which the broker enforces.
 func (l *LimitsConfig) broker() broker.Limits {
-	return broker.Limits{
-		Sessions: l.Sessions, SessionsPerPrincipal: l.SessionsPerPrincipal,
-		ChildrenPerServer: l.ChildrenPerServer,
-		Held:              l.HeldCalls, HeldPerPrincipal: l.HeldCallsPerPrincipal,
-		HeldBytes: l.HeldBytes,
-	}
+	return broker.Limits{Held: l.HeldCalls, HeldPerPrincipal: l.HeldCallsPerPrincipal, HeldBytes: l.HeldBytes}
+}
+
+// relay is the session and child-process part, which the relay enforces.
+func (l *LimitsConfig) relay() relay.Limits {
+	return relay.Limits{Sessions: l.Sessions, SessionsPerPrincipal: l.SessionsPerPrincipal, ChildrenPerServer: l.ChildrenPerServer}
 }
 
 // SlackConfig is the slack section. The secrets are in files, so that the

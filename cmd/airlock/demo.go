@@ -19,6 +19,7 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	airlockrego "github.com/airlock-mcp/airlock/rego"
+	"github.com/airlock-mcp/airlock/relay"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -87,7 +88,7 @@ func runDemo(ctx context.Context, out, stderr io.Writer, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	rt, err := startRuntime(ctx, cfg, log, stateDir, []*broker.Upstream{broker.InProcessUpstream(demoServer, srv)})
+	rt, err := startRuntime(ctx, cfg, log, stateDir, []*relay.Upstream{relay.InProcessUpstream(demoServer, srv)})
 	if err != nil {
 		return err
 	}
@@ -101,7 +102,7 @@ func runDemo(ctx context.Context, out, stderr io.Writer, o demoOptions) error {
 		}
 		return err
 	}
-	mcpHandler := rt.broker.HTTPHandler(broker.HTTPOptions{
+	mcpHandler := rt.relay.HTTPHandler(relay.HTTPOptions{
 		IdleTimeout: cfg.SessionIdle,
 		Hosts:       rt.hosts,
 		Principal:   func(*http.Request) (broker.Principal, error) { return me, nil },

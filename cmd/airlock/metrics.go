@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/relay"
 )
 
 // promMetrics backs broker.Metrics with Prometheus collectors, served at
@@ -68,10 +69,11 @@ func (m *promMetrics) PolicyEval(d time.Duration) { m.policy.Observe(d.Seconds()
 
 func (m *promMetrics) LimitRefused(limit string) { m.refusals.WithLabelValues(limit).Inc() }
 
-// watchUsage exports what the broker's limits count, read at each scrape;
-// sessions counts the open HTTP sessions (nil: none, as under wrap).
-func (m *promMetrics) watchUsage(b *broker.Broker, sessions func() int) {
-	m.reg.MustRegister(&usageCollector{usage: b.Usage, sessions: sessions})
+// watchUsage exports what the broker's and the relay's limits count, read
+// at each scrape; sessions counts the open HTTP sessions (nil: none, as
+// under wrap).
+func (m *promMetrics) watchUsage(b *broker.Broker, r *relay.Relay, sessions func() int) {
+	m.reg.MustRegister(&usageCollector{usage: b.Usage, children: r.Children, sessions: sessions})
 }
 
 var (
@@ -84,6 +86,7 @@ var (
 // them, so that the metrics cannot drift from what the limits enforce.
 type usageCollector struct {
 	usage    func() broker.Usage
+	children func() map[string]int
 	sessions func() int
 }
 
@@ -100,7 +103,7 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(n))
 	u := c.usage()
-	for server, k := range u.Children {
+	for server, k := range c.children() {
 		ch <- prometheus.MustNewConstMetric(childrenDesc, prometheus.GaugeValue, float64(k), server)
 	}
 	ch <- prometheus.MustNewConstMetric(heldBytesDesc, prometheus.GaugeValue, float64(u.HeldBytes))

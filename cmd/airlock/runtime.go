@@ -24,6 +24,7 @@ import (
 	"github.com/airlock-mcp/airlock/broker/boltstore"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/relay"
 	"github.com/airlock-mcp/airlock/ui"
 )
 
@@ -38,12 +39,13 @@ type runtime struct {
 	store    *boltstore.Store
 	engine   *policy.Engine
 	broker   *broker.Broker
+	relay    *relay.Relay
 	ui       *ui.Server
 	metrics  *promMetrics
 	token    string
 	mux      *http.ServeMux
 	listener net.Listener
-	hosts    *broker.Hosts // the names the listener answers to
+	hosts    *relay.Hosts // the names the listener answers to
 	server   *http.Server
 	stop     context.CancelFunc // ends the policy watcher
 	sessions func() int         // open MCP sessions, for /healthz; nil for none
@@ -87,7 +89,7 @@ func protectedPaths(cfg *Config, stateDir string) (protect, workDirs []string) {
 // startRuntime opens the state directory (failing fast when another broker
 // holds it), loads the policy, and starts the broker for ups. The caller
 // adds its own routes to rt.mux, then calls rt.serve.
-func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir string, ups []*broker.Upstream) (*runtime, error) {
+func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir string, ups []*relay.Upstream) (*runtime, error) {
 	tuneGC(gcHeadroom)
 	rt := &runtime{cfg: cfg, log: log, stateDir: stateDir, metrics: newPromMetrics(), mux: http.NewServeMux()}
 	ok := false
@@ -127,24 +129,33 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	if rt.slack != nil {
 		notifiers = append(notifiers, rt.slack)
 	}
+	servers := make([]string, len(ups))
+	for i, u := range ups {
+		servers[i] = u.Name
+	}
 	rt.broker, err = broker.New(broker.Options{
 		Notifiers:        notifiers,
 		Policy:           rt.engine,
 		Store:            rt.store,
 		Logger:           log,
 		Metrics:          rt.metrics,
-		InitTimeout:      cfg.InitTimeout,
 		HoldWait:         cfg.HoldWait,
 		ApprovalTimeout:  cfg.ApprovalTimeout,
 		Heartbeat:        cfg.Heartbeat,
 		SkipAllowedAudit: cfg.AuditAllowedCalls != nil && !*cfg.AuditAllowedCalls,
 		Limits:           cfg.Limits.broker(),
 		AdminIdentity:    strings.TrimSpace(cfg.UI.Approver), // a login link's identity: one person, one name
-	}, ups...)
+		Servers:          servers,
+	})
 	if err != nil {
 		return nil, err
 	}
-	rt.metrics.watchUsage(rt.broker, func() int {
+	rt.relay, err = relay.New(relay.Options{Gate: rt.broker, Logger: log, Metrics: rt.metrics,
+		InitTimeout: cfg.InitTimeout, Limits: cfg.Limits.relay()}, ups...)
+	if err != nil {
+		return nil, err
+	}
+	rt.metrics.watchUsage(rt.broker, rt.relay, func() int {
 		if rt.sessions == nil {
 			return 0
 		}
@@ -179,8 +190,8 @@ func (rt *runtime) listen(addr, wrapped string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	rt.listener = broker.LimitListener(ln, cmp.Or(rt.cfg.MaxConnections, DefaultMaxConnections))
-	rt.hosts = broker.NewHosts(broker.HostsConfig{
+	rt.listener = relay.LimitListener(ln, cmp.Or(rt.cfg.MaxConnections, DefaultMaxConnections))
+	rt.hosts = relay.NewHosts(relay.HostsConfig{
 		Listen:         addr,
 		Bound:          ln.Addr(),
 		Allowed:        rt.publicHosts(),
@@ -190,7 +201,7 @@ func (rt *runtime) listen(addr, wrapped string) error {
 	// for minutes; BodyTimeout bounds the body alone. Every route, the MCP
 	// endpoints included, is behind the Host check.
 	rt.server = &http.Server{
-		Handler:           broker.BodyTimeout(cmp.Or(rt.cfg.BodyTimeout, DefaultBodyTimeout), rt.hosts.Guard(rt.mux)),
+		Handler:           relay.BodyTimeout(cmp.Or(rt.cfg.BodyTimeout, DefaultBodyTimeout), rt.hosts.Guard(rt.mux)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute, // an idle keep-alive connection gives its slot back
 	}
@@ -230,6 +241,9 @@ func (rt *runtime) serve() error {
 // stops, the store closes last.
 func (rt *runtime) close() {
 	rt.closeSlack()
+	if rt.relay != nil {
+		rt.relay.Close()
+	}
 	if rt.broker != nil {
 		rt.broker.Close()
 	}
@@ -345,7 +359,7 @@ func (rt *runtime) healthz(w http.ResponseWriter, r *http.Request) {
 		h.Sessions = rt.sessions()
 	}
 	for _, name := range rt.cfg.serverNames() {
-		if u := rt.broker.Upstream(name); u != nil {
+		if u := rt.relay.Upstream(name); u != nil {
 			h.Servers = append(h.Servers, server{u.Name, u.Transport})
 		}
 	}

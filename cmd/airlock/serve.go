@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/relay"
 )
 
 func newServeCmd() *cobra.Command {
@@ -56,7 +56,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 		return err
 	}
 	var stderrMu sync.Mutex
-	var ups []*broker.Upstream
+	var ups []*relay.Upstream
 	for _, name := range cfg.serverNames() {
 		ups = append(ups, newUpstream(name, cfg.Servers[name], log, newPrefixWriter(&stderrMu, os.Stderr, name)))
 	}
@@ -68,7 +68,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	if err := rt.listen(cfg.Listen, ""); err != nil {
 		return err
 	}
-	mcpHandler := rt.broker.HTTPHandler(broker.HTTPOptions{
+	mcpHandler := rt.relay.HTTPHandler(relay.HTTPOptions{
 		IdleTimeout: cfg.SessionIdle,
 		Hosts:       rt.hosts,
 	})

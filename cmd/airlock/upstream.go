@@ -11,15 +11,15 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/airlock-mcp/airlock/broker"
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // newUpstream turns a configured server into something the broker can dial:
 // a child process per session for a command, an HTTP session for a URL.
 // The child's stderr goes to stderr.
-func newUpstream(name string, sc *ServerConfig, log *slog.Logger, stderr io.Writer) *broker.Upstream {
-	up := &broker.Upstream{Name: name, TrustAnnotations: sc.trustAnnotations()}
+func newUpstream(name string, sc *ServerConfig, log *slog.Logger, stderr io.Writer) *relay.Upstream {
+	up := &relay.Upstream{Name: name, TrustAnnotations: sc.trustAnnotations()}
 	if sc.URL != "" {
 		header := http.Header{}
 		for k, v := range sc.Headers {

@@ -14,7 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlock-mcp/airlock/broker"
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 func newWrapCmd() *cobra.Command {
@@ -67,9 +68,9 @@ flight get an error and airlock exits 1, naming the server's exit status.`,
 
 // wrap serves one upstream to the client on stdio, with the approval API
 // on a loopback port.
-func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen string, up *broker.Upstream) error {
+func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen string, up *relay.Upstream) error {
 	cfg.Listen = listen // where this process listens, for links to it
-	rt, err := startRuntime(ctx, cfg, log, stateDir, []*broker.Upstream{up})
+	rt, err := startRuntime(ctx, cfg, log, stateDir, []*relay.Upstream{up})
 	if err != nil {
 		return err
 	}
@@ -85,7 +86,7 @@ func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen s
 	log.Info("approval API ready", "url", rt.baseURL()+"/api/v1/", "state_dir", stateDir)
 	rt.announceUI(os.Stderr, true)
 	conn := wire.NewLineConn(os.Stdin, os.Stdout, os.Stdin, 0)
-	err = rt.broker.ServeConn(ctx, up.Name, conn, osPrincipal())
+	err = rt.relay.ServeConn(ctx, up.Name, conn, osPrincipal())
 	if err != nil {
 		var ee *wire.ExitError
 		if errors.As(err, &ee) {

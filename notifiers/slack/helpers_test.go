@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -19,10 +18,10 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
-	"github.com/airlock-mcp/airlock/broker/wire"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/notifiers/slack/slacktest"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -107,8 +106,8 @@ type harness struct {
 	t      *testing.T
 	slack  *slacktest.Server
 	n      *slack.Notifier
-	b      *broker.Broker
-	srv    *brokertest.Server
+	b      *relaytest.Airlock
+	srv    *relaytest.Server
 	store  *brokertest.MemStore
 	cs     *mcp.ClientSession
 	events <-chan broker.ApprovalEvent
@@ -123,7 +122,7 @@ type harnessOptions struct {
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
-	h := &harness{t: t, slack: newSlack(t), srv: brokertest.NewServer(), store: brokertest.NewMemStore()}
+	h := &harness{t: t, slack: newSlack(t), srv: relaytest.NewServer(), store: brokertest.NewMemStore()}
 	if o.listen {
 		h.slack.Listen()
 	}
@@ -135,51 +134,22 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if o.policy == nil {
 		o.policy = holdWrite(1)
 	}
-	b, err := broker.New(broker.Options{
+	b := relaytest.New(t, broker.Options{
 		Policy:    o.policy,
 		Store:     h.store,
 		Notifiers: append([]broker.Notifier{h.n}, o.notifiers...),
 		Logger:    testLogger(),
 		HoldWait:  -1,
 	}, h.srv.Upstream("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	h.b = b
 	var stop func()
 	h.events, stop = b.Subscribe()
 	t.Cleanup(stop)
-	h.cs = stdioClient(t, b)
+	h.cs = relaytest.StdioClient(t, b, mcp.NewClient(&mcp.Implementation{Name: "slack-test", Version: "0.1"}, nil))
 	// Before the client goes: closing answers the calls still held.
 	t.Cleanup(func() { b.Close() })
-	h.http = h.n.InteractivityHandler(b)
+	h.http = h.n.InteractivityHandler(b.Broker)
 	return h
-}
-
-// stdioClient connects an MCP client to b over pipes, as principal "tester".
-func stdioClient(t *testing.T, b *broker.Broker) *mcp.ClientSession {
-	cr, bw := io.Pipe()
-	br, cw := io.Pipe()
-	conn := wire.NewLineConn(br, bw, br, 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.ServeConn(ctx, "test", conn, broker.Principal{ID: "tester", Source: "os"}) }()
-	c := mcp.NewClient(&mcp.Implementation{Name: "slack-test", Version: "0.1"}, nil)
-	cs, err := c.Connect(context.Background(), &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() {
-		cs.Close()
-		cw.Close()
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("the broker's session did not end")
-		}
-	})
-	return cs
 }
 
 type callResult struct {

@@ -1,4 +1,4 @@
-package broker
+package relay
 
 import (
 	"context"
@@ -9,19 +9,20 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // ServeConn relays between an MCP client on conn (stdio, in practice) and a
 // new session with the named upstream, until one side goes away or ctx ends.
 // It returns nil when the client closed the connection or ctx ended, and the
 // upstream's failure otherwise.
-func (b *Broker) ServeConn(ctx context.Context, server string, conn mcp.Connection, p Principal) error {
-	up := b.upstreams[server]
+func (r *Relay) ServeConn(ctx context.Context, server string, conn mcp.Connection, p broker.Principal) error {
+	up := r.upstreams[server]
 	if up == nil {
 		return fmt.Errorf("broker: no upstream named %q", server)
 	}
-	s, err := b.startSession(ctx, up, connClient{conn}, p)
+	s, err := r.startSession(ctx, up, connClient{conn}, p)
 	if err != nil {
 		return err
 	}

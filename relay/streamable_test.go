@@ -1,4 +1,4 @@
-package broker_test
+package relay_test
 
 import (
 	"bufio"
@@ -14,12 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 const initBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
@@ -82,10 +85,10 @@ func readMessages(t *testing.T, resp *http.Response) []map[string]any {
 	return []map[string]any{m}
 }
 
-func newRawClient(t *testing.T, opts broker.HTTPOptions) (*rawClient, *brokertest.Server, *broker.Broker) {
-	srv := brokertest.NewServer()
-	b := newBroker(t, srv.Upstream("test"))
-	hs := newHTTPServer(t, b, opts)
+func newRawClient(t *testing.T, opts relay.HTTPOptions) (*rawClient, *relaytest.Server, *relaytest.Airlock) {
+	srv := relaytest.NewServer()
+	b := relaytest.New(t, broker.Options{}, srv.Upstream("test"))
+	hs := relaytest.NewHTTPServer(t, b, opts)
 	return &rawClient{t: t, url: hs.URL + "/mcp/test"}, srv, b
 }
 
@@ -109,7 +112,7 @@ func errorMessage(msgs []map[string]any) string {
 }
 
 func TestHTTPRefusesBadRequests(t *testing.T) {
-	c, _, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c, _, _ := newRawClient(t, relay.HTTPOptions{Loopback: true})
 	ctx := context.Background()
 	tests := map[string]struct {
 		body    string
@@ -156,7 +159,7 @@ func postWithHost(t *testing.T, url, body, host string) (int, []map[string]any) 
 }
 
 func TestHTTPAllowsLocalOrigins(t *testing.T) {
-	c, _, _ := newRawClient(t, broker.HTTPOptions{Loopback: true, AllowedOrigins: []string{"https://app.example.com"}})
+	c, _, _ := newRawClient(t, relay.HTTPOptions{Loopback: true, AllowedOrigins: []string{"https://app.example.com"}})
 	for _, origin := range []string{"http://localhost:3000", "http://127.0.0.1", "https://app.example.com"} {
 		c.session = ""
 		if status, msgs := c.post(context.Background(), initBody, "Origin", origin); status != 200 {
@@ -166,7 +169,7 @@ func TestHTTPAllowsLocalOrigins(t *testing.T) {
 }
 
 func TestHTTPDeleteEndsSession(t *testing.T) {
-	c, srv, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c, srv, _ := newRawClient(t, relay.HTTPOptions{Loopback: true})
 	c.initialize()
 	upstreamSession(t, srv)
 	req, _ := http.NewRequest(http.MethodDelete, c.url, nil)
@@ -185,17 +188,17 @@ func TestHTTPDeleteEndsSession(t *testing.T) {
 	// The upstream session ends with it.
 	done := make(chan error, 1)
 	go func() { done <- srv.Sessions()[0].Wait() }()
-	wait(t, done, "the upstream session to close")
+	brokertest.Wait(t, done, "the upstream session to close")
 }
 
 // The stateful HTTP transport keeps a request alive after its client has
 // gone; Airlock must cancel it upstream itself.
 func TestHTTPDisconnectCancelsUpstream(t *testing.T) {
-	c, srv, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c, srv, _ := newRawClient(t, relay.HTTPOptions{Loopback: true})
 	c.initialize()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		waitFor(t, "the slow call to start", func() bool { return srv.Count("tools/call") == 1 })
+		brokertest.WaitFor(t, "the slow call to start", func() bool { return srv.Count("tools/call") == 1 })
 		cancel()
 	}()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.url,
@@ -206,24 +209,24 @@ func TestHTTPDisconnectCancelsUpstream(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 	}
-	if id := wait(t, srv.Cancelled, "upstream cancellation"); id != "gone" {
+	if id := brokertest.Wait(t, srv.Cancelled, "upstream cancellation"); id != "gone" {
 		t.Errorf("cancelled %q", id)
 	}
 }
 
 func TestHTTPIdleSessionsClose(t *testing.T) {
-	c, srv, _ := newRawClient(t, broker.HTTPOptions{Loopback: true, IdleTimeout: 50 * time.Millisecond})
+	c, srv, _ := newRawClient(t, relay.HTTPOptions{Loopback: true, IdleTimeout: 50 * time.Millisecond})
 	c.initialize()
 	done := make(chan error, 1)
 	go func() { done <- upstreamSession(t, srv).Wait() }()
-	wait(t, done, "the idle session's upstream to close")
+	brokertest.Wait(t, done, "the idle session's upstream to close")
 	if status, _ := c.post(context.Background(), `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`); status != 404 {
 		t.Errorf("request to an idle-closed session: %d, want 404", status)
 	}
 }
 
 func TestHTTPServerDiscoverFallsBack(t *testing.T) {
-	c, _, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c, _, _ := newRawClient(t, relay.HTTPOptions{Loopback: true})
 	status, msgs := c.post(context.Background(), `{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}`)
 	if status != 200 || !strings.Contains(errorMessage(msgs), "use initialize") {
 		t.Errorf("server/discover: %d %v", status, msgs)
@@ -232,14 +235,14 @@ func TestHTTPServerDiscoverFallsBack(t *testing.T) {
 
 // A client offering a newer protocol than Airlock relays is negotiated down.
 func TestInitializeCapsProtocolVersion(t *testing.T) {
-	c, srv, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c, srv, _ := newRawClient(t, relay.HTTPOptions{Loopback: true})
 	_, msgs := c.post(context.Background(), strings.Replace(initBody, "2025-11-25", "2026-07-28", 1))
 	res, _ := msgs[0]["result"].(map[string]any)
-	if res["protocolVersion"] != broker.LatestProtocolVersion {
+	if res["protocolVersion"] != relay.LatestProtocolVersion {
 		t.Errorf("negotiated %v", res["protocolVersion"])
 	}
 	c.post(context.Background(), `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	if v := upstreamSession(t, srv).InitializeParams().ProtocolVersion; v != broker.LatestProtocolVersion {
+	if v := upstreamSession(t, srv).InitializeParams().ProtocolVersion; v != relay.LatestProtocolVersion {
 		t.Errorf("upstream was offered %q", v)
 	}
 	status, msgs := c.post(context.Background(), `{"jsonrpc":"2.0","id":2,"method":"ping"}`, wire.HeaderProtocolVersion, "2099-01-01")
@@ -251,7 +254,7 @@ func TestInitializeCapsProtocolVersion(t *testing.T) {
 // An upstream request made while the client waits for an answer travels on
 // that answer's stream, for clients that never open the GET stream.
 func TestHTTPRelatedMessagesUseRequestStream(t *testing.T) {
-	c, _, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c, _, _ := newRawClient(t, relay.HTTPOptions{Loopback: true})
 	c.post(context.Background(), strings.Replace(initBody, `"capabilities":{}`, `"capabilities":{"elicitation":{}}`, 1))
 	c.post(context.Background(), `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 
@@ -292,8 +295,8 @@ func TestHTTPRelatedMessagesUseRequestStream(t *testing.T) {
 
 // Garbage and oversized lines get an error each and the session goes on.
 func TestStdioBadInput(t *testing.T) {
-	srv := brokertest.NewServer()
-	b := newBroker(t, srv.Upstream("test"))
+	srv := relaytest.NewServer()
+	b := relaytest.New(t, broker.Options{}, srv.Upstream("test"))
 	cr, bw := io.Pipe()
 	br, cw := io.Pipe()
 	conn := wire.NewLineConn(br, bw, br, 1024)
@@ -325,7 +328,7 @@ func TestStdioBadInput(t *testing.T) {
 // A tools/call without an id never reaches the upstream: only
 // notifications travel without one, and every call passes the gate.
 func TestStdioCallWithoutIDDropped(t *testing.T) {
-	up := brokertest.NewServer().Upstream("test")
+	up := relaytest.NewServer().Upstream("test")
 	rec := &recordingConn{}
 	dial := up.Dial
 	up.Dial = func(ctx context.Context) (mcp.Connection, error) {
@@ -333,7 +336,7 @@ func TestStdioCallWithoutIDDropped(t *testing.T) {
 		rec.Connection = c
 		return rec, err
 	}
-	b := newBroker(t, up)
+	b := relaytest.New(t, broker.Options{}, up)
 	cr, bw := io.Pipe()
 	br, cw := io.Pipe()
 	conn := wire.NewLineConn(br, bw, br, 0)
@@ -386,7 +389,7 @@ func (c *recordingConn) sent() []string {
 var exactIDs = []string{`1.5`, `9007199254740993`, `9007199254740992`, `1e300`, `-1e300`, `"\u0041"`, `-0`}
 
 func TestStdioIDsKeepTheirBytes(t *testing.T) {
-	b := newBroker(t, brokertest.NewServer().Upstream("test"))
+	b := relaytest.New(t, broker.Options{}, relaytest.NewServer().Upstream("test"))
 	cr, bw := io.Pipe()
 	br, cw := io.Pipe()
 	conn := wire.NewLineConn(br, bw, br, 0)
@@ -422,7 +425,7 @@ func TestStdioIDsKeepTheirBytes(t *testing.T) {
 }
 
 func TestHTTPIDsKeepTheirBytes(t *testing.T) {
-	c, _, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c, _, _ := newRawClient(t, relay.HTTPOptions{Loopback: true})
 	c.initialize()
 	for _, id := range exactIDs {
 		body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo","arguments":{"text":` + strconv.Quote(id) + `}}}`

@@ -1,4 +1,4 @@
-package broker_test
+package relay_test
 
 import (
 	"bytes"
@@ -11,10 +11,13 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
-	"github.com/airlock-mcp/airlock/broker/wire"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 type lockedBuffer struct {
@@ -44,7 +47,7 @@ func TestSessionIDStaysWithItsClient(t *testing.T) {
 	var seen []string
 	hold := brokertest.HoldTools(1, "write")
 	store := brokertest.NewMemStore()
-	b := newBrokerWith(t, broker.Options{
+	b := relaytest.New(t, broker.Options{
 		Logger:   slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Store:    store,
 		HoldWait: -1,
@@ -54,15 +57,15 @@ func TestSessionIDStaysWithItsClient(t *testing.T) {
 			mu.Unlock()
 			return hold(in)
 		}),
-	}, brokertest.NewServer().Upstream("test"))
-	hs := newHTTPServer(t, b, broker.HTTPOptions{Loopback: true})
+	}, relaytest.NewServer().Upstream("test"))
+	hs := relaytest.NewHTTPServer(t, b, relay.HTTPOptions{Loopback: true})
 	c := &rawClient{t: t, url: hs.URL + "/mcp/test"}
 	c.initialize()
 	id := c.session
 	if len(id) < 26 {
 		t.Fatalf("session id %q is shorter than 128 bits of base32", id)
 	}
-	ref := broker.SessionRef(id)
+	ref := relay.SessionRef(id)
 	if !regexp.MustCompile(`^[0-9a-f]{12}$`).MatchString(ref) || strings.Contains(id, ref) {
 		t.Fatalf("SessionRef(%q) = %q", id, ref)
 	}
@@ -88,7 +91,7 @@ func TestSessionIDStaysWithItsClient(t *testing.T) {
 		}
 	}()
 	var held []*broker.Approval
-	waitFor(t, "the write to be held", func() bool {
+	brokertest.WaitFor(t, "the write to be held", func() bool {
 		held, _ = store.Approvals(context.Background(), broker.ApprovalQuery{})
 		return len(held) == 1
 	})

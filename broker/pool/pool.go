@@ -1,11 +1,14 @@
-package broker
+// Package pool runs short work on goroutines it keeps for a while: the
+// relay and the approval core both start one per call, and a kept
+// goroutine has grown its stack already.
+package pool
 
 import (
 	"sync/atomic"
 	"time"
 )
 
-// pool runs work on goroutines it keeps for a while after they finish.
+// Pool runs work on goroutines it keeps for a while after they finish.
 //
 // A new goroutine starts with a small stack. Decoding a call, building the
 // policy's input and writing an HTTP response need a deeper one, which Go
@@ -14,7 +17,7 @@ import (
 // already. Idle ones exit after keepIdle, and when stop closes; at most
 // maxIdle wait at once, so that a burst (ten thousand held calls arriving
 // together) does not leave its goroutines' stacks behind.
-type pool struct {
+type Pool struct {
 	work chan func()
 	stop <-chan struct{}
 	idle *atomic.Int64
@@ -27,12 +30,13 @@ const (
 	maxIdle = 256
 )
 
-func newPool(stop <-chan struct{}) pool {
-	return pool{work: make(chan func()), stop: stop, idle: new(atomic.Int64)}
+// New returns a pool whose idle goroutines exit when stop closes.
+func New(stop <-chan struct{}) Pool {
+	return Pool{work: make(chan func()), stop: stop, idle: new(atomic.Int64)}
 }
 
 // Go runs f on an idle kept goroutine, or on a new one that may be kept.
-func (p pool) Go(f func()) {
+func (p Pool) Go(f func()) {
 	select {
 	case p.work <- f:
 	default:
@@ -40,7 +44,7 @@ func (p pool) Go(f func()) {
 	}
 }
 
-func (p pool) keep(f func()) {
+func (p Pool) keep(f func()) {
 	timer := time.NewTimer(keepIdle)
 	defer timer.Stop()
 	for {

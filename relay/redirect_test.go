@@ -1,4 +1,4 @@
-package broker_test
+package relay_test
 
 import (
 	"bytes"
@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
-	"github.com/airlock-mcp/airlock/broker/brokertest"
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // An HTTP upstream that answers a tools/call with a redirect to another
@@ -27,7 +29,7 @@ func TestHTTPUpstreamCrossOriginRedirectFailsTheCall(t *testing.T) {
 		leaked.Add(1)
 	}))
 	t.Cleanup(elsewhere.Close)
-	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return brokertest.NewServer().Server }, nil)
+	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return relaytest.NewServer().Server }, nil)
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if bytes.Contains(body, []byte(`"tools/call"`)) {
@@ -38,10 +40,10 @@ func TestHTTPUpstreamCrossOriginRedirectFailsTheCall(t *testing.T) {
 		mcpHandler.ServeHTTP(w, r)
 	}))
 	t.Cleanup(upstream.Close)
-	up := &broker.Upstream{Name: "test", Transport: "http", Dial: func(ctx context.Context) (mcp.Connection, error) {
+	up := &relay.Upstream{Name: "test", Transport: "http", Dial: func(ctx context.Context) (mcp.Connection, error) {
 		return (&wire.HTTPClient{URL: upstream.URL, Header: http.Header{"X-Api-Key": {"sekrit"}}}).Connect(ctx)
 	}}
-	cs := stdioClient(t, newBroker(t, up), mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
+	cs := relaytest.StdioClient(t, relaytest.New(t, broker.Options{}, up), mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})

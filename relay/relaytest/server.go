@@ -1,7 +1,4 @@
-// Package brokertest holds shared test doubles for the broker: an MCP server
-// with one of everything a relay must carry, and helpers to reach it over
-// in-memory and HTTP transports.
-package brokertest
+package relaytest
 
 import (
 	"context"
@@ -16,8 +13,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/airlock-mcp/airlock/broker"
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // Instructions are the test server's instructions to clients.
@@ -239,16 +236,16 @@ func (s *Server) Sessions() []*mcp.ServerSession {
 
 // Upstream returns an upstream that dials a new in-memory session with s,
 // as a stdio server would get a new process.
-func (s *Server) Upstream(name string) *broker.Upstream {
-	return broker.InProcessUpstream(name, s.Server)
+func (s *Server) Upstream(name string) *relay.Upstream {
+	return relay.InProcessUpstream(name, s.Server)
 }
 
 // HTTPUpstream serves s over streamable HTTP for the length of the test and
 // returns an upstream that reaches it with Airlock's HTTP client.
-func (s *Server) HTTPUpstream(t testing.TB, name string) *broker.Upstream {
+func (s *Server) HTTPUpstream(t testing.TB, name string) *relay.Upstream {
 	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.Server }, nil))
 	t.Cleanup(srv.Close)
-	return &broker.Upstream{
+	return &relay.Upstream{
 		Name:             name,
 		Transport:        "http",
 		TrustAnnotations: true,

@@ -1,4 +1,4 @@
-package broker
+package relay
 
 import (
 	"bytes"
@@ -17,7 +17,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // DefaultIdleTimeout closes HTTP sessions that made no request for this
@@ -51,14 +52,14 @@ type HTTPOptions struct {
 	Hosts *Hosts
 	// Principal identifies the caller; nil means anonymous. An error
 	// refuses the request with 401.
-	Principal func(*http.Request) (Principal, error)
+	Principal func(*http.Request) (broker.Principal, error)
 }
 
 // HTTPHandler serves upstreams over MCP's streamable HTTP transport, with
 // stateful sessions, at a path with a {server} wildcard (/mcp/{server}).
 type HTTPHandler struct {
-	b    *Broker
-	opts HTTPOptions
+	relay *Relay
+	opts  HTTPOptions
 
 	mu       sync.Mutex
 	sessions map[string]*httpSession
@@ -67,14 +68,14 @@ type HTTPHandler struct {
 
 // HTTPHandler returns the streamable HTTP endpoint for the broker's
 // upstreams.
-func (b *Broker) HTTPHandler(opts HTTPOptions) *HTTPHandler {
+func (r *Relay) HTTPHandler(opts HTTPOptions) *HTTPHandler {
 	if opts.IdleTimeout == 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
 	}
 	if opts.MaxMessage <= 0 {
 		opts.MaxMessage = wire.DefaultMaxMessage
 	}
-	return &HTTPHandler{b: b, opts: opts, sessions: make(map[string]*httpSession)}
+	return &HTTPHandler{relay: r, opts: opts, sessions: make(map[string]*httpSession)}
 }
 
 // Close ends every session.
@@ -105,7 +106,7 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusForbidden, jsonrpc.CodeInvalidRequest, "forbidden: request Host or Origin is not allowed")
 		return
 	}
-	up := h.b.upstreams[r.PathValue("server")]
+	up := h.relay.upstreams[r.PathValue("server")]
 	if up == nil {
 		http.Error(w, "no such MCP server", http.StatusNotFound)
 		return
@@ -171,10 +172,10 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 		}
 		if hs, err = h.newSession(r.Context(), up, principal); err != nil {
 			if refuseAtLimit(w, err) {
-				h.b.log.Warn("session refused", "server", up.Name, "err", err)
+				h.relay.log.Warn("session refused", "server", up.Name, "err", err)
 				return
 			}
-			h.b.log.Error("session start failed", "server", up.Name, "err", err)
+			h.relay.log.Error("session start failed", "server", up.Name, "err", err)
 			httpError(w, http.StatusBadGateway, jsonrpc.CodeInternalError, err.Error())
 			return
 		}
@@ -222,7 +223,7 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 			// The client went away. Stateful HTTP keeps the handler alive
 			// regardless, so cancel explicitly: its call must not go on
 			// running, nor be released later.
-			hs.s.cancelClientRequest(context.WithoutCancel(r.Context()), req.ID, "client disconnected", errClientGone)
+			hs.s.cancelClientRequest(context.WithoutCancel(r.Context()), req.ID, "client disconnected", broker.ErrClientGone)
 			return
 		}
 	}
@@ -258,26 +259,26 @@ func (h *HTTPHandler) get(w http.ResponseWriter, r *http.Request, up *Upstream) 
 	}
 }
 
-func (h *HTTPHandler) principal(w http.ResponseWriter, r *http.Request) (Principal, bool) {
+func (h *HTTPHandler) principal(w http.ResponseWriter, r *http.Request) (broker.Principal, bool) {
 	if h.opts.Principal == nil {
-		return Principal{Source: "anonymous"}, true
+		return broker.Principal{Source: "anonymous"}, true
 	}
 	p, err := h.opts.Principal(r)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		httpError(w, http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "unauthorized: "+err.Error())
-		return Principal{}, false
+		return broker.Principal{}, false
 	}
 	return p, true
 }
 
-func (h *HTTPHandler) newSession(ctx context.Context, up *Upstream, p Principal) (*httpSession, error) {
-	release, err := h.b.limits.session(p)
+func (h *HTTPHandler) newSession(ctx context.Context, up *Upstream, p broker.Principal) (*httpSession, error) {
+	release, err := h.relay.limits.session(p)
 	if err != nil {
 		return nil, err
 	}
 	hs := &httpSession{h: h, streams: make(map[jsonrpc.ID]*postStream)}
-	s, err := h.b.startSession(ctx, up, hs, p)
+	s, err := h.relay.startSession(ctx, up, hs, p)
 	if err != nil {
 		release()
 		return nil, err

@@ -9,80 +9,32 @@ import (
 	"slices"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-
 	"github.com/airlock-mcp/airlock/policy"
 )
 
-// Call is one tools/call at the gate.
-type Call struct {
-	Server    string
-	Transport string
-	Tool      string
-	// Arguments are exactly the bytes that will be forwarded.
-	Arguments json.RawMessage
-	// Definition is the tool as the upstream last listed it; nil when the
-	// upstream does not list it.
-	Definition *ToolDefinition
-	Client     ClientInfo
-	Session    string // the session's SessionRef, never its id
-	Principal  Principal
-	Received   time.Time
-}
-
-// verdict is what the gate decided for a call: forward it, answer the
-// client with result, or hold it for people. None of them means the client
-// is gone and nobody is left to answer.
-type verdict struct {
-	forward bool
-	result  *mcp.CallToolResult
-	hold    *holdRequest
-}
-
-func refuse(text string) verdict { return verdict{result: toolError(text)} }
-
-func result(r *mcp.CallToolResult) verdict { return verdict{result: r} }
-
-// toolsCall takes a tools/call through the gate.
-func (s *Session) toolsCall(ctx context.Context, c *call, m *jsonrpc.Request) {
-	waiting := false
-	defer func() {
-		if !waiting {
-			c.cancel(nil)
-		}
-	}()
-	p, err := readCallParams(m.Params)
+// Check takes one tools/call through the gate: it reads the call, lets
+// the policy decide it, and for a held call waits for people (or until
+// ctx ends) before it returns. Every tools/call passes here before it is
+// forwarded.
+func (b *Broker) Check(ctx context.Context, call *Call, caller Caller) Outcome {
+	p, err := readCallParams(call.Params)
 	if err != nil {
-		ref := s.b.refuseParams(s, err)
-		s.answerError(c, jsonrpc.CodeInvalidParams, fmt.Sprintf("tools/call: %v; Airlock did not run it (ref %s)", err, ref))
-		return
+		ref := b.refuseParams(call, err)
+		return Outcome{Malformed: fmt.Sprintf("tools/call: %v; Airlock did not run it (ref %s)", err, ref)}
 	}
-	def, err := s.toolDefinition(ctx, p.Name)
+	call.Tool, call.Arguments = p.Name, p.Arguments
+	def, err := caller.Definition(ctx, p.Name, false)
 	if err != nil {
 		ref := NewRef()
-		s.log.Warn("tool definition unavailable", "ref", ref, "tool", p.Name, "err", err)
-		s.answerResult(c, toolError(fmt.Sprintf("Airlock could not read the definition of tool %s from %s, so the call was not run (ref %s).", p.Name, s.up.Name, ref)))
-		return
+		b.log.Warn("tool definition unavailable", "ref", ref, "server", call.Server, "tool", p.Name, "err", err)
+		return refuse(fmt.Sprintf("Airlock could not read the definition of tool %s from %s, so the call was not run (ref %s).", p.Name, call.Server, ref))
 	}
-	call := &Call{
-		Server:     s.up.Name,
-		Transport:  s.up.Transport,
-		Tool:       p.Name,
-		Arguments:  p.Arguments,
-		Definition: def,
-		Client:     s.Info(),
-		Session:    s.ref,
-		Principal:  s.principal,
-		Received:   c.started,
+	call.Definition = def
+	o, held := b.gate(ctx, call)
+	if held == nil {
+		return o
 	}
-	v := s.b.gate(ctx, s, c, m, call)
-	if v.hold != nil {
-		waiting = true
-		go s.awaitDecision(ctx, c, m, *v.hold)
-		return
-	}
-	s.conclude(ctx, c, m, v)
+	return b.hold(ctx, held, caller)
 }
 
 // callParams are the members of a tools/call's params the gate reads.
@@ -120,31 +72,21 @@ func readCallParams(raw json.RawMessage) (callParams, error) {
 
 // refuseParams audits a tools/call refused for its params: a decoy member
 // is an attack on the gate, and the log of calls must show it.
-func (b *Broker) refuseParams(s *Session, err error) (ref string) {
+func (b *Broker) refuseParams(call *Call, err error) (ref string) {
 	ref = NewRef()
-	b.metrics.Call(s.up.Name, "refused")
+	b.metrics.Call(call.Server, "refused")
 	b.record(&AuditRecord{
-		Time: b.now(), Event: EventRefused, Server: s.up.Name,
-		Principal: s.principal.ID, PrincipalSource: s.principal.Source,
-		Client: clientLabel(s.Info()), Session: s.ref, Reason: "tools/call: " + err.Error(), Ref: ref, Actor: Airlock,
+		Time: b.now(), Event: EventRefused, Server: call.Server,
+		Principal: call.Principal.ID, PrincipalSource: call.Principal.Source,
+		Client: clientLabel(call.Client), Session: call.Session, Reason: "tools/call: " + err.Error(), Ref: ref, Actor: Airlock,
 	})
 	return ref
 }
 
-// conclude carries out a verdict.
-func (s *Session) conclude(ctx context.Context, c *call, m *jsonrpc.Request, v verdict) {
-	switch {
-	case v.forward:
-		s.forward(ctx, c, m)
-	case v.result != nil:
-		s.answerResult(c, v.result)
-	}
-}
-
-// gate decides a call. Every tools/call passes through here before it is
-// forwarded: the policy sees exactly the bytes the upstream would, and
-// anything it does not clearly allow is not forwarded.
-func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Request, call *Call) verdict {
+// gate lets the policy decide a call: the policy sees exactly the bytes
+// the upstream would, and anything it does not clearly allow is not
+// forwarded. A call the policy holds comes back as a heldCall for hold.
+func (b *Broker) gate(ctx context.Context, call *Call) (Outcome, *heldCall) {
 	args := call.Arguments
 	if len(args) == 0 {
 		args = json.RawMessage(`{}`) // what a server makes of absent arguments
@@ -159,16 +101,16 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 			Client: clientLabel(call.Client), Session: call.Session, Reason: err.Error(), Ref: ref, Actor: Airlock,
 		})
 		return refuse(fmt.Sprintf("Airlock refused the call to %s: its arguments are not unambiguous JSON (%v). "+
-			"A policy must see exactly what the server would see (ref %s).", call.Tool, err, ref))
+			"A policy must see exactly what the server would see (ref %s).", call.Tool, err, ref)), nil
 	}
 	tool, first, err := b.toolInput(ctx, call)
 	if err != nil {
 		ref := NewRef()
 		b.log.Error("reading a tool's first definition failed", "ref", ref, "tool", call.Tool, "err", err)
-		return refuse(fmt.Sprintf("Airlock could not check the definition of %s, so the call was not run (ref %s).", call.Tool, ref))
+		return refuse(fmt.Sprintf("Airlock could not check the definition of %s, so the call was not run (ref %s).", call.Tool, ref)), nil
 	}
 	in := &policy.Input{
-		Server: policy.Server{Name: call.Server, Transport: call.Transport, TrustAnnotations: s.up.TrustAnnotations},
+		Server: policy.Server{Name: call.Server, Transport: call.Transport, TrustAnnotations: call.TrustAnnotations},
 		Tool:   tool,
 		Principal: policy.Principal{ID: call.Principal.ID, Source: call.Principal.Source,
 			Client: policy.Client{Name: call.Client.Name, Version: call.Client.Version}},
@@ -191,23 +133,24 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 		switch d.Action {
 		case policy.Allow:
 			if err := b.auditOpen(ctx); err != nil {
-				return b.refuseUnaudited(call, err)
+				return b.refuseUnaudited(call, err), nil
 			}
 			rec := callRecord(EventAllowed, call, in, d)
 			if d.Grant == "" {
 				b.metrics.Call(call.Server, "allowed")
 				log(slog.LevelDebug, "call allowed", "reason", d.Reason)
+				o := Outcome{Forward: true}
 				if !b.skipAllowed {
-					c.audit = b.recordAsync(rec)
+					o.Audited = b.recordAsync(rec)
 				}
-				return verdict{forward: true}
+				return o, nil
 			}
 			g := grantByID(grants, d.Grant)
 			if g == nil {
 				// The engine refuses such decisions; any other Policy
 				// that names a grant it was not offered fails closed.
 				log(slog.LevelError, "the policy relied on a grant it was not offered", "grant_id", d.Grant)
-				return refuse(deniedText(call.Tool, policy.Decision{ID: d.ID, Reason: "the policy named a grant that does not cover this call"}))
+				return refuse(deniedText(call.Tool, policy.Decision{ID: d.ID, Reason: "the policy named a grant that does not cover this call"})), nil
 			}
 			rec.Reason = grantedReason(g)
 			audit, err := b.useGrant(ctx, g, rec)
@@ -218,26 +161,25 @@ func (b *Broker) gate(ctx context.Context, s *Session, c *call, req *jsonrpc.Req
 			if err != nil {
 				ref := NewRef()
 				log(slog.LevelError, "counting a grant's use failed", "ref", ref, "grant_id", g.ID, "err", err)
-				return refuse(fmt.Sprintf("Airlock could not record this call's use of grant %s, so it was not run (ref %s).", g.ID, ref))
+				return refuse(fmt.Sprintf("Airlock could not record this call's use of grant %s, so it was not run (ref %s).", g.ID, ref)), nil
 			}
 			b.metrics.Call(call.Server, "allowed")
 			log(slog.LevelDebug, "call allowed by a grant", "grant_id", g.ID)
-			c.audit = audit
-			return verdict{forward: true}
+			return Outcome{Forward: true, Audited: audit}, nil
 		case policy.Hold:
 			b.metrics.Call(call.Server, "held")
 			log(slog.LevelInfo, "call held", "reason", d.Reason, "risk", d.Risk)
-			hr := &holdRequest{call: call, in: in, decision: d}
+			hc := &heldCall{call: call, in: in, decision: d}
 			if tool.Changed {
-				hr.previous = first.Definition
+				hc.previous = first.Definition
 			}
-			return verdict{hold: hr}
+			return Outcome{}, hc
 		default:
 			// Deny, and whatever else: the engine fails closed to deny.
 			b.metrics.Call(call.Server, "denied")
 			log(slog.LevelInfo, "call denied", "reason", d.Reason)
 			b.record(callRecord(EventDenied, call, in, d))
-			return refuse(deniedText(call.Tool, d))
+			return refuse(deniedText(call.Tool, d)), nil
 		}
 	}
 }
@@ -321,10 +263,4 @@ func (b *Broker) toolInput(ctx context.Context, call *Call) (policy.Tool, *ToolR
 		FirstSeen:    first.FirstSeen,
 		Changed:      first.Fingerprint != d.Fingerprint,
 	}, first, nil
-}
-
-// toolError is a tool result the model reads: refusals are results with
-// isError set, never JSON-RPC errors, so that the model sees why.
-func toolError(text string) *mcp.CallToolResult {
-	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: text}}}
 }

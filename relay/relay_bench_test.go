@@ -1,14 +1,15 @@
-package broker_test
+package relay_test
 
 import (
 	"context"
 	"testing"
 
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/boltstore"
-	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/policy"
 )
 
@@ -36,13 +37,9 @@ func BenchmarkAllowedCall(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer store.Close()
-			srv := brokertest.NewServer()
-			bk, err := broker.New(broker.Options{Policy: engine, Store: store, SkipAllowedAudit: !audit}, srv.Upstream("test"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer bk.Close()
-			cs := stdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil))
+			srv := relaytest.NewServer()
+			bk := relaytest.New(b, broker.Options{Policy: engine, Store: store, SkipAllowedAudit: !audit}, srv.Upstream("test"))
+			cs := relaytest.StdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil))
 			defer cs.Close()
 			ctx := context.Background()
 			args := map[string]any{"text": "hello"}

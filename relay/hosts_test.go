@@ -1,4 +1,4 @@
-package broker_test
+package relay_test
 
 import (
 	"net"
@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/airlock-mcp/airlock/broker"
-	"github.com/airlock-mcp/airlock/broker/brokertest"
 )
 
 func tcpAddr(s string) net.Addr {
@@ -21,7 +23,7 @@ func tcpAddr(s string) net.Addr {
 
 func TestHostsAllowed(t *testing.T) {
 	cases := map[string]struct {
-		cfg   broker.HostsConfig
+		cfg   relay.HostsConfig
 		allow []string
 		deny  []string
 	}{
@@ -29,33 +31,33 @@ func TestHostsAllowed(t *testing.T) {
 		// name and loopback names are this listener's, not any name that
 		// happens to resolve here too.
 		"name resolving to loopback": {
-			cfg:   broker.HostsConfig{Listen: "vm:7432", Bound: tcpAddr("127.0.0.1:7432")},
+			cfg:   relay.HostsConfig{Listen: "vm:7432", Bound: tcpAddr("127.0.0.1:7432")},
 			allow: []string{"vm:7432", "VM", "vm.:7432", "localhost:7432", "127.0.0.1:7432", "127.0.0.2", "[::1]:7432"},
 			deny:  []string{"evil.example:7432", "evil.example", "", "vm.evil.example", "10.0.0.1:7432", "localhost.evil.example"},
 		},
 		"loopback literal": {
-			cfg:   broker.HostsConfig{Listen: "127.0.0.1:0", Bound: tcpAddr("127.0.0.1:41000")},
+			cfg:   relay.HostsConfig{Listen: "127.0.0.1:0", Bound: tcpAddr("127.0.0.1:41000")},
 			allow: []string{"127.0.0.1:41000", "localhost:41000"},
 			deny:  []string{"evil.example:41000", "example.com"},
 		},
 		"behind a proxy": {
-			cfg:   broker.HostsConfig{Listen: "127.0.0.1:7420", Bound: tcpAddr("127.0.0.1:7420"), Allowed: []string{"airlock.example.com", "Hooks.Example.com"}},
+			cfg:   relay.HostsConfig{Listen: "127.0.0.1:7420", Bound: tcpAddr("127.0.0.1:7420"), Allowed: []string{"airlock.example.com", "Hooks.Example.com"}},
 			allow: []string{"airlock.example.com", "airlock.example.com:443", "hooks.example.com"},
 			deny:  []string{"evil.example", "example.com", "sub.airlock.example.com"},
 		},
 		"every address": {
-			cfg:   broker.HostsConfig{Listen: "0.0.0.0:7420", Bound: tcpAddr("0.0.0.0:7420")},
+			cfg:   relay.HostsConfig{Listen: "0.0.0.0:7420", Bound: tcpAddr("0.0.0.0:7420")},
 			allow: []string{"10.1.2.3:7420", "localhost:7420", "[fe80::1]:7420"},
 			deny:  []string{"evil.example:7420", "airlock"},
 		},
 		"a LAN address": {
-			cfg:   broker.HostsConfig{Listen: "10.0.0.5:7420", Bound: tcpAddr("10.0.0.5:7420")},
+			cfg:   relay.HostsConfig{Listen: "10.0.0.5:7420", Bound: tcpAddr("10.0.0.5:7420")},
 			allow: []string{"10.0.0.5:7420"},
 			deny:  []string{"localhost:7420", "127.0.0.1:7420", "evil.example:7420", "10.0.0.6"},
 		},
 	}
 	for name, tc := range cases {
-		h := broker.NewHosts(tc.cfg)
+		h := relay.NewHosts(tc.cfg)
 		for _, host := range tc.allow {
 			if !h.Allowed(host) {
 				t.Errorf("%s: %q refused", name, host)
@@ -70,7 +72,7 @@ func TestHostsAllowed(t *testing.T) {
 }
 
 func TestHostsOriginAllowed(t *testing.T) {
-	h := broker.NewHosts(broker.HostsConfig{Listen: "vm:7432", Bound: tcpAddr("127.0.0.1:7432"), AllowedOrigins: []string{"https://app.example.com"}})
+	h := relay.NewHosts(relay.HostsConfig{Listen: "vm:7432", Bound: tcpAddr("127.0.0.1:7432"), AllowedOrigins: []string{"https://app.example.com"}})
 	for _, o := range []string{"", "http://vm:7432", "http://localhost:3000", "https://app.example.com"} {
 		if !h.OriginAllowed(o) {
 			t.Errorf("origin %q refused", o)
@@ -87,10 +89,10 @@ func TestHostsOriginAllowed(t *testing.T) {
 // loopback: a rebinding page's requests carry its own name in Host, with
 // or without an Origin, and are refused.
 func TestHTTPRefusesRebindingThroughLoopbackName(t *testing.T) {
-	srv := brokertest.NewServer()
-	b := newBroker(t, srv.Upstream("test"))
-	hosts := broker.NewHosts(broker.HostsConfig{Listen: "vm:7432", Bound: tcpAddr("127.0.0.1:7432")})
-	mcp := b.HTTPHandler(broker.HTTPOptions{Hosts: hosts})
+	srv := relaytest.NewServer()
+	b := relaytest.New(t, broker.Options{}, srv.Upstream("test"))
+	hosts := relay.NewHosts(relay.HostsConfig{Listen: "vm:7432", Bound: tcpAddr("127.0.0.1:7432")})
+	mcp := b.HTTPHandler(relay.HTTPOptions{Hosts: hosts})
 	t.Cleanup(mcp.Close)
 	send := func(host, origin string) int {
 		req := httptest.NewRequest(http.MethodPost, "/mcp/test", strings.NewReader(initBody))
@@ -120,7 +122,7 @@ func TestHTTPRefusesRebindingThroughLoopbackName(t *testing.T) {
 }
 
 func TestHostsGuard(t *testing.T) {
-	h := broker.NewHosts(broker.HostsConfig{Listen: "127.0.0.1:7420", Bound: tcpAddr("127.0.0.1:7420")})
+	h := relay.NewHosts(relay.HostsConfig{Listen: "127.0.0.1:7420", Bound: tcpAddr("127.0.0.1:7420")})
 	reached := false
 	g := h.Guard(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }))
 	req := httptest.NewRequest(http.MethodGet, "/healthz", nil)

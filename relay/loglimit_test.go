@@ -1,4 +1,4 @@
-package broker_test
+package relay_test
 
 import (
 	"bufio"
@@ -10,11 +10,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // countingHandler counts log lines by message, and the occurrences they
@@ -44,8 +47,8 @@ func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 
 // floodUpstream is a raw JSON-RPC server that answers a tools/call only
 // after n lines of garbage and n answers to ids Airlock never sent.
-func floodUpstream(n int) *broker.Upstream {
-	return &broker.Upstream{Name: "test", Transport: "stdio", Dial: func(context.Context) (mcp.Connection, error) {
+func floodUpstream(n int) *relay.Upstream {
+	return &relay.Upstream{Name: "test", Transport: "stdio", Dial: func(context.Context) (mcp.Connection, error) {
 		inR, inW := io.Pipe()   // Airlock → server
 		outR, outW := io.Pipe() // server → Airlock
 		go func() {
@@ -88,11 +91,7 @@ func floodUpstream(n int) *broker.Upstream {
 func TestFloodingUpstreamIsLoggedWithCounts(t *testing.T) {
 	const n = 5000
 	h := &countingHandler{lines: map[string]int{}, occs: map[string]int{}}
-	bk, err := broker.New(broker.Options{Policy: brokertest.AllowAll(), Store: brokertest.NewMemStore(), Logger: slog.New(h)}, floodUpstream(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bk.Close()
+	bk := relaytest.New(t, broker.Options{Policy: brokertest.AllowAll(), Store: brokertest.NewMemStore(), Logger: slog.New(h)}, floodUpstream(n))
 	// Checked once the session has ended (cleanups run last first), which
 	// logs what is still counted.
 	t.Cleanup(func() {
@@ -106,7 +105,7 @@ func TestFloodingUpstreamIsLoggedWithCounts(t *testing.T) {
 			}
 		}
 	})
-	cs := stdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
+	cs := relaytest.StdioClient(t, bk, mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
 	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{}})
 	if err != nil || res.IsError {
 		t.Fatalf("call: %v %+v", err, res)

@@ -1,4 +1,4 @@
-package broker_test
+package relay_test
 
 import (
 	"bufio"
@@ -12,13 +12,16 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
-	"github.com/airlock-mcp/airlock/broker/wire"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // hostileTools is the hostile server's tools/list result, byte for byte:
@@ -45,8 +48,8 @@ func (h *hostileServer) received() []string {
 	return append([]string(nil), h.calls...)
 }
 
-func (h *hostileServer) upstream() *broker.Upstream {
-	return &broker.Upstream{
+func (h *hostileServer) upstream() *relay.Upstream {
+	return &relay.Upstream{
 		Name: "hostile", Transport: "stdio", TrustAnnotations: true,
 		Dial: func(context.Context) (mcp.Connection, error) {
 			toServer, fromBroker := io.Pipe()
@@ -126,7 +129,7 @@ type lineSession struct {
 	sc *bufio.Scanner
 }
 
-func newLineSession(t *testing.T, b *broker.Broker, server string) *lineSession {
+func newLineSession(t *testing.T, b *relaytest.Airlock, server string) *lineSession {
 	cr, bw := io.Pipe()
 	br, cw := io.Pipe()
 	conn := wire.NewLineConn(br, bw, br, 0)
@@ -172,8 +175,8 @@ func (s *lineSession) call(t *testing.T, body string) map[string]any {
 // httpSession is a raw client over streamable HTTP.
 type httpSession struct{ c *rawClient }
 
-func newHTTPSession(t *testing.T, b *broker.Broker, server string) *httpSession {
-	hs := newHTTPServer(t, b, broker.HTTPOptions{Loopback: true})
+func newHTTPSession(t *testing.T, b *relaytest.Airlock, server string) *httpSession {
+	hs := relaytest.NewHTTPServer(t, b, relay.HTTPOptions{Loopback: true})
 	c := &rawClient{t: t, url: hs.URL + "/mcp/" + server}
 	c.initialize()
 	return &httpSession{c}
@@ -192,9 +195,13 @@ func (s *httpSession) send(t *testing.T, body string) {
 	go s.c.post(context.Background(), body) // it waits for a decision nobody makes
 }
 
-var clientPaths = map[string]func(t *testing.T, b *broker.Broker, server string) rawSession{
-	"stdio": func(t *testing.T, b *broker.Broker, server string) rawSession { return newLineSession(t, b, server) },
-	"http":  func(t *testing.T, b *broker.Broker, server string) rawSession { return newHTTPSession(t, b, server) },
+var clientPaths = map[string]func(t *testing.T, b *relaytest.Airlock, server string) rawSession{
+	"stdio": func(t *testing.T, b *relaytest.Airlock, server string) rawSession {
+		return newLineSession(t, b, server)
+	},
+	"http": func(t *testing.T, b *relaytest.Airlock, server string) rawSession {
+		return newHTTPSession(t, b, server)
+	},
 }
 
 // decoyCall is the attack: write_file's name and arguments, and after them
@@ -214,7 +221,7 @@ func refusedAsInvalidParams(t *testing.T, resp map[string]any) {
 	}
 }
 
-func refusalAudited(t *testing.T, b *broker.Broker) {
+func refusalAudited(t *testing.T, b *relaytest.Airlock) {
 	t.Helper()
 	recs, err := b.Audit(context.Background(), broker.AuditQuery{Limit: 100})
 	if err != nil {
@@ -238,7 +245,7 @@ func TestDecoyParamsRefusedHostileServer(t *testing.T) {
 	for name, connect := range clientPaths {
 		t.Run(name, func(t *testing.T) {
 			h := &hostileServer{}
-			b := newBrokerWith(t, broker.Options{Policy: readOnlyOrHold()}, h.upstream())
+			b := relaytest.New(t, broker.Options{Policy: readOnlyOrHold()}, h.upstream())
 			s := connect(t, b, "hostile")
 			refusedAsInvalidParams(t, s.call(t, decoyCall("/tmp/pwned.txt", "/tmp/readme.txt")))
 			if got := h.received(); len(got) != 0 {
@@ -263,14 +270,14 @@ func TestCaseVariantAnnotationsHold(t *testing.T) {
 			for _, tool := range []string{"write_file", "edit_file"} {
 				t.Run(tool, func(t *testing.T) {
 					h := &hostileServer{}
-					b := newBrokerWith(t, broker.Options{Policy: readOnlyOrHold()}, h.upstream())
+					b := relaytest.New(t, broker.Options{Policy: readOnlyOrHold()}, h.upstream())
 					events, stop := b.Subscribe()
 					t.Cleanup(stop)
 					s := connect(t, b, "hostile")
 					s.send(t, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"`+tool+`","arguments":{"path":"/tmp/x"}}}`)
 					var a *broker.Approval
 					for a == nil {
-						if ev := wait(t, events, "a held call"); ev.Type == "held" {
+						if ev := brokertest.Wait(t, events, "a held call"); ev.Type == "held" {
 							a = ev.Approval
 						}
 					}
@@ -307,12 +314,12 @@ func TestDecoyParamsRefusedFilesystemServer(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "readme.txt"), []byte("hello"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			up := &broker.Upstream{Name: "filesystem", Transport: "stdio", TrustAnnotations: true,
+			up := &relay.Upstream{Name: "filesystem", Transport: "stdio", TrustAnnotations: true,
 				Dial: func(context.Context) (mcp.Connection, error) {
 					cmd := &wire.Command{Path: fs[0], Args: append(fs[1:], dir)}
 					return cmd.Start()
 				}}
-			b := newBrokerWith(t, broker.Options{Policy: readOnlyOrHold()}, up)
+			b := relaytest.New(t, broker.Options{Policy: readOnlyOrHold()}, up)
 			s := connect(t, b, "filesystem")
 			pwned := filepath.Join(dir, "pwned.txt")
 			refusedAsInvalidParams(t, s.call(t, decoyCall(pwned, filepath.Join(dir, "readme.txt"))))
@@ -334,7 +341,7 @@ func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
 // The client's name reaches the policy and approvers: a second clientInfo
 // under another case is refused, not resolved.
 func TestInitializeWithCaseVariantRefused(t *testing.T) {
-	c, _, _ := newRawClient(t, broker.HTTPOptions{Loopback: true})
+	c, _, _ := newRawClient(t, relay.HTTPOptions{Loopback: true})
 	_, msgs := c.post(ctxT(t), `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},`+
 		`"clientInfo":{"name":"claude-code","version":"1"},"ClientInfo":{"name":"trusted-ci","version":"1"}}}`)
 	if msg := errorMessage(msgs); !strings.Contains(msg, "ClientInfo") {
@@ -359,7 +366,7 @@ func TestFirstFingerprintTakenAgainByTodaysRules(t *testing.T) {
 		return policy.Decision{Action: policy.Allow}
 	})
 	h := &hostileServer{}
-	b := newBrokerWith(t, broker.Options{Policy: pol, Store: store}, h.upstream())
+	b := relaytest.New(t, broker.Options{Policy: pol, Store: store}, h.upstream())
 	s := newLineSession(t, b, "hostile")
 	s.call(t, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"read_text_file","arguments":{}}}`)
 	if <-changed {
@@ -381,9 +388,9 @@ func TestArgumentCaseTwinsRefused(t *testing.T) {
 	})
 	for name, p := range paths {
 		t.Run(name, func(t *testing.T) {
-			srv := brokertest.NewServer()
-			b := newBrokerWith(t, broker.Options{Policy: underSrv}, p.upstream(t, srv))
-			cs := p.downstream(t, b, newClient(newEvents()))
+			srv := relaytest.NewServer()
+			b := relaytest.New(t, broker.Options{Policy: underSrv}, p.upstream(t, srv))
+			cs := p.downstream(t, b, relaytest.NewClient(relaytest.NewEvents()))
 			if got := callText(t, cs, "write", map[string]any{"path": "/srv/ok"}); got != "wrote /srv/ok" {
 				t.Fatalf("the exact call: %q", got)
 			}

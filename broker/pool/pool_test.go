@@ -1,4 +1,4 @@
-package broker
+package pool
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ func goroutineID() string {
 func TestPoolKeepsGoroutines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		stop := make(chan struct{})
-		p := newPool(stop)
+		p := New(stop)
 		ran := make(chan string)
 		p.Go(func() { ran <- goroutineID() })
 		first := <-ran
@@ -55,7 +55,7 @@ func TestPoolKeepsAtMostMaxIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		stop := make(chan struct{})
 		defer close(stop)
-		p := newPool(stop)
+		p := New(stop)
 		release := make(chan struct{})
 		for range maxIdle + 50 {
 			p.Go(func() { <-release })

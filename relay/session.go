@@ -1,4 +1,4 @@
-package broker
+package relay
 
 import (
 	"bytes"
@@ -18,8 +18,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/airlock-mcp/airlock/broker/wire"
+	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/policy"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // Protocol versions Airlock relays. The newest, 2026-07-28, is not among
@@ -56,11 +57,11 @@ type clientSide interface {
 type Session struct {
 	id        string // a bearer capability over HTTP: only its client sees it
 	ref       string // what everyone else sees (SessionRef)
-	b         *Broker
+	r         *Relay
 	up        *Upstream
 	conn      mcp.Connection
 	client    clientSide
-	principal Principal
+	principal broker.Principal
 	log       *slog.Logger
 	// releaseChild gives back the session's count against
 	// limits.children_per_server once its upstream is closed.
@@ -71,19 +72,19 @@ type Session struct {
 	nextID atomic.Int64
 
 	mu       sync.Mutex
-	calls    map[int64]*call      // requests in flight upstream, by the id we gave them
-	byClient map[jsonrpc.ID]*call // client requests not yet answered, by the client's id
-	progress map[string]*call     // progress tokens (their JSON text) of calls in flight
+	calls    map[int64]*inflight      // requests in flight upstream, by the id we gave them
+	byClient map[jsonrpc.ID]*inflight // client requests not yet answered, by the client's id
+	progress map[string]*inflight     // progress tokens (their JSON text) of requests in flight
 	tools    toolCache
-	info     ClientInfo
+	info     broker.ClientInfo
 	closed   bool
 
 	done chan struct{}
 	err  error // why the session ended; set before done is closed
 }
 
-// call is one request a session is relaying, or one of Airlock's own.
-type call struct {
+// inflight is one request a session is relaying, or one of Airlock's own.
+type inflight struct {
 	clientID jsonrpc.ID // invalid for Airlock's own requests
 	upID     int64      // 0 until forwarded
 	method   string
@@ -94,32 +95,17 @@ type call struct {
 	reply chan *jsonrpc.Response
 
 	// cancel ends a tools/call that has not been forwarded yet, saying why.
+	// It is set before the call is handed to the gate, and the goroutine
+	// that handed it calls it once the gate is done.
 	cancel context.CancelCauseFunc
-	// audit yields the outcome of the call's audit write, which must be
+	// audited yields the outcome of the call's audit write, which must be
 	// durable before its result reaches the client.
-	audit <-chan error
+	audited <-chan error
 
 	// heartbeats counts progress notifications Airlock itself sent with the
-	// client's token while the call was held; upstream progress is shifted
-	// by it so that the client sees progress increase.
+	// client's token while the gate held the call; upstream progress is
+	// shifted by it so that the client sees progress increase.
 	heartbeats atomic.Int64
-}
-
-// ClientInfo is what the client said about itself in initialize.
-type ClientInfo struct {
-	Name            string          `json:"name"`
-	Version         string          `json:"version"`
-	ProtocolVersion string          `json:"protocol_version"`
-	Capabilities    json.RawMessage `json:"capabilities,omitempty"`
-}
-
-// Principal is who is behind a client session.
-type Principal struct {
-	ID string `json:"id"`
-	// Source says how the identity was established: "token" (a bearer
-	// token from config), "os" (the user running a stdio client), or
-	// "anonymous".
-	Source string `json:"source"`
 }
 
 // newSessionID is 26 base32 characters from crypto/rand, 130 bits: over
@@ -137,8 +123,8 @@ func SessionRef(id string) string {
 }
 
 // startSession dials the upstream and starts relaying its messages to client.
-func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSide, p Principal) (*Session, error) {
-	releaseChild, err := b.limits.child(up)
+func (r *Relay) startSession(ctx context.Context, up *Upstream, client clientSide, p broker.Principal) (*Session, error) {
+	releaseChild, err := r.limits.child(up)
 	if err != nil {
 		return nil, err
 	}
@@ -151,18 +137,18 @@ func (b *Broker) startSession(ctx context.Context, up *Upstream, client clientSi
 	s := &Session{
 		id:        id,
 		ref:       SessionRef(id),
-		b:         b,
+		r:         r,
 		up:        up,
 		conn:      conn,
 		client:    client,
 		principal: p,
-		calls:     make(map[int64]*call),
-		byClient:  make(map[jsonrpc.ID]*call),
-		progress:  make(map[string]*call),
+		calls:     make(map[int64]*inflight),
+		byClient:  make(map[jsonrpc.ID]*inflight),
+		progress:  make(map[string]*inflight),
 		done:      make(chan struct{}),
 	}
 	s.releaseChild = releaseChild
-	s.log = b.log.With("session", s.ref, "server", up.Name)
+	s.log = r.log.With("session", s.ref, "server", up.Name)
 	go s.readUpstream()
 	s.log.Info("session started", "principal", p.ID)
 	return s, nil
@@ -207,7 +193,7 @@ func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
 			// The gate may wait (for the tool list, later for a person),
 			// and must not stall the client's other messages meanwhile.
 			ctx, c.cancel = context.WithCancelCause(ctx)
-			s.b.pool.Go(func() { s.toolsCall(ctx, c, m) })
+			s.r.pool.Go(func() { s.toolsCall(ctx, c, m) })
 		case "initialize":
 			s.initialize(ctx, c, m)
 		case "server/discover":
@@ -221,8 +207,8 @@ func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
 
 // accept registers a client request, refusing a second request with the id
 // of one still in flight.
-func (s *Session) accept(m *jsonrpc.Request) (*call, bool) {
-	c := &call{clientID: m.ID, method: m.Method, token: progressToken(m.Params), started: time.Now()}
+func (s *Session) accept(m *jsonrpc.Request) (*inflight, bool) {
+	c := &inflight{clientID: m.ID, method: m.Method, token: progressToken(m.Params), started: time.Now()}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -254,7 +240,7 @@ func (s *Session) handleNotification(ctx context.Context, m *jsonrpc.Request) {
 }
 
 // forward sends a client request upstream under a fresh id.
-func (s *Session) forward(ctx context.Context, c *call, m *jsonrpc.Request) {
+func (s *Session) forward(ctx context.Context, c *inflight, m *jsonrpc.Request) {
 	upID := s.nextID.Add(1)
 	s.mu.Lock()
 	if s.closed || s.byClient[c.clientID] != c {
@@ -286,7 +272,7 @@ func (s *Session) request(ctx context.Context, method string, params any) (json.
 	if err != nil {
 		return nil, err
 	}
-	c := &call{method: method, started: time.Now(), reply: make(chan *jsonrpc.Response, 1)}
+	c := &inflight{method: method, started: time.Now(), reply: make(chan *jsonrpc.Response, 1)}
 	upID := s.nextID.Add(1)
 	s.mu.Lock()
 	if s.closed {
@@ -316,17 +302,17 @@ func (s *Session) request(ctx context.Context, method string, params any) (json.
 }
 
 // errSessionClosed ends requests, and held calls, of a closed session.
-var errSessionClosed = errors.New("the client's session ended")
+var errSessionClosed = broker.ErrSessionClosed
 
 // answerAudited sends a tools/call's result once the call's audit record
 // is durable, without holding up the upstream's other messages meanwhile.
-func (s *Session) answerAudited(c *call, m *jsonrpc.Response) {
+func (s *Session) answerAudited(c *inflight, m *jsonrpc.Response) {
 	send := func(err error) {
 		resp := &jsonrpc.Response{ID: c.clientID, Result: m.Result, Error: m.Error}
 		if err != nil {
 			// The call ran, but there is no durable trace of it: the result
 			// is withheld rather than handed over unaudited.
-			ref := NewRef()
+			ref := broker.NewRef()
 			s.log.Error("result withheld: audit write failed", "ref", ref, "err", err)
 			raw, _ := json.Marshal(toolError(fmt.Sprintf("Airlock could not write this call to its audit log, so its result is withheld (ref %s). The call may have run.", ref)))
 			resp = &jsonrpc.Response{ID: c.clientID, Result: raw}
@@ -334,15 +320,15 @@ func (s *Session) answerAudited(c *call, m *jsonrpc.Response) {
 		s.send(resp, c.clientID)
 	}
 	select {
-	case err := <-c.audit:
+	case err := <-c.audited:
 		send(err)
 	default:
-		s.b.pool.Go(func() { send(<-c.audit) })
+		s.r.pool.Go(func() { send(<-c.audited) })
 	}
 }
 
 // takeUp removes a forwarded call, reporting nil if someone else already did.
-func (s *Session) takeUp(upID int64) *call {
+func (s *Session) takeUp(upID int64) *inflight {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.calls[upID]
@@ -354,7 +340,7 @@ func (s *Session) takeUp(upID int64) *call {
 	return c
 }
 
-func (s *Session) forgetLocked(c *call) {
+func (s *Session) forgetLocked(c *inflight) {
 	if c.clientID.IsValid() && s.byClient[c.clientID] == c {
 		delete(s.byClient, c.clientID)
 	}
@@ -364,7 +350,7 @@ func (s *Session) forgetLocked(c *call) {
 }
 
 // takeClient removes a client request that may not have been forwarded.
-func (s *Session) takeClient(c *call) bool {
+func (s *Session) takeClient(c *inflight) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byClient[c.clientID] != c {
@@ -379,7 +365,7 @@ func (s *Session) takeClient(c *call) bool {
 
 // answer sends the client the response to c, unless c was already answered
 // or cancelled.
-func (s *Session) answer(c *call, resp *jsonrpc.Response) {
+func (s *Session) answer(c *inflight, resp *jsonrpc.Response) {
 	if !s.takeClient(c) {
 		return
 	}
@@ -387,12 +373,12 @@ func (s *Session) answer(c *call, resp *jsonrpc.Response) {
 	s.send(resp, c.clientID)
 }
 
-func (s *Session) answerError(c *call, code int64, msg string) {
+func (s *Session) answerError(c *inflight, code int64, msg string) {
 	s.answer(c, errorResponse(c.clientID, code, msg))
 }
 
 // answerResult answers c with a result Airlock built itself.
-func (s *Session) answerResult(c *call, result any) {
+func (s *Session) answerResult(c *inflight, result any) {
 	raw, err := json.Marshal(result)
 	if err != nil {
 		s.answerError(c, jsonrpc.CodeInternalError, "encoding result: "+err.Error())
@@ -432,7 +418,7 @@ func (s *Session) clientCancelled(ctx context.Context, m *jsonrpc.Request) {
 	if err != nil {
 		return
 	}
-	s.cancelClientRequest(ctx, id, reason, errClientCancelled)
+	s.cancelClientRequest(ctx, id, reason, broker.ErrClientCancelled)
 }
 
 // cancelClientRequest gives up on the client's request id: the client will
@@ -510,7 +496,7 @@ func (s *Session) upstreamResponse(m *jsonrpc.Response) {
 			s.recordTools(m.Result)
 		}
 	case "tools/call":
-		if c.audit != nil {
+		if c.audited != nil {
 			s.answerAudited(c, m)
 			return
 		}
@@ -634,13 +620,13 @@ func (s *Session) close(err error) {
 		return
 	}
 	s.closed = true
-	pending := make([]*call, 0, len(s.byClient))
+	pending := make([]*inflight, 0, len(s.byClient))
 	for _, c := range s.byClient {
 		pending = append(pending, c)
 	}
-	s.byClient = map[jsonrpc.ID]*call{}
-	s.calls = map[int64]*call{}
-	s.progress = map[string]*call{}
+	s.byClient = map[jsonrpc.ID]*inflight{}
+	s.calls = map[int64]*inflight{}
+	s.progress = map[string]*inflight{}
 	s.mu.Unlock()
 
 	s.err = err
@@ -670,7 +656,7 @@ func errorResponse(id jsonrpc.ID, code int64, msg string) *jsonrpc.Response {
 // initialize forwards the client's initialize, offering the upstream no
 // newer protocol version than Airlock relays. Capabilities pass untouched,
 // so the upstream is never told the client can do what it cannot.
-func (s *Session) initialize(ctx context.Context, c *call, m *jsonrpc.Request) {
+func (s *Session) initialize(ctx context.Context, c *inflight, m *jsonrpc.Request) {
 	// The client's name reaches the policy and approvers: it is read with
 	// exact names, as the upstream reads it.
 	p, err := policy.ReadObject(m.Params, "protocolVersion", "clientInfo", "capabilities")
@@ -679,7 +665,7 @@ func (s *Session) initialize(ctx context.Context, c *call, m *jsonrpc.Request) {
 		return
 	}
 	version, _, _ := p.String("protocolVersion")
-	var info ClientInfo
+	var info broker.ClientInfo
 	if raw, ok := p.Get("clientInfo"); ok {
 		ci, err := policy.ReadObject(raw, "name", "version")
 		if err != nil {
@@ -699,7 +685,7 @@ func (s *Session) initialize(ctx context.Context, c *call, m *jsonrpc.Request) {
 	s.mu.Unlock()
 
 	s.forward(ctx, c, m)
-	if d := s.b.initTimeout; d > 0 {
+	if d := s.r.initTimeout; d > 0 {
 		time.AfterFunc(d, func() {
 			s.mu.Lock()
 			pending := s.byClient[c.clientID] == c
@@ -713,7 +699,7 @@ func (s *Session) initialize(ctx context.Context, c *call, m *jsonrpc.Request) {
 }
 
 // initialized checks the upstream's answer to initialize.
-func (s *Session) initialized(c *call, m *jsonrpc.Response) {
+func (s *Session) initialized(c *inflight, m *jsonrpc.Response) {
 	if m.Error != nil {
 		return
 	}
@@ -730,7 +716,7 @@ func (s *Session) initialized(c *call, m *jsonrpc.Response) {
 }
 
 // Info returns what the client said about itself.
-func (s *Session) Info() ClientInfo {
+func (s *Session) Info() broker.ClientInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.info

@@ -1,4 +1,4 @@
-package broker_test
+package relay_test
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/relay"
 )
 
 // A client that sends its headers and then drips its body is cut off
@@ -42,7 +42,7 @@ func TestBodyTimeout(t *testing.T) {
 		}
 		io.WriteString(w, "released")
 	})
-	srv := httptest.NewServer(broker.BodyTimeout(timeout, mux))
+	srv := httptest.NewServer(relay.BodyTimeout(timeout, mux))
 	t.Cleanup(srv.Close)
 
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
@@ -95,7 +95,7 @@ func TestLimitListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := broker.LimitListener(inner, 2)
+	ln := relay.LimitListener(inner, 2)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 8)
 	go func() {

@@ -1,0 +1,69 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/airlock-mcp/airlock/broker"
+)
+
+// toolsCall hands a tools/call to the gate and carries out its outcome. It
+// runs on a pool goroutine: the gate may wait for the tool list, or for
+// people, and the client's other messages must not wait meanwhile.
+func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request) {
+	defer c.cancel(nil)
+	o := s.r.gate.Check(ctx, &broker.Call{
+		Server:           s.up.Name,
+		Transport:        s.up.Transport,
+		TrustAnnotations: s.up.TrustAnnotations,
+		Params:           m.Params,
+		Client:           s.Info(),
+		Session:          s.ref,
+		Principal:        s.principal,
+		Received:         c.started,
+		Progress:         c.token != "",
+	}, caller{s, c})
+	switch {
+	case o.Forward:
+		c.audited = o.Audited
+		s.forward(ctx, c, m)
+	case o.Malformed != "":
+		s.answerError(c, jsonrpc.CodeInvalidParams, o.Malformed)
+	case o.Refusal != "":
+		s.answerResult(c, toolError(o.Refusal))
+	}
+}
+
+// caller is the broker.Caller of one tools/call.
+type caller struct {
+	s *Session
+	c *inflight
+}
+
+func (cl caller) Definition(ctx context.Context, tool string, fresh bool) (*broker.ToolDefinition, error) {
+	if fresh {
+		return cl.s.freshDefinition(ctx, tool)
+	}
+	return cl.s.toolDefinition(ctx, tool)
+}
+
+// Waiting sends a progress notification with the client's token; the
+// upstream's own progress for the call is shifted past these later.
+func (cl caller) Waiting(message string) {
+	n := cl.c.heartbeats.Add(1)
+	params, _ := json.Marshal(map[string]any{
+		"progressToken": json.RawMessage(cl.c.token),
+		"progress":      n,
+		"message":       message,
+	})
+	cl.s.send(&jsonrpc.Request{Method: "notifications/progress", Params: params}, cl.c.clientID)
+}
+
+// toolError is a tool result the model reads: refusals are results with
+// isError set, never JSON-RPC errors, so that the model sees why.
+func toolError(text string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: text}}}
+}
