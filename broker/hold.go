@@ -182,18 +182,27 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall) (*liveApproval,
 	if err != nil {
 		return nil, err
 	}
-	// Stored before anyone hears of it: a decision can only be about an
-	// approval that exists.
-	if err := b.store.CreateApproval(ctx, a, rec); err != nil {
-		release()
-		return nil, err
-	}
+	// Known here before it is stored, so that a decision made at once (in
+	// another process sharing the store) finds its waiter; stored before
+	// anyone hears of it, since a decision can only be about an approval
+	// that exists.
 	la := &liveApproval{key: key, decided: make(chan struct{}), approval: a, waiters: 1, release: release}
 	b.live.mu.Lock()
 	b.live.byID[a.ID] = la
 	b.live.byKey[key] = la
 	la.timer = time.AfterFunc(timeout, func() { b.expire(a.ID, timeout) })
 	b.live.mu.Unlock()
+	if err := b.store.CreateApproval(ctx, a, rec); err != nil {
+		b.live.mu.Lock()
+		la.timer.Stop()
+		delete(b.live.byID, a.ID)
+		if b.live.byKey[key] == la {
+			delete(b.live.byKey, key)
+		}
+		b.live.mu.Unlock()
+		release()
+		return nil, err
+	}
 	b.metrics.Held(1)
 	b.publish(ApprovalEvent{Type: "held", Approval: a})
 	b.bg.Go(func() { b.notify(a) })
