@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/notifiers/slack/slacktest"
 )
@@ -65,27 +65,12 @@ func TestNoRetryOfPermanentErrors(t *testing.T) {
 	}
 }
 
-// recorder is a second channel, to show Slack's trouble stays Slack's.
-type recorder struct {
-	mu  sync.Mutex
-	got []string
-	at  []time.Time
-}
-
-func (r *recorder) Name() string { return "recorder" }
-func (r *recorder) Notify(_ context.Context, a *broker.Approval) (json.RawMessage, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.got, r.at = append(r.got, a.ID), append(r.at, time.Now())
-	return nil, nil
-}
-
 // With Slack down, the other channels hear of the call at once, the call
 // keeps waiting (nothing is approved by a failure), and a decision made
 // elsewhere still releases it.
 func TestSlackDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		other := &recorder{}
+		other := brokertest.NewNotifier()
 		var logs bytes.Buffer
 		h := newHarness(t, harnessOptions{
 			notifiers: []broker.Notifier{other},
@@ -102,11 +87,9 @@ func TestSlackDown(t *testing.T) {
 		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
 		a := h.held()
 		synctest.Wait()
-		other.mu.Lock()
-		if len(other.got) != 1 || !other.at[0].Equal(start) {
-			t.Errorf("the other channel heard %v at %v", other.got, other.at)
+		if got, at := other.Notified(), other.NotifiedAt(); len(got) != 1 || !at[0].Equal(start) {
+			t.Errorf("the other channel heard %d approvals at %v", len(got), at)
 		}
-		other.mu.Unlock()
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		if got := h.approval(a.ID); got.Status != broker.StatusPending {
