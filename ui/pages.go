@@ -192,7 +192,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, who string) {
 		refuse(http.StatusForbidden, may.Why, a)
 		return
 	}
-	decided, err := s.broker.Decide(r.Context(), a.ID, broker.Vote{Approver: who, Channel: "web", Verdict: verdict, Reason: reason, Grant: grant})
+	decided, err := s.broker.Vote(r.Context(), a.ID, broker.Vote{Approver: who, Channel: "web", Verdict: verdict, Reason: reason, Grant: grant})
 	var de *broker.DecidedError
 	switch {
 	case err == nil:

@@ -26,7 +26,7 @@ import (
 type Broker interface {
 	Approvals(ctx context.Context, q broker.ApprovalQuery) ([]*broker.Approval, error)
 	Approval(ctx context.Context, id string) (*broker.Approval, error)
-	Decide(ctx context.Context, id string, v broker.Vote) (*broker.Approval, error)
+	Vote(ctx context.Context, id string, v broker.Vote) (*broker.Approval, error)
 	Audit(ctx context.Context, q broker.AuditQuery) ([]*broker.AuditRecord, error)
 	// Subscribe follows approvals as they are held, voted on and decided.
 	Subscribe() (<-chan broker.ApprovalEvent, func())

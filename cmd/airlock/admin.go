@@ -222,7 +222,7 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 				return err
 			}
 			id := args[0]
-			body := broker.DecisionRequest{Verdict: verdict, Reason: reason, Approver: as, Channel: "cli"}
+			body := broker.VoteRequest{Verdict: verdict, Reason: reason, Approver: as, Channel: "cli"}
 			if grant.Scope != "" {
 				grant.TTL = policy.Duration(ttl)
 				body.Grant = &grant

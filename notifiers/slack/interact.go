@@ -22,7 +22,7 @@ import (
 // Slack. *broker.Broker implements it.
 type Decider interface {
 	Approval(ctx context.Context, id string) (*broker.Approval, error)
-	Decide(ctx context.Context, id string, v broker.Vote) (*broker.Approval, error)
+	Vote(ctx context.Context, id string, v broker.Vote) (*broker.Approval, error)
 }
 
 // interaction is what Airlock reads of a click or a dialog submission.
@@ -265,7 +265,7 @@ func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
 		return
 	}
 	_, realm := n.identity(in.user)
-	_, err = d.Decide(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "slack", Verdict: verdict, Reason: in.reason, Grant: in.grant, Authorized: true})
+	_, err = d.Vote(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "slack", Verdict: verdict, Reason: in.reason, Grant: in.grant, Authorized: true})
 	var de *broker.DecidedError
 	switch {
 	case err == nil:
