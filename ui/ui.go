@@ -148,7 +148,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /events", s.authed(s.events))
 	mux.Handle("GET /approvals/{id}", s.authed(s.approval))
 	mux.Handle("GET /approvals/{id}/status", s.authed(s.approvalStatus))
-	mux.Handle("POST /approvals/{id}/decision", s.authed(s.decide))
+	mux.Handle("POST /approvals/{id}/decision", s.authed(s.vote))
 	mux.Handle("GET /history", s.authed(s.history))
 	mux.Handle("GET /history/{seq}", s.authed(s.record))
 	mux.Handle("GET /grants", s.authed(s.grantsPage))
