@@ -83,11 +83,14 @@ func TestApproveRefusals(t *testing.T) {
 			want: "not an approver for this call (not_an_approver): not an approver for this call: the policy names who may decide it (alice), and this decision is admin's"},
 		"a non-approver denying": {edit: func(a *broker.Approval) { a.Decision.Approvers.Users = []string{"alice"} }, args: []string{"deny", "--reason", "no"},
 			want: "deny %s: not an approver for this call (not_an_approver)"},
-		"no such approval":    {id: "01NOPE", want: "no such approval (not_found): no approval 01NOPE"},
-		"decided already":     {id: decided, want: "already decided (already_decided): already decided by bob at "},
-		"time ran out":        {edit: func(a *broker.Approval) { a.ExpiresAt = time.Now().Add(-time.Minute) }, want: "too late, its time ran out (expired): "},
-		"the requester":       {edit: func(a *broker.Approval) { a.Principal.ID = broker.AdminIdentity }, want: "the requester cannot approve their own call (self_approval)"},
-		"twice":               {edit: func(a *broker.Approval) { a.Decision.Quorum = 2; a.Votes = []broker.Vote{{Approver: "admin", Verdict: broker.Approve}} }, want: "already voted; a quorum needs different people (already_voted)"},
+		"no such approval": {id: "01NOPE", want: "no such approval (not_found): no approval 01NOPE"},
+		"decided already":  {id: decided, want: "already decided (already_decided): already decided by bob at "},
+		"time ran out":     {edit: func(a *broker.Approval) { a.ExpiresAt = time.Now().Add(-time.Minute) }, want: "too late, its time ran out (expired): "},
+		"the requester":    {edit: func(a *broker.Approval) { a.Principal.ID = broker.AdminIdentity }, want: "the requester cannot approve their own call (self_approval)"},
+		"twice": {edit: func(a *broker.Approval) {
+			a.Decision.Quorum = 2
+			a.Votes = []broker.Vote{{Approver: "admin", Verdict: broker.Approve}}
+		}, want: "already voted; a quorum needs different people (already_voted)"},
 		"a grant not offered": {args: []string{"approve", "--grant", "tool"}, want: "the policy does not allow that grant (not_grantable): the policy does not allow an \"always allow\" for this call"},
 		"a bad grant":         {edit: grantable, args: []string{"approve", "--grant", "exact", "--max-uses", "-1"}, want: "not a valid vote (bad_vote): max_uses must not be negative"},
 	}
