@@ -67,7 +67,7 @@ func TestAPIRefusesWithoutToken(t *testing.T) {
 	}
 }
 
-func TestAPIDecide(t *testing.T) {
+func TestAPIVote(t *testing.T) {
 	h := newHoldHarness(t, broker.Options{HoldWait: -1})
 	api := newAPI(t, h)
 	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)

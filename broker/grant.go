@@ -1,5 +1,9 @@
 package broker
 
+// What a grant is, which one an approval may make (grantFrom, checked by
+// Vote), and how one is offered to a person. How the broker keeps them is
+// in grantlifecycle.go.
+
 import (
 	"encoding/json"
 	"errors"

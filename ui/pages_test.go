@@ -198,7 +198,7 @@ func TestArgumentsWithHiddenCharactersAreFlagged(t *testing.T) {
 	}
 }
 
-func TestDecide(t *testing.T) {
+func TestVoteOnThePage(t *testing.T) {
 	h := newHarness(t)
 	c := h.signIn("")
 

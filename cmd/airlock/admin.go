@@ -212,7 +212,7 @@ func newPendingView(a *broker.Approval) pendingView {
 		RequestedAt: a.RequestedAt, ExpiresAt: a.ExpiresAt}
 }
 
-func newDecideCmd(verdict broker.Verdict) *cobra.Command {
+func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	var f adminFlags
 	var reason, as string
 	var grant broker.GrantRequest
