@@ -242,7 +242,7 @@ func (n *Notifier) handle(ctx context.Context, d Voter, in *interaction) {
 	if in.kind == actionApprove || in.kind == actionGrant || in.kind == callbackGrant {
 		verdict = broker.Approve
 	}
-	who, refusal, err := n.authorize(ctx, a, in.user, verdict)
+	who, refusal, err := n.authorize(ctx, a, in.user)
 	if err != nil {
 		n.failed(ctx, log, in, "checking the approver failed", err)
 		return
