@@ -22,7 +22,7 @@ func (b *Broker) APIHandler(token string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/approvals", b.apiApprovals)
 	mux.HandleFunc("GET /api/v1/approvals/{id}", b.apiApproval)
-	mux.HandleFunc("POST /api/v1/approvals/{id}/decision", b.apiDecide)
+	mux.HandleFunc("POST /api/v1/approvals/{id}/decision", b.apiVote)
 	mux.HandleFunc("GET /api/v1/events", b.apiEvents)
 	mux.HandleFunc("GET /api/v1/audit", b.apiAudit)
 	mux.HandleFunc("GET /api/v1/audit/verify", b.apiVerify)
@@ -87,8 +87,9 @@ func (b *Broker) apiApproval(w http.ResponseWriter, r *http.Request) {
 	writeAPI(w, http.StatusOK, a)
 }
 
-// DecisionRequest is the body of POST /api/v1/approvals/{id}/decision.
-type DecisionRequest struct {
+// VoteRequest is the body of POST /api/v1/approvals/{id}/decision: a
+// person's vote (the path keeps its first name).
+type VoteRequest struct {
 	Verdict Verdict `json:"verdict"`
 	Reason  string  `json:"reason,omitempty"`
 	// Approver is a name to record with the decision (Vote.As). It is not
@@ -102,10 +103,10 @@ type DecisionRequest struct {
 	Grant *GrantRequest `json:"grant,omitempty"`
 }
 
-func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
+func (b *Broker) apiVote(w http.ResponseWriter, r *http.Request) {
 	// A struct is safe here: the admin API is the operator's, behind the
 	// admin token; no agent or server writes its bodies.
-	var req DecisionRequest
+	var req VoteRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -124,26 +125,58 @@ func (b *Broker) apiDecide(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, `channel must be "api" or "cli"`)
 		return
 	}
-	a, err := b.Decide(r.Context(), r.PathValue("id"), Vote{Approver: b.admin, As: as, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason, Grant: req.Grant})
-	var de *DecidedError
-	switch {
-	case err == nil:
+	a, err := b.Vote(r.Context(), r.PathValue("id"), Vote{Approver: b.admin, As: as, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason, Grant: req.Grant})
+	if err == nil {
 		writeAPI(w, http.StatusOK, a)
-	case a != nil:
-		// Approved, but the grant failed: say both.
-		writeAPI(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "approval": a})
-	case errors.As(err, &de):
-		apiError(w, http.StatusConflict, "%s", de.Error())
-	case errors.Is(err, ErrNotFound):
-		apiError(w, http.StatusNotFound, "no approval %s", r.PathValue("id"))
-	case errors.Is(err, ErrSelfApproval), errors.Is(err, ErrAlreadyVoted), errors.Is(err, ErrNotApprover),
-		errors.Is(err, ErrNotGrantable), errors.Is(err, ErrGrantScope), errors.Is(err, ErrGrantQuorum):
-		apiError(w, http.StatusForbidden, "%s", err.Error())
-	case errors.Is(err, ErrBadVerdict), errors.Is(err, ErrNoApprover):
-		apiError(w, http.StatusBadRequest, "%s", err.Error())
-	default:
-		b.apiInternal(w, "recording a decision", err)
+		return
 	}
+	ve, ok := errors.AsType[*VoteError](err)
+	if !ok {
+		b.apiInternal(w, "recording a decision", err)
+		return
+	}
+	body := VoteErrorBody{Error: ve.Msg, Code: ve.Code}
+	switch ve.Code {
+	case VoteAlreadyDecided:
+		body.Status, body.DecidedBy, body.DecidedAt = ve.Status, ve.By, ve.At
+	case VoteExpired:
+		body.ExpiresAt = ve.At
+	case VoteGrantNotStored:
+		body.Approval = a
+	}
+	writeAPI(w, voteStatus(ve.Code), body)
+}
+
+// VoteErrorBody is the API's answer to a vote that did not (entirely)
+// count; docs/api.md lists the codes.
+type VoteErrorBody struct {
+	Error string   `json:"error"`
+	Code  VoteCode `json:"code"`
+	// Status, DecidedBy and DecidedAt say how the approval ended, for
+	// already_decided.
+	Status    Status    `json:"status,omitempty"`
+	DecidedBy string    `json:"decided_by,omitempty"`
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+	// ExpiresAt is when an expired approval's time ran out.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Approval is the approved approval whose grant was not stored, for
+	// grant_not_stored.
+	Approval *Approval `json:"approval,omitempty"`
+}
+
+// voteStatus is the HTTP status of each VoteCode.
+func voteStatus(c VoteCode) int {
+	switch c {
+	case VoteNotFound:
+		return http.StatusNotFound
+	case VoteAlreadyDecided, VoteExpired:
+		return http.StatusConflict
+	case VoteNotApprover, VoteSelfApproval, VoteAlreadyVoted, VoteNotGrantable:
+		return http.StatusForbidden
+	case VoteBad:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError // VoteGrantNotStored, and any code added without a status
 }
 
 // keepAliveInterval spaces SSE comments on a quiet event stream, so that
@@ -276,7 +309,7 @@ func (b *Broker) apiGrant(w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *Broker) apiCreateGrant(w http.ResponseWriter, r *http.Request) {
-	// The operator's, behind the admin token, as in apiDecide.
+	// The operator's, behind the admin token, as in apiVote.
 	var spec GrantSpec
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()

@@ -67,7 +67,7 @@ func TestAPIRefusesWithoutToken(t *testing.T) {
 	}
 }
 
-func TestAPIDecide(t *testing.T) {
+func TestAPIVote(t *testing.T) {
 	h := newHoldHarness(t, broker.Options{HoldWait: -1})
 	api := newAPI(t, h)
 	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
@@ -167,10 +167,10 @@ func TestAPIDecisionMeetsApproversUsers(t *testing.T) {
 			t.Errorf("%s: %d %q, want 403 naming the approvers", body, code, e.Error)
 		}
 	}
-	if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "mallory", Channel: "web", Verdict: broker.Approve}); !errors.Is(err, broker.ErrNotApprover) {
+	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "mallory", Channel: "web", Verdict: broker.Approve}); !errors.Is(err, broker.ErrNotApprover) {
 		t.Errorf("a web vote by someone not named: %v", err)
 	}
-	if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "web", Verdict: broker.Approve}); err != nil {
+	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "web", Verdict: broker.Approve}); err != nil {
 		t.Fatalf("alice, named by the policy: %v", err)
 	}
 	<-done
@@ -253,7 +253,7 @@ func TestQuorumDoesNotAddUpRealms(t *testing.T) {
 	a := h.held()
 	ctx := context.Background()
 	vote := func(who, realm string) (*broker.Approval, error) {
-		return h.b.Decide(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "test", Verdict: broker.Approve})
+		return h.b.Vote(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "test", Verdict: broker.Approve})
 	}
 	if _, err := vote("admin", ""); err != nil {
 		t.Fatal(err)
@@ -262,7 +262,7 @@ func TestQuorumDoesNotAddUpRealms(t *testing.T) {
 	if err != nil || got.Status != broker.StatusPending || got.Approvals() != 1 {
 		t.Fatalf("admin and an unmapped Slack user: %v, %s with %d approvals; want pending with 1", err, got.Status, got.Approvals())
 	}
-	_, err = h.b.Decide(ctx, a.ID, broker.Vote{Approver: "slack:U2", Realm: "slack", Channel: "test", Verdict: broker.Approve,
+	_, err = h.b.Vote(ctx, a.ID, broker.Vote{Approver: "slack:U2", Realm: "slack", Channel: "test", Verdict: broker.Approve,
 		Grant: &broker.GrantRequest{Scope: "exact", TTL: policy.Duration(time.Hour)}})
 	if err != nil {
 		t.Fatalf("the vote that completes the quorum, with a grant: %v", err)
@@ -276,7 +276,7 @@ func TestQuorumDoesNotAddUpRealms(t *testing.T) {
 	// unmapped account is someone else.
 	done = h.call(context.Background(), "write", map[string]any{"path": "/y"}, nil)
 	a = h.held()
-	h.b.Decide(ctx, a.ID, broker.Vote{Approver: "alice", Channel: "slack", Verdict: broker.Approve})
+	h.b.Vote(ctx, a.ID, broker.Vote{Approver: "alice", Channel: "slack", Verdict: broker.Approve})
 	if got, err = vote("slack:U1", "slack"); err != nil || got.Status != broker.StatusApproved {
 		t.Fatalf("a mapped and an unmapped Slack user: %v, %s; want approved", err, got.Status)
 	}

@@ -4,10 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/airlock-mcp/airlock/policy"
@@ -155,12 +152,9 @@ func approvals(votes []Vote) int {
 	return len(named) + extra
 }
 
-// approvalsWith is Approvals once v is added.
-func (a *Approval) approvalsWith(v Vote) int {
-	return approvals(append(slices.Clip(a.Votes), v))
-}
-
-// DecidedError reports a vote on an approval that is no longer pending.
+// DecidedError reports a change to an approval that is no longer pending:
+// the first decision stands. A refused vote carries one under a VoteError
+// with code VoteAlreadyDecided.
 type DecidedError struct {
 	Status Status
 	By     string
@@ -174,56 +168,8 @@ func (e *DecidedError) Error() string {
 	return fmt.Sprintf("already decided by %s at %s (%s)", e.By, e.At.UTC().Format(time.RFC3339), e.Status)
 }
 
-// Errors a vote can meet besides a DecidedError.
-var (
-	ErrSelfApproval = errors.New("the requester cannot approve their own call")
-	ErrAlreadyVoted = errors.New("this approver has already approved; quorum needs different people")
-	ErrNoApprover   = errors.New("a vote needs the approver's identity")
-	ErrBadVerdict   = errors.New(`verdict must be "approve" or "deny"`)
-	ErrNotApprover  = errors.New("not an approver for this call")
-)
-
 // Airlock is the actor recorded when Airlock itself ends an approval.
 const Airlock = "airlock"
-
-// vote applies v to a pending approval: the approval's whole state machine
-// for people. It changes nothing when it returns an error.
-func (a *Approval) vote(v Vote) error {
-	if a.Status != StatusPending {
-		return &DecidedError{Status: a.Status, By: a.DecidedBy, At: a.DecidedAt}
-	}
-	if strings.TrimSpace(v.Approver) == "" {
-		return ErrNoApprover
-	}
-	// The one place approvers.users is enforced, for every channel: the
-	// web UI and Slack also check it to explain a refusal, but the API
-	// (and the CLI on it) relied on this.
-	if users := a.Decision.Approvers.Users; len(users) > 0 && !v.Authorized && !slices.Contains(users, v.Approver) {
-		return fmt.Errorf("%w: the policy names who may decide it (%s), and this decision is %s's", ErrNotApprover, strings.Join(users, ", "), v.Approver)
-	}
-	switch v.Verdict {
-	case Approve:
-		// Identities from different systems are only compared when they
-		// are the same string: config maps people across them.
-		if v.Approver == a.Principal.ID {
-			return ErrSelfApproval
-		}
-		if slices.ContainsFunc(a.Votes, func(o Vote) bool { return o.Approver == v.Approver && o.Verdict == Approve }) {
-			return ErrAlreadyVoted
-		}
-		a.Votes = append(a.Votes, v)
-		if a.Approvals() >= a.Quorum() {
-			a.settle(StatusApproved, v.Approver, v.At, v.Reason)
-		}
-	case Deny:
-		// One no is enough.
-		a.Votes = append(a.Votes, v)
-		a.settle(StatusDenied, v.Approver, v.At, v.Reason)
-	default:
-		return ErrBadVerdict
-	}
-	return nil
-}
 
 // end finishes a pending approval without a person: expired, withdrawn or
 // abandoned.

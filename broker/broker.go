@@ -230,63 +230,6 @@ func (b *Broker) abandonPending(ctx context.Context, reason string) (int, error)
 	}
 }
 
-// Decide records an approver's verdict on an approval: one compare-and-set
-// in one transaction, so the first decision wins and every later one gets
-// a *DecidedError saying who decided first. It returns the approval as it
-// stands after the vote.
-func (b *Broker) Decide(ctx context.Context, id string, v Vote) (*Approval, error) {
-	v.At = b.now()
-	var g *Grant
-	grantID := newApprovalID(v.At)
-	a, err := b.store.UpdateApproval(ctx, id, func(a *Approval) (*AuditRecord, error) {
-		g = nil
-		if v.Grant != nil {
-			// "Always allow": checked against what the policy allows
-			// before the vote counts, so that a refused grant leaves
-			// the approval as it was.
-			if v.Verdict != Approve {
-				return nil, errors.New("a grant can only come with an approval")
-			}
-			if a.Status == StatusPending && a.approvalsWith(v) < a.Quorum() {
-				return nil, ErrGrantQuorum
-			}
-			var err error
-			if g, err = grantFrom(a, *v.Grant, v.Approver, v.At); err != nil {
-				return nil, err
-			}
-			g.ID = grantID
-		}
-		if err := a.vote(v); err != nil {
-			return nil, err
-		}
-		if g != nil {
-			a.GrantID = g.ID
-		}
-		ev := EventVote
-		switch a.Status {
-		case StatusApproved:
-			ev = EventApproved
-		case StatusDenied:
-			ev = EventRejected
-		}
-		return outcomeRecord(ev, a), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	b.metrics.Decision(v.Channel, string(v.Verdict))
-	b.log.Info("vote recorded", "approval_id", id, "approver", v.Approver, "channel", v.Channel, "verdict", v.Verdict, "status", a.Status)
-	b.settled(a)
-	if g != nil {
-		if err := b.storeGrant(context.WithoutCancel(ctx), g); err != nil {
-			ref := NewRef()
-			b.log.Error("storing a grant failed", "ref", ref, "approval_id", id, "err", err)
-			return a, fmt.Errorf("the call was approved, but the grant could not be stored (ref %s)", ref)
-		}
-	}
-	return a, nil
-}
-
 // Approval returns one approval.
 func (b *Broker) Approval(ctx context.Context, id string) (*Approval, error) {
 	return b.store.Approval(ctx, id)

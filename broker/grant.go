@@ -1,5 +1,9 @@
 package broker
 
+// What a grant is, which one an approval may make (grantFrom, checked by
+// Vote), and how one is offered to a person. How the broker keeps them is
+// in grantlifecycle.go.
+
 import (
 	"encoding/json"
 	"errors"
@@ -85,7 +89,8 @@ func (q GrantQuery) Matches(g *Grant) bool {
 	return (q.Server == "" || q.Server == g.Server) && (q.Tool == "" || q.Tool == g.Tool)
 }
 
-// Errors about grants.
+// Errors about grants. The first three are the finer reasons of a
+// VoteError with code VoteNotGrantable.
 var (
 	ErrNotGrantable   = errors.New("the policy does not allow an \"always allow\" for this call")
 	ErrGrantScope     = errors.New("the policy does not allow that scope here")
@@ -112,13 +117,16 @@ const DefaultGrantTTL = 24 * time.Hour
 // grantFrom builds the grant an approver asked for when approving a,
 // checking it against what the policy allows. The TTL is capped by the
 // policy's max_ttl.
-func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant, error) {
+func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant, *VoteError) {
+	if req.MaxUses < 0 {
+		return nil, refusal(VoteBad, errors.New("max_uses must not be negative"))
+	}
 	ga := a.Decision.Grantable
 	if ga == nil || len(ga.Scopes) == 0 {
-		return nil, ErrNotGrantable
+		return nil, refusal(VoteNotGrantable, ErrNotGrantable)
 	}
 	if !slices.Contains(ga.Scopes, req.Scope) {
-		return nil, fmt.Errorf("%w: %q (allowed: %s)", ErrGrantScope, req.Scope, strings.Join(ga.Scopes, ", "))
+		return nil, refusal(VoteNotGrantable, fmt.Errorf("%w: %q (allowed: %s)", ErrGrantScope, req.Scope, strings.Join(ga.Scopes, ", ")))
 	}
 	g := &Grant{
 		Status:          GrantActive,
@@ -140,11 +148,13 @@ func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant,
 		g.ArgumentsDigest = a.ArgumentsDigest
 	case ScopeArguments:
 		if len(ga.KeyArguments) == 0 {
-			return nil, fmt.Errorf("%w: the policy names no key arguments for an arguments grant", ErrGrantScope)
+			return nil, refusal(VoteNotGrantable, fmt.Errorf("%w: the policy names no key arguments for an arguments grant", ErrGrantScope))
 		}
 		keys, err := keyValues(a.Arguments, ga.KeyArguments)
 		if err != nil {
-			return nil, err
+			// The call cannot be told apart from others by these
+			// arguments: no grant may stand for it.
+			return nil, refusal(VoteNotGrantable, err)
 		}
 		g.KeyArguments = keys
 	}
@@ -157,9 +167,6 @@ func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant,
 		ttl = maxTTL
 	}
 	g.ExpiresAt = now.Add(ttl)
-	if req.MaxUses < 0 {
-		return nil, errors.New("max_uses must not be negative")
-	}
 	return g, nil
 }
 

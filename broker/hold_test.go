@@ -77,7 +77,7 @@ func (h *holdHarness) held() *broker.Approval {
 
 func (h *holdHarness) decide(id, approver string, v broker.Verdict, reason string) *broker.Approval {
 	h.t.Helper()
-	a, err := h.b.Decide(context.Background(), id, broker.Vote{Approver: approver, Channel: "test", Verdict: v, Reason: reason})
+	a, err := h.b.Vote(context.Background(), id, broker.Vote{Approver: approver, Channel: "test", Verdict: v, Reason: reason})
 	if err != nil {
 		h.t.Fatalf("decide: %v", err)
 	}
@@ -193,7 +193,7 @@ func TestHoldWithdrawnOnCancel(t *testing.T) {
 		if stored.Status != broker.StatusWithdrawn {
 			t.Fatalf("status after cancel = %s", stored.Status)
 		}
-		_, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve})
+		_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve})
 		var de *broker.DecidedError
 		if !errors.As(err, &de) || de.Status != broker.StatusWithdrawn {
 			t.Errorf("approving a withdrawn call: %v", err)
@@ -287,7 +287,7 @@ func TestDecideRaceFirstWins(t *testing.T) {
 				if i%2 == 1 {
 					v = broker.Deny
 				}
-				_, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "approver-" + string(rune('a'+i)), Channel: "test", Verdict: v})
+				_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "approver-" + string(rune('a'+i)), Channel: "test", Verdict: v})
 				var de *broker.DecidedError
 				mu.Lock()
 				defer mu.Unlock()
@@ -324,7 +324,7 @@ func TestQuorumAndSelfApproval(t *testing.T) {
 		done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
 		a := h.held()
 		vote := func(who string) error {
-			_, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: who, Channel: "test", Verdict: broker.Approve})
+			_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: who, Channel: "test", Verdict: broker.Approve})
 			return err
 		}
 		if err := vote("tester"); !errors.Is(err, broker.ErrSelfApproval) {

@@ -295,7 +295,7 @@ func TestCaseVariantAnnotationsHold(t *testing.T) {
 						t.Error("a hold for a suspicious definition offers a grant")
 					}
 					// Let the waiting call end, so that its session can.
-					if _, err := b.Decide(context.Background(), a.ID, broker.Vote{Approver: "reviewer", Channel: "test", Verdict: broker.Deny, Reason: "suspicious"}); err != nil {
+					if _, err := b.Vote(context.Background(), a.ID, broker.Vote{Approver: "reviewer", Channel: "test", Verdict: broker.Deny, Reason: "suspicious"}); err != nil {
 						t.Fatal(err)
 					}
 				})

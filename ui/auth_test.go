@@ -253,7 +253,7 @@ func TestEvents(t *testing.T) {
 		return ""
 	}
 	a := h.addApproval(func(a *broker.Approval) { a.Arguments = json.RawMessage(`{"secret":"do-not-stream"}`) })
-	if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
+	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
 		t.Fatal(err)
 	}
 	if ev, data := next(), next(); ev != "event: decided" || !strings.Contains(data, `"id":"`+a.ID+`"`) ||

@@ -162,7 +162,7 @@ func TestBrowserSeesAnotherDecision(t *testing.T) {
 	a := h.addApproval(nil)
 	do(t, tab, chromedp.Navigate(h.url("/approvals/"+a.ID)), chromedp.WaitVisible(chromedp.CSS("#actions")),
 		chromedp.WaitReady(chromedp.CSS(`body[data-stream="open"]`)))
-	if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
+	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
 		t.Fatal(err)
 	}
 	do(t, tab, chromedp.WaitVisible(chromedp.CSS("#outcome")), chromedp.WaitNotPresent(chromedp.CSS("#actions")))

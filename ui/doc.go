@@ -12,6 +12,11 @@
 //
 // People sign in with a one-time link the broker prints (or `airlock login`
 // asks for), or through an OpenID Connect provider. Either way a session
-// cookie names the approver, and every decision made here records that name
-// through broker.Decide, the same compare-and-set every channel uses.
+// cookie names the approver, and every vote cast here records that name
+// through broker.Vote, the one call every channel votes through; the pages
+// ask Approval.CheckVote which actions to offer.
 package ui
+
+// The generated files carry no templ version: a comment above their package
+// clause would be taken for this package's documentation.
+//go:generate go tool templ generate -include-version=false -path .

@@ -99,7 +99,7 @@ type detailView struct {
 
 func (s *Server) detail(a *broker.Approval, who string) detailView {
 	shown, _ := a.ShowArguments()
-	v := detailView{A: a, Now: s.now(), User: who, Outcome: outcome(a, who), May: mayDecide(a, who),
+	v := detailView{A: a, Now: s.now(), User: who, Outcome: outcome(a, who), May: mayVote(a, who, s.now()),
 		Args: arguments(shown), RawArgs: indent(shown), Diff: definitionDiff(a), Hidden: a.HiddenWarning()}
 	if d := a.Definition; d != nil {
 		v.Annotations, v.InputSchema, v.OutputSchema = canonical(d.Annotations), canonical(d.InputSchema), canonical(d.OutputSchema)
@@ -151,9 +151,10 @@ func (s *Server) approvalStatus(w http.ResponseWriter, r *http.Request, who stri
 	s.render(w, r, http.StatusOK, approvalPage(approvalPageFor(v), v), "status")
 }
 
-// decide records the signed-in person's verdict, then shows the approval
-// again: it says who decided, whoever it was.
-func (s *Server) decide(w http.ResponseWriter, r *http.Request, who string) {
+// vote records the signed-in person's verdict, then shows the approval
+// again: it says who decided, whoever it was. The broker judges the vote;
+// this only puts its refusal in the page's words.
+func (s *Server) vote(w http.ResponseWriter, r *http.Request, who string) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		s.renderError(w, r, http.StatusBadRequest, "Bad request", "The decision form could not be read.")
@@ -179,40 +180,65 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, who string) {
 		v.Error, v.Reason = msg, reason
 		s.render(w, r, status, approvalPage(approvalPageFor(v), v))
 	}
-	switch {
-	case verdict != broker.Approve && verdict != broker.Deny:
-		refuse(http.StatusBadRequest, `The verdict must be "approve" or "deny".`, a)
-		return
-	case verdict == broker.Deny && reason == "":
+	if verdict == broker.Deny && reason == "" {
 		refuse(http.StatusBadRequest, "Say why you deny the call: the agent reads the reason.", a)
 		return
 	}
-	if may := mayDecide(a, who); a.Status == broker.StatusPending &&
-		((verdict == broker.Approve && !may.Approve) || (verdict == broker.Deny && !may.Deny)) {
-		refuse(http.StatusForbidden, may.Why, a)
-		return
-	}
-	decided, err := s.broker.Decide(r.Context(), a.ID, broker.Vote{Approver: who, Channel: "web", Verdict: verdict, Reason: reason, Grant: grant})
-	var de *broker.DecidedError
-	switch {
-	case err == nil:
+	now, err := s.broker.Vote(r.Context(), a.ID, broker.Vote{Approver: who, Channel: "web", Verdict: verdict, Reason: reason, Grant: grant})
+	if err == nil {
 		http.Redirect(w, r, "/approvals/"+url.PathEscape(a.ID), http.StatusSeeOther)
 		return
-	case decided != nil:
-		// Approved, but the grant could not be stored: say both.
-		refuse(http.StatusInternalServerError, sentence(err.Error()), decided)
-	case errors.As(err, &de):
-		if fresh, ok := s.loadApproval(w, r); ok {
-			refuse(http.StatusConflict, sentence(de.Error()), fresh)
-		}
-	case errors.Is(err, broker.ErrSelfApproval), errors.Is(err, broker.ErrAlreadyVoted), errors.Is(err, broker.ErrNotApprover),
-		errors.Is(err, broker.ErrNotGrantable), errors.Is(err, broker.ErrGrantScope), errors.Is(err, broker.ErrGrantQuorum):
-		refuse(http.StatusForbidden, sentence(err.Error()), a)
-	case errors.Is(err, broker.ErrNotFound):
+	}
+	ve, ok := errors.AsType[*broker.VoteError](err)
+	switch {
+	case !ok:
+		s.internal(w, r, "recording a decision", err)
+	case ve.Code == broker.VoteNotFound:
 		s.renderError(w, r, http.StatusNotFound, "No such approval", "There is no approval "+a.ID+".")
 	default:
-		s.internal(w, r, "recording a decision", err)
+		if now == nil {
+			now = a
+		}
+		refuse(voteStatus(ve.Code), refusalText(ve, now, who), now)
 	}
+}
+
+// voteStatus is the HTTP status of a page that refuses a vote.
+func voteStatus(c broker.VoteCode) int {
+	switch c {
+	case broker.VoteAlreadyDecided, broker.VoteExpired:
+		return http.StatusConflict
+	case broker.VoteBad:
+		return http.StatusBadRequest
+	case broker.VoteNotApprover, broker.VoteSelfApproval, broker.VoteAlreadyVoted, broker.VoteNotGrantable:
+		return http.StatusForbidden
+	}
+	return http.StatusInternalServerError // grant_not_stored: approved, but not all done
+}
+
+// refusalText says to user, signed in here, why their vote on a did not
+// (entirely) count.
+func refusalText(ve *broker.VoteError, a *broker.Approval, user string) string {
+	switch ve.Code {
+	case broker.VoteExpired:
+		return fmt.Sprintf("Too late: the time for a decision ran out at %s; the call will not run.", timeText(ve.At))
+	case broker.VoteNotApprover:
+		return fmt.Sprintf("The policy names who may decide this call: %s. You are signed in as %s.", strings.Join(a.Decision.Approvers.Users, ", "), user)
+	case broker.VoteSelfApproval:
+		return "You asked for this call, so someone else must approve it."
+	case broker.VoteAlreadyVoted:
+		return fmt.Sprintf("You have approved; %d more approvals from other people are needed.", a.Quorum()-a.Approvals())
+	case broker.VoteNotGrantable:
+		return "Nothing was decided: " + sentence(ve.Msg)
+	case broker.VoteBad:
+		if errors.Is(ve, broker.ErrBadVerdict) {
+			return `The verdict must be "approve" or "deny".`
+		}
+		return "Nothing was decided: " + sentence(ve.Msg)
+	case broker.VoteGrantNotStored:
+		return fmt.Sprintf("You approved the call and it goes ahead, but the \"always allow\" could not be stored, so calls like it will still ask (ref %s).", ve.Ref)
+	}
+	return sentence(ve.Msg) // already decided: by whom, when, how
 }
 
 // sentence turns an error message into a sentence to show.

@@ -78,7 +78,7 @@ func TestPendingPage(t *testing.T) {
 		t.Errorf("fragment's data-title = %q", got)
 	}
 
-	if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
+	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
 		t.Fatal(err)
 	}
 	if got, isErr := resultText(t, done); isErr || got != "wrote /srv/report.txt" {
@@ -198,7 +198,7 @@ func TestArgumentsWithHiddenCharactersAreFlagged(t *testing.T) {
 	}
 }
 
-func TestDecide(t *testing.T) {
+func TestVoteOnThePage(t *testing.T) {
 	h := newHarness(t)
 	c := h.signIn("")
 
@@ -248,7 +248,7 @@ func TestDecide(t *testing.T) {
 
 	t.Run("a decided approval says who decided", func(t *testing.T) {
 		a := h.addApproval(nil)
-		if _, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
+		if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
 			t.Fatal(err)
 		}
 		_, doc := c.get("/approvals/" + a.ID)
@@ -345,7 +345,7 @@ func TestHistoryPage(t *testing.T) {
 	resultText(t, h.call("echo", map[string]any{"text": "hi"}))
 	done := h.call("write", map[string]any{"path": "/srv/h"})
 	a := h.held()
-	if _, err := h.b.Decide(ctx, a.ID, broker.Vote{Approver: "bob", Channel: "cli", Verdict: broker.Deny, Reason: "no"}); err != nil {
+	if _, err := h.b.Vote(ctx, a.ID, broker.Vote{Approver: "bob", Channel: "cli", Verdict: broker.Deny, Reason: "no"}); err != nil {
 		t.Fatal(err)
 	}
 	resultText(t, done)

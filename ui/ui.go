@@ -26,7 +26,7 @@ import (
 type Broker interface {
 	Approvals(ctx context.Context, q broker.ApprovalQuery) ([]*broker.Approval, error)
 	Approval(ctx context.Context, id string) (*broker.Approval, error)
-	Decide(ctx context.Context, id string, v broker.Vote) (*broker.Approval, error)
+	Vote(ctx context.Context, id string, v broker.Vote) (*broker.Approval, error)
 	Audit(ctx context.Context, q broker.AuditQuery) ([]*broker.AuditRecord, error)
 	// Subscribe follows approvals as they are held, voted on and decided.
 	Subscribe() (<-chan broker.ApprovalEvent, func())
@@ -149,7 +149,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /events", s.authed(s.events))
 	mux.Handle("GET /approvals/{id}", s.authed(s.approval))
 	mux.Handle("GET /approvals/{id}/status", s.authed(s.approvalStatus))
-	mux.Handle("POST /approvals/{id}/decision", s.authed(s.decide))
+	mux.Handle("POST /approvals/{id}/decision", s.authed(s.vote))
 	mux.Handle("GET /history", s.authed(s.history))
 	mux.Handle("GET /history/{seq}", s.authed(s.record))
 	mux.Handle("GET /grants", s.authed(s.grantsPage))

@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -167,27 +168,33 @@ func voteText(v broker.Vote) string {
 // permission says what user may do with a pending approval, and why not.
 type permission struct {
 	Approve, Deny bool
-	Why           string
+	// Grant says they may also make an "always allow" with their approval:
+	// the policy allows one, and their vote completes the quorum.
+	Grant bool
+	Why   string
 }
 
-func mayDecide(a *broker.Approval, user string) permission {
+// mayVote asks the broker's own rules (Approval.CheckVote) what user may
+// do, so that the page offers what a vote would be allowed.
+func mayVote(a *broker.Approval, user string, now time.Time) permission {
 	if a.Status != broker.StatusPending {
 		return permission{}
 	}
-	// approvers.users names Airlock users (web UI and CLI); the Slack lists
-	// name Slack accounts, which a web sign-in is not.
-	if users := a.Decision.Approvers.Users; len(users) > 0 && !slices.Contains(users, user) {
-		return permission{Why: fmt.Sprintf("The policy names who may decide this call: %s. You are signed in as %s.", strings.Join(users, ", "), user)}
+	vote := func(v broker.Verdict, g *broker.GrantRequest) error {
+		return a.CheckVote(broker.Vote{Approver: user, Channel: "web", Verdict: v, Grant: g}, now)
 	}
-	if user == a.Principal.ID {
-		return permission{Deny: true, Why: "You asked for this call, so someone else must approve it."}
+	approve, deny := vote(broker.Approve, nil), vote(broker.Deny, nil)
+	p := permission{Approve: approve == nil, Deny: deny == nil}
+	if choices := a.GrantChoices(); p.Approve && len(choices) > 0 {
+		p.Grant = vote(broker.Approve, &broker.GrantRequest{Scope: choices[0].Scope}) == nil
 	}
-	for _, v := range a.Votes {
-		if v.Approver == user && v.Verdict == broker.Approve {
-			return permission{Deny: true, Why: fmt.Sprintf("You have approved; %d more approvals from other people are needed.", a.Quorum()-a.Approvals())}
+	for _, err := range []error{deny, approve} {
+		if ve, ok := errors.AsType[*broker.VoteError](err); ok {
+			p.Why = refusalText(ve, a, user)
+			break
 		}
 	}
-	return permission{Approve: true, Deny: true}
+	return p
 }
 
 // argument is one top-level argument of a call, as an approver reads it:
@@ -367,13 +374,6 @@ func actionClass(a policy.Action) string {
 		return "badge status-denied"
 	}
 	return "badge status-pending"
-}
-
-// mayGrant says whether the signed-in approver may turn this approval into
-// an "always allow": the policy must allow grants for it, and this approval
-// must be the one that completes the quorum.
-func mayGrant(a *broker.Approval, may permission) bool {
-	return may.Approve && len(a.GrantChoices()) > 0 && a.Approvals()+1 >= a.Quorum()
 }
 
 // grantCovers says which calls a grant covers, for a person.

@@ -114,7 +114,7 @@ func (h *Harness) Held() *broker.Approval {
 // failing the test if it is refused.
 func (h *Harness) Vote(id, approver string, v broker.Verdict, reason string) *broker.Approval {
 	h.T.Helper()
-	a, err := h.Broker.Decide(context.Background(), id, broker.Vote{Approver: approver, Channel: "test", Verdict: v, Reason: reason})
+	a, err := h.Broker.Vote(context.Background(), id, broker.Vote{Approver: approver, Channel: "test", Verdict: v, Reason: reason})
 	if err != nil {
 		h.T.Fatalf("vote: %v", err)
 	}

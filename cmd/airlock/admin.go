@@ -86,6 +86,11 @@ type apiClient struct {
 type apiError struct {
 	Status  int
 	Message string
+	// Code is a refused vote's code (broker.VoteCode), if it was one.
+	Code broker.VoteCode
+	// Approval is the approved approval whose grant was not stored
+	// (grant_not_stored).
+	Approval *broker.Approval
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -118,12 +123,16 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	}
 	if resp.StatusCode >= 300 {
 		// Airlock's own API answering the CLI.
-		var e struct{ Error string }
+		var e struct {
+			Error    string
+			Code     broker.VoteCode
+			Approval *broker.Approval
+		}
 		json.Unmarshal(data, &e)
 		if e.Error == "" {
 			e.Error = fmt.Sprintf("HTTP %d", resp.StatusCode)
 		}
-		return &apiError{Status: resp.StatusCode, Message: e.Error}
+		return &apiError{Status: resp.StatusCode, Message: e.Error, Code: e.Code, Approval: e.Approval}
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -203,7 +212,7 @@ func newPendingView(a *broker.Approval) pendingView {
 		RequestedAt: a.RequestedAt, ExpiresAt: a.ExpiresAt}
 }
 
-func newDecideCmd(verdict broker.Verdict) *cobra.Command {
+func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	var f adminFlags
 	var reason, as string
 	var grant broker.GrantRequest
@@ -222,7 +231,7 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 				return err
 			}
 			id := args[0]
-			body := broker.DecisionRequest{Verdict: verdict, Reason: reason, Approver: as, Channel: "cli"}
+			body := broker.VoteRequest{Verdict: verdict, Reason: reason, Approver: as, Channel: "cli"}
 			if grant.Scope != "" {
 				grant.TTL = policy.Duration(ttl)
 				body.Grant = &grant
@@ -234,11 +243,17 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 				if errors.As(err, &ae) && ae.Status == http.StatusNotFound && len(clients) > 1 {
 					continue // another broker's approval
 				}
-				if err != nil {
-					return fmt.Errorf("%s %s: %w", verdict, id, err)
+				if errors.As(err, &ae) && ae.Code == broker.VoteGrantNotStored && ae.Approval != nil {
+					// The vote counted: say so, then that the grant failed.
+					a = *ae.Approval
+				} else if err != nil {
+					return voteFailed(verdict, id, err)
 				}
 				if f.jsonOut {
-					return printJSON(cmd.OutOrStdout(), &a)
+					if err := printJSON(cmd.OutOrStdout(), &a); err != nil {
+						return err
+					}
+					return voteFailed(verdict, id, err)
 				}
 				id, tool, server := termSafe(id), termSafe(a.Tool), termSafe(a.Server)
 				switch a.Status {
@@ -246,13 +261,13 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s (%d of %d approvals needed).\n", id, a.Approvals(), a.Quorum())
 				case broker.StatusApproved:
 					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, tool, server)
-					if g := termSafe(a.GrantID); g != "" {
+					if g := termSafe(a.GrantID); g != "" && err == nil {
 						fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls until it expires or is revoked (airlock grants revoke %s).\n", g, g)
 					}
 				default:
 					fmt.Fprintf(cmd.OutOrStdout(), "Denied %s: the call to %s on %s will not run.\n", id, tool, server)
 				}
-				return nil
+				return voteFailed(verdict, id, err)
 			}
 			return fmt.Errorf("no running broker knows approval %s", id)
 		},
@@ -267,6 +282,37 @@ func newDecideCmd(verdict broker.Verdict) *cobra.Command {
 		cmd.Flags().IntVar(&grant.MaxUses, "max-uses", 0, "the grant allows at most this many calls (0: no limit)")
 	}
 	return cmd
+}
+
+// voteMeaning says what each refusal code of a vote means, for the CLI's
+// error.
+var voteMeaning = map[broker.VoteCode]string{
+	broker.VoteNotFound:       "no such approval",
+	broker.VoteAlreadyDecided: "already decided",
+	broker.VoteExpired:        "too late, its time ran out",
+	broker.VoteNotApprover:    "not an approver for this call",
+	broker.VoteSelfApproval:   "the requester cannot approve their own call",
+	broker.VoteAlreadyVoted:   "already voted; a quorum needs different people",
+	broker.VoteNotGrantable:   "the policy does not allow that grant",
+	broker.VoteBad:            "not a valid vote",
+	broker.VoteGrantNotStored: "approved, but the grant was not stored",
+}
+
+// voteFailed is the error of a vote the broker did not (entirely) take:
+// its code's meaning, then the broker's words; nil for nil.
+func voteFailed(verdict broker.Verdict, id string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Code != "" {
+		meaning := voteMeaning[ae.Code]
+		if meaning == "" {
+			meaning = string(ae.Code)
+		}
+		return fmt.Errorf("%s %s: %s (%s): %s", verdict, termSafe(id), meaning, ae.Code, termSafe(ae.Message))
+	}
+	return fmt.Errorf("%s %s: %w", verdict, termSafe(id), err)
 }
 
 func newGrantsCmd() *cobra.Command {

@@ -696,7 +696,7 @@ func approveToRelease(ctx context.Context, ref brokerRef, ended <-chan bool, n i
 	lat := make([]time.Duration, 0, n)
 	for _, a := range page.Approvals {
 		t0 := time.Now()
-		body := broker.DecisionRequest{Verdict: broker.Approve, Approver: "bench", Channel: "api"}
+		body := broker.VoteRequest{Verdict: broker.Approve, Approver: "bench", Channel: "api"}
 		if err := api.do(ctx, http.MethodPost, "/api/v1/approvals/"+a.ID+"/decision", body, nil); err != nil {
 			return nil, fmt.Errorf("approve %s: %w", a.ID, err)
 		}

@@ -25,7 +25,7 @@ Start here:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newWrapCmd(), newServeCmd(), newPendingCmd(), newDecideCmd(broker.Approve), newDecideCmd(broker.Deny),
+	root.AddCommand(newWrapCmd(), newServeCmd(), newPendingCmd(), newVoteCmd(broker.Approve), newVoteCmd(broker.Deny),
 		newGrantsCmd(), newAuditCmd(), newLoginCmd(), newDemoCmd(), newPolicyCmd(), newSlackCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }

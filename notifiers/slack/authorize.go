@@ -58,10 +58,12 @@ const (
 	refuseRequester   = "You requested this call, so you cannot approve it."
 )
 
-// authorize decides whether the Slack user may cast verdict on a. It
+// authorize decides whether the Slack user may vote on a: the part of who
+// may vote that only Slack can answer (account types, slack_users,
+// slack_groups, the configured approvers); broker.Vote checks the rest. It
 // returns the identity to vote as, or a refusal to show them; an error
 // means Slack could not say who they are, and nothing may be decided.
-func (n *Notifier) authorize(ctx context.Context, a *broker.Approval, slackID string, verdict broker.Verdict) (who, refusal string, err error) {
+func (n *Notifier) authorize(ctx context.Context, a *broker.Approval, slackID string) (who, refusal string, err error) {
 	u, err := n.directory.user(ctx, slackID)
 	if err != nil {
 		return "", "", err
@@ -71,10 +73,9 @@ func (n *Notifier) authorize(ctx context.Context, a *broker.Approval, slackID st
 	if u.Deleted || u.IsBot || u.IsAppUser || u.IsWorkflowBot || u.IsRestricted || u.IsUltraRestricted || u.IsStranger || u.ID != slackID {
 		return "", refuseNotApprover, nil
 	}
+	// The requester approving their own call is the broker's rule
+	// (VoteSelfApproval): identities maps their account to their name.
 	who, _ = n.identity(slackID)
-	if verdict == broker.Approve && (who == a.Principal.ID || n.slackUser[a.Principal.ID] == slackID) {
-		return "", refuseRequester, nil
-	}
 	set := n.approverSet(a)
 	if set.empty() || slices.Contains(set.users, slackID) || slices.Contains(set.names, who) {
 		return who, "", nil

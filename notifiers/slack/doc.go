@@ -8,8 +8,8 @@
 // The Notifier is a broker.Notifier and broker.Updater: it posts a Block
 // Kit message for each approval and rewrites it on every vote and outcome.
 // Clicks come back over Socket Mode (RunSocketMode; no public URL needed)
-// or as signed HTTP requests (InteractivityHandler); both end in one
-// Decider.Decide, the same compare-and-set the web UI and the CLI use.
+// or as signed HTTP requests (InteractivityHandler, in http.go); both end
+// in click.go, in one Voter.Vote, the call every channel votes through.
 // Nothing here decides on its own: a failure to reach Slack is logged and
 // leaves the call waiting for another channel or its timeout.
 //

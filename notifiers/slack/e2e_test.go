@@ -111,7 +111,7 @@ func TestDenyDialogTooLate(t *testing.T) {
 
 func (h *harness) decide(id, who string, v broker.Verdict) *broker.Approval {
 	h.t.Helper()
-	a, err := h.b.Decide(context.Background(), id, broker.Vote{Approver: who, Channel: "web", Verdict: v, Reason: "decided in the web UI"})
+	a, err := h.b.Vote(context.Background(), id, broker.Vote{Approver: who, Channel: "web", Verdict: v, Reason: "decided in the web UI"})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestOutcomesUpdateTheMessage(t *testing.T) {
 		},
 		"denied with the CLI": {
 			func(h *harness, a *broker.Approval, _ context.CancelFunc) {
-				h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "cli", Verdict: broker.Deny, Reason: "use staging"})
+				h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "cli", Verdict: broker.Deny, Reason: "use staging"})
 			},
 			":no_entry: *Denied* by <@U0ALICE> (alice) with the CLI",
 		},

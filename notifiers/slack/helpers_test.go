@@ -119,6 +119,8 @@ type harnessOptions struct {
 	notifiers []broker.Notifier // besides Slack
 	config    func(*slack.Config)
 	listen    bool // serve the fake Slack on a port, for Socket Mode
+	// store wraps the broker's store, to make some of it fail.
+	store func(broker.Store) broker.Store
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -134,9 +136,13 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if o.policy == nil {
 		o.policy = holdWrite(1)
 	}
+	var store broker.Store = h.store
+	if o.store != nil {
+		store = o.store(store)
+	}
 	b := relaytest.New(t, broker.Options{
 		Policy:    o.policy,
-		Store:     h.store,
+		Store:     store,
 		Notifiers: append([]broker.Notifier{h.n}, o.notifiers...),
 		Logger:    testLogger(),
 		HoldWait:  -1,
@@ -208,6 +214,18 @@ func (h *harness) post(payload []byte) int {
 	rec := httptest.NewRecorder()
 	h.http.ServeHTTP(rec, slacktest.InteractionRequest("/slack/interactivity", slacktest.SigningSecret, time.Now(), payload))
 	return rec.Code
+}
+
+// edit changes a stored approval, as another process sharing the store
+// might.
+func (h *harness) edit(id string, fn func(*broker.Approval)) {
+	h.t.Helper()
+	if _, err := h.store.UpdateApproval(context.Background(), id, func(a *broker.Approval) (*broker.AuditRecord, error) {
+		fn(a)
+		return nil, nil
+	}); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func (h *harness) approval(id string) *broker.Approval {

@@ -21,7 +21,7 @@ const (
 // public URL. Every request is acknowledged at once and handled after, and
 // the connection is reopened whenever it drops. It returns when ctx is
 // done, after its goroutines have stopped.
-func (n *Notifier) RunSocketMode(ctx context.Context, d Decider) error {
+func (n *Notifier) RunSocketMode(ctx context.Context, d Voter) error {
 	if !n.hasAppToken {
 		return errors.New("slack: Socket Mode needs an app-level token (xapp-…)")
 	}
@@ -75,7 +75,7 @@ type envelope struct {
 	Payload    json.RawMessage `json:"payload"`
 }
 
-func (n *Notifier) socketEvent(ctx context.Context, client *socketmode.Client, d Decider, ev socketmode.Event) {
+func (n *Notifier) socketEvent(ctx context.Context, client *socketmode.Client, d Voter, ev socketmode.Event) {
 	switch ev.Type {
 	case socketmode.EventTypeConnected:
 		n.log.Info("slack socket mode connected")
@@ -107,7 +107,7 @@ func (n *Notifier) socketEvent(ctx context.Context, client *socketmode.Client, d
 
 // socketRequest acknowledges an envelope before handling it: Slack tells
 // the person "this app did not respond" after three seconds.
-func (n *Notifier) socketRequest(ctx context.Context, client *socketmode.Client, d Decider, env envelope) {
+func (n *Notifier) socketRequest(ctx context.Context, client *socketmode.Client, d Voter, env envelope) {
 	if err := client.AckCtx(ctx, env.EnvelopeID, nil); err != nil {
 		n.log.Warn("acknowledging a socket mode request failed", "err", err)
 	}

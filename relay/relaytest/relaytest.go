@@ -7,10 +7,8 @@ package relaytest
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -20,15 +18,6 @@ import (
 	"github.com/airlock-mcp/airlock/relay"
 	"github.com/airlock-mcp/airlock/relay/wire"
 )
-
-// Logger shows logs with -v when AIRLOCK_TEST_LOG is set; otherwise it is
-// nil, which discards them.
-func Logger() *slog.Logger {
-	if os.Getenv("AIRLOCK_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return nil
-}
 
 // Airlock is a broker core with a relay in front of it. The broker's
 // methods (Vote, Subscribe, Approvals…) and the relay's (ServeConn,
@@ -46,7 +35,7 @@ func (a *Airlock) Close() error {
 
 // New starts a broker with opts in front of the upstreams, as serve and
 // wrap do, and closes it at the end of the test. A nil logger shows logs
-// as Logger says; a nil store is an in-memory one; Servers are the
+// as brokertest.Logger says; a nil store is an in-memory one; Servers are the
 // upstreams' names. Limits go to both: the broker's held-call limits, and
 // the relay's session and child limits through rl (zero for defaults).
 func New(t testing.TB, opts broker.Options, ups ...*relay.Upstream) *Airlock {
@@ -57,7 +46,7 @@ func New(t testing.TB, opts broker.Options, ups ...*relay.Upstream) *Airlock {
 func NewWithLimits(t testing.TB, opts broker.Options, rl relay.Limits, ups ...*relay.Upstream) *Airlock {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = Logger()
+		opts.Logger = brokertest.Logger()
 	}
 	if opts.Store == nil {
 		opts.Store = brokertest.NewMemStore()

@@ -18,11 +18,11 @@ import (
 	"github.com/airlock-mcp/airlock/policy"
 )
 
-// Decider is what the notifier needs of the broker to take decisions from
+// Voter is what the notifier needs of the broker to record votes cast in
 // Slack. *broker.Broker implements it.
-type Decider interface {
+type Voter interface {
 	Approval(ctx context.Context, id string) (*broker.Approval, error)
-	Decide(ctx context.Context, id string, v broker.Vote) (*broker.Approval, error)
+	Vote(ctx context.Context, id string, v broker.Vote) (*broker.Approval, error)
 }
 
 // interaction is what Airlock reads of a click or a dialog submission.
@@ -181,7 +181,7 @@ var (
 )
 
 // accept parses an acknowledged payload and handles it in the background.
-func (n *Notifier) accept(d Decider, data []byte, via string) error {
+func (n *Notifier) accept(d Voter, data []byte, via string) error {
 	in, err := parseInteraction(data)
 	if errors.Is(err, errIgnored) {
 		return nil
@@ -222,7 +222,7 @@ func (n *Notifier) Close() error {
 }
 
 // handle carries out one interaction.
-func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
+func (n *Notifier) handle(ctx context.Context, d Voter, in *interaction) {
 	log := n.log.With("approval_id", in.approvalID, "user", in.user, "action", in.kind)
 	a, err := d.Approval(ctx, in.approvalID)
 	if err != nil {
@@ -242,7 +242,7 @@ func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
 	if in.kind == actionApprove || in.kind == actionGrant || in.kind == callbackGrant {
 		verdict = broker.Approve
 	}
-	who, refusal, err := n.authorize(ctx, a, in.user, verdict)
+	who, refusal, err := n.authorize(ctx, a, in.user)
 	if err != nil {
 		n.failed(ctx, log, in, "checking the approver failed", err)
 		return
@@ -252,35 +252,71 @@ func (n *Notifier) handle(ctx context.Context, d Decider, in *interaction) {
 		n.tell(ctx, in, refusal+" (ref "+a.ID+")")
 		return
 	}
+	_, realm := n.identity(in.user)
+	vote := broker.Vote{Approver: who, Realm: realm, Channel: "slack", Verdict: verdict, Reason: in.reason, Grant: in.grant, Authorized: true}
 	switch in.kind {
-	case actionDeny:
-		n.openDialog(ctx, log, in, "deny", denyDialog(a, dialogMetadata(a, in)))
-		return
-	case actionGrant:
-		if len(a.GrantChoices()) == 0 {
-			n.tell(ctx, in, "The policy does not allow an \"always allow\" for this call (ref "+a.ID+").")
+	case actionDeny, actionGrant:
+		// Before a dialog opens, a vote the broker would refuse is told
+		// so; Vote checks again when the dialog is submitted.
+		probe := vote
+		if in.kind == actionGrant {
+			choices := a.GrantChoices()
+			if len(choices) == 0 {
+				n.tell(ctx, in, "The policy does not allow an \"always allow\" for this call (ref "+a.ID+").")
+				return
+			}
+			probe.Grant = &broker.GrantRequest{Scope: choices[0].Scope}
+		}
+		if ve, ok := errors.AsType[*broker.VoteError](a.CheckVote(probe, time.Now())); ok {
+			log.Info("interaction refused", "code", ve.Code, "why", ve.Msg)
+			n.tell(ctx, in, n.refusalText(ve, a))
 			return
 		}
-		n.openDialog(ctx, log, in, "always allow", grantDialog(a, dialogMetadata(a, in)))
+		if in.kind == actionDeny {
+			n.openDialog(ctx, log, in, "deny", denyDialog(a, dialogMetadata(a, in)))
+		} else {
+			n.openDialog(ctx, log, in, "always allow", grantDialog(a, dialogMetadata(a, in)))
+		}
 		return
 	}
-	_, realm := n.identity(in.user)
-	_, err = d.Decide(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "slack", Verdict: verdict, Reason: in.reason, Grant: in.grant, Authorized: true})
-	var de *broker.DecidedError
-	switch {
-	case err == nil:
+	now, err := d.Vote(ctx, a.ID, vote)
+	if err == nil {
 		log.Info("decision taken in slack", "approver", who, "verdict", verdict)
-	case errors.As(err, &de):
-		n.tell(ctx, in, n.tooLate(de.Status, de.By))
-	case errors.Is(err, broker.ErrSelfApproval):
-		n.tell(ctx, in, refuseRequester+" (ref "+a.ID+")")
-	case errors.Is(err, broker.ErrAlreadyVoted):
-		n.tell(ctx, in, fmt.Sprintf("You have already approved this call; it needs %d different approvers.", a.Quorum()))
-	case errors.Is(err, broker.ErrNotGrantable), errors.Is(err, broker.ErrGrantScope), errors.Is(err, broker.ErrGrantQuorum):
-		n.tell(ctx, in, "Nothing was decided: "+escape(err.Error())+" (ref "+a.ID+").")
-	default:
-		n.failed(ctx, log, in, "recording the decision failed", err)
+		return
 	}
+	ve, ok := errors.AsType[*broker.VoteError](err)
+	if !ok {
+		n.failed(ctx, log, in, "recording the decision failed", err)
+		return
+	}
+	log.Info("vote refused", "code", ve.Code, "why", ve.Msg)
+	if now == nil {
+		now = a
+	}
+	n.tell(ctx, in, n.refusalText(ve, now))
+}
+
+// refusalText tells the person who clicked why their vote did not
+// (entirely) count, in Slack's words.
+func (n *Notifier) refusalText(ve *broker.VoteError, a *broker.Approval) string {
+	switch ve.Code {
+	case broker.VoteAlreadyDecided:
+		return n.tooLate(ve.Status, ve.By)
+	case broker.VoteExpired:
+		return "Too late: the time for a decision on this call ran out; it will not run."
+	case broker.VoteNotFound:
+		return fmt.Sprintf("This Airlock does not know approval %s. Another Airlock may have posted it.", a.ID)
+	case broker.VoteNotApprover:
+		return refuseNotApprover + " (ref " + a.ID + ")"
+	case broker.VoteSelfApproval:
+		return refuseRequester + " (ref " + a.ID + ")"
+	case broker.VoteAlreadyVoted:
+		return fmt.Sprintf("You have already approved this call; it needs %d different approvers.", a.Quorum())
+	case broker.VoteGrantNotStored:
+		return "You approved the call and it goes ahead, but the \"always allow\" could not be stored, so calls like it will still ask (ref " + ve.Ref + ")."
+	}
+	// not_grantable, bad_vote
+	return "Nothing was decided: " + escape(ve.Msg) + " (ref " + a.ID + ")."
 }
 
 func dialogMetadata(a *broker.Approval, in *interaction) string {

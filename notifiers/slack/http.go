@@ -35,7 +35,7 @@ const (
 // (/slack/interactivity). It accepts a request only if Slack signed it
 // with the signing secret within the last five minutes and it was not seen
 // before; it answers at once and handles the click after.
-func (n *Notifier) InteractivityHandler(d Decider) http.Handler {
+func (n *Notifier) InteractivityHandler(d Voter) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)

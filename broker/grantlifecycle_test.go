@@ -77,7 +77,7 @@ func (h *holdHarness) approveWithGrant(args map[string]any, req broker.GrantRequ
 	h.t.Helper()
 	done := h.call(context.Background(), "write", args, nil)
 	a := h.held()
-	a, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve, Grant: &req})
+	a, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve, Grant: &req})
 	if err != nil {
 		h.t.Fatalf("approve with a grant: %v", err)
 	}
@@ -254,7 +254,7 @@ func TestGrantRefusals(t *testing.T) {
 		done := h.call(context.Background(), "write", map[string]any{"path": "/a"}, nil)
 		a := h.held()
 		vote := func(who string, req *broker.GrantRequest) error {
-			_, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: who, Channel: "test", Verdict: broker.Approve, Grant: req})
+			_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: who, Channel: "test", Verdict: broker.Approve, Grant: req})
 			return err
 		}
 		tool := &broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)}
@@ -286,7 +286,7 @@ func TestGrantNotGrantable(t *testing.T) {
 	h := newHoldHarness(t, broker.Options{HoldWait: -1}) // HoldTools: no grantable
 	done := h.call(context.Background(), "write", map[string]any{"path": "/a"}, nil)
 	a := h.held()
-	_, err := h.b.Decide(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve,
+	_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve,
 		Grant: &broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)}})
 	if !errors.Is(err, broker.ErrNotGrantable) {
 		t.Errorf("err = %v", err)

@@ -1,5 +1,10 @@
 package broker
 
+// A grant's life in the broker: made (with an approval, by Vote, or
+// directly), loaded into the index, counted on each call it allows, swept
+// when it expires, revoked. What a grant is, and which one an approval may
+// make, is in grant.go.
+
 import (
 	"context"
 	"encoding/json"
