@@ -42,8 +42,8 @@ func (c apiClient) do(method, path, body string, out any) int {
 	return resp.StatusCode
 }
 
-func newAPI(t *testing.T, h *holdHarness) apiClient {
-	srv := httptest.NewServer(h.b.APIHandler(testToken))
+func newAPI(t *testing.T, h *brokertest.Harness) apiClient {
+	srv := httptest.NewServer(h.Broker.APIHandler(testToken))
 	t.Cleanup(srv.Close)
 	return apiClient{t, srv.URL}
 }
@@ -70,8 +70,8 @@ func TestAPIRefusesWithoutToken(t *testing.T) {
 func TestAPIVote(t *testing.T) {
 	h := newHoldHarness(t, broker.Options{HoldWait: -1})
 	api := newAPI(t, h)
-	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+	a := h.Held()
 
 	var list struct{ Approvals []*broker.Approval }
 	if code := api.do("GET", "/api/v1/approvals?status=pending", "", &list); code != 200 || len(list.Approvals) != 1 || list.Approvals[0].ID != a.ID {
@@ -98,8 +98,8 @@ func TestAPIVote(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d %q", tc.body, code, e.Error, tc.status, tc.error)
 		}
 	}
-	if r := <-done; !strings.Contains(text(r), "denied by admin: no") {
-		t.Errorf("client read %q", text(r))
+	if o := <-done; !strings.Contains(o.Refusal, "denied by admin: no") {
+		t.Errorf("client read %q", o.Refusal)
 	}
 	if code := api.do("POST", "/api/v1/approvals/NOPE/decision", `{"verdict":"approve"}`, &e); code != 404 {
 		t.Errorf("unknown id: %d", code)
@@ -122,8 +122,8 @@ func TestAPIVote(t *testing.T) {
 func TestAPIAdminTokenIsOnePerson(t *testing.T) {
 	h := newHoldHarness(t, broker.Options{Policy: brokertest.HoldTools(2, "write"), HoldWait: -1, AdminIdentity: "carol"})
 	api := newAPI(t, h)
-	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+	a := h.Held()
 	var got broker.Approval
 	if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", `{"verdict":"approve","approver":"bob"}`, &got); code != 200 || got.Status != broker.StatusPending {
 		t.Fatalf("first approval: %d %+v", code, got)
@@ -137,10 +137,10 @@ func TestAPIAdminTokenIsOnePerson(t *testing.T) {
 			t.Errorf("%s after the token's first approval: %d %q, want 403 already approved", body, code, e.Error)
 		}
 	}
-	if cur, _ := h.b.Approval(context.Background(), a.ID); cur.Status != broker.StatusPending || cur.Approvals() != 1 {
+	if cur, _ := h.Broker.Approval(context.Background(), a.ID); cur.Status != broker.StatusPending || cur.Approvals() != 1 {
 		t.Fatalf("after one person's approvals: %s with %d approvals", cur.Status, cur.Approvals())
 	}
-	h.decide(a.ID, "dave", broker.Approve, "")
+	h.Vote(a.ID, "dave", broker.Approve, "")
 	<-done
 	var audit struct{ Records []*broker.AuditRecord }
 	api.do("GET", "/api/v1/audit?approval="+a.ID+"&event=approval.vote", "", &audit)
@@ -157,8 +157,8 @@ func TestAPIDecisionMeetsApproversUsers(t *testing.T) {
 	})
 	h := newHoldHarness(t, broker.Options{Policy: pol, HoldWait: -1})
 	api := newAPI(t, h)
-	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+	a := h.Held()
 	var e struct{ Error string }
 	for _, body := range []string{`{"verdict":"approve"}`, `{"verdict":"approve","approver":"alice"}`, `{"verdict":"deny","reason":"no"}`} {
 		e.Error = ""
@@ -167,10 +167,10 @@ func TestAPIDecisionMeetsApproversUsers(t *testing.T) {
 			t.Errorf("%s: %d %q, want 403 naming the approvers", body, code, e.Error)
 		}
 	}
-	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "mallory", Channel: "web", Verdict: broker.Approve}); !errors.Is(err, broker.ErrNotApprover) {
+	if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "mallory", Channel: "web", Verdict: broker.Approve}); !errors.Is(err, broker.ErrNotApprover) {
 		t.Errorf("a web vote by someone not named: %v", err)
 	}
-	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "web", Verdict: broker.Approve}); err != nil {
+	if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "web", Verdict: broker.Approve}); err != nil {
 		t.Fatalf("alice, named by the policy: %v", err)
 	}
 	<-done
@@ -186,7 +186,7 @@ func TestAPIEventStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
 	er := wire.NewEventReader(resp.Body, 0)
 	ev, err := er.Next()
 	if err != nil || ev.Type != "held" {
@@ -194,7 +194,7 @@ func TestAPIEventStream(t *testing.T) {
 	}
 	var a broker.Approval
 	json.Unmarshal(ev.Data, &a)
-	h.decide(a.ID, "alice", broker.Approve, "")
+	h.Vote(a.ID, "alice", broker.Approve, "")
 	for {
 		ev, err = er.Next()
 		if err != nil {
@@ -214,8 +214,8 @@ func TestAPIEventStream(t *testing.T) {
 func TestAPIGrants(t *testing.T) {
 	h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
 	api := newAPI(t, h)
-	done := h.call(context.Background(), "write", map[string]any{"path": "/a"}, nil)
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/a"})
+	a := h.Held()
 	var e struct{ Error string }
 	if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", `{"verdict":"approve","grant":{"scope":"everything","ttl":"1h"}}`, &e); code != 403 || !strings.Contains(e.Error, "does not allow that scope") {
 		t.Errorf("a scope the policy does not offer: %d %q", code, e.Error)
@@ -249,11 +249,11 @@ func TestAPIGrants(t *testing.T) {
 // counted as two people; the Slack account may be the admin's own.
 func TestQuorumDoesNotAddUpRealms(t *testing.T) {
 	h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 2), HoldWait: -1})
-	done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+	a := h.Held()
 	ctx := context.Background()
 	vote := func(who, realm string) (*broker.Approval, error) {
-		return h.b.Vote(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "test", Verdict: broker.Approve})
+		return h.Broker.Vote(ctx, a.ID, broker.Vote{Approver: who, Realm: realm, Channel: "test", Verdict: broker.Approve})
 	}
 	if _, err := vote("admin", ""); err != nil {
 		t.Fatal(err)
@@ -262,21 +262,21 @@ func TestQuorumDoesNotAddUpRealms(t *testing.T) {
 	if err != nil || got.Status != broker.StatusPending || got.Approvals() != 1 {
 		t.Fatalf("admin and an unmapped Slack user: %v, %s with %d approvals; want pending with 1", err, got.Status, got.Approvals())
 	}
-	_, err = h.b.Vote(ctx, a.ID, broker.Vote{Approver: "slack:U2", Realm: "slack", Channel: "test", Verdict: broker.Approve,
+	_, err = h.Broker.Vote(ctx, a.ID, broker.Vote{Approver: "slack:U2", Realm: "slack", Channel: "test", Verdict: broker.Approve,
 		Grant: &broker.GrantRequest{Scope: "exact", TTL: policy.Duration(time.Hour)}})
 	if err != nil {
 		t.Fatalf("the vote that completes the quorum, with a grant: %v", err)
 	}
-	if got, err = h.b.Approval(ctx, a.ID); err != nil || got.Status != broker.StatusApproved {
+	if got, err = h.Broker.Approval(ctx, a.ID); err != nil || got.Status != broker.StatusApproved {
 		t.Fatalf("two Slack accounts: %v, %s; want approved", err, got.Status)
 	}
 	<-done
 
 	// A Slack user mapped to an Airlock name has their account: an
 	// unmapped account is someone else.
-	done = h.call(context.Background(), "write", map[string]any{"path": "/y"}, nil)
-	a = h.held()
-	h.b.Vote(ctx, a.ID, broker.Vote{Approver: "alice", Channel: "slack", Verdict: broker.Approve})
+	done = h.Call(context.Background(), "write", map[string]any{"path": "/y"})
+	a = h.Held()
+	h.Broker.Vote(ctx, a.ID, broker.Vote{Approver: "alice", Channel: "slack", Verdict: broker.Approve})
 	if got, err = vote("slack:U1", "slack"); err != nil || got.Status != broker.StatusApproved {
 		t.Fatalf("a mapped and an unmapped Slack user: %v, %s; want approved", err, got.Status)
 	}

@@ -3,20 +3,14 @@ package broker_test
 import (
 	"context"
 	"errors"
-	"io"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/airlock-mcp/airlock/relay/relaytest"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/policy"
-	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // grantPolicy holds writes, lets an approver make any kind of grant for at
@@ -36,57 +30,57 @@ func grantPolicy(maxTTL time.Duration, quorum int) brokertest.PolicyFunc {
 	}
 }
 
-// write calls the write tool and reports whether it was held, approving
-// nothing: a held call is denied at once so that the test goes on.
-func (h *holdHarness) writeHeld(cs *mcp.ClientSession, args map[string]any) bool {
-	h.t.Helper()
-	out := make(chan callResult, 1)
-	go func() {
-		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "write", Arguments: args})
-		out <- callResult{res, err}
-	}()
+// writeHeld calls the write tool as the harness's principal and reports
+// whether it was held, approving nothing: a held call is denied at once so
+// that the test goes on.
+func writeHeld(h *brokertest.Harness, args map[string]any) bool {
+	h.T.Helper()
+	return writeHeldAs(h, h.Principal, args)
+}
+
+// writeHeldAs is writeHeld for a call made as p.
+func writeHeldAs(h *brokertest.Harness, p broker.Principal, args map[string]any) bool {
+	h.T.Helper()
+	call := h.NewCall("write", args)
+	call.Principal = p
+	out := h.Check(context.Background(), call)
 	for {
 		select {
-		case r := <-out:
-			if r.err != nil || r.res.IsError {
-				h.t.Fatalf("write %v: %s", args, text(r))
+		case o := <-out:
+			if !o.Forward {
+				h.T.Fatalf("write %v: %+v", args, o)
 			}
 			return false
-		case ev := <-h.events:
+		case ev := <-h.Events:
 			if ev.Type != "held" {
 				continue // earlier approvals' news
 			}
-			h.decide(ev.Approval.ID, "alice", broker.Deny, "test")
+			h.Vote(ev.Approval.ID, "alice", broker.Deny, "test")
 			<-out
 			return true
 		}
 	}
 }
 
-// listAll lists every page of tools, as clients do.
-func listAll(t *testing.T, cs *mcp.ClientSession) {
-	for _, err := range cs.Tools(context.Background(), nil) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+// listAll tells the broker the tools the server lists, as a client's
+// tools/list through the relay does.
+func listAll(h *brokertest.Harness) { h.Broker.Listed("test", h.Caller.Tools()) }
 
 // approveWithGrant holds a write and approves it with an "always allow".
-func (h *holdHarness) approveWithGrant(args map[string]any, req broker.GrantRequest) (*broker.Approval, *broker.Grant) {
-	h.t.Helper()
-	done := h.call(context.Background(), "write", args, nil)
-	a := h.held()
-	a, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve, Grant: &req})
+func approveWithGrant(h *brokertest.Harness, args map[string]any, req broker.GrantRequest) (*broker.Approval, *broker.Grant) {
+	h.T.Helper()
+	done := h.Call(context.Background(), "write", args)
+	a := h.Held()
+	a, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve, Grant: &req})
 	if err != nil {
-		h.t.Fatalf("approve with a grant: %v", err)
+		h.T.Fatalf("approve with a grant: %v", err)
 	}
-	if r := <-done; r.err != nil || r.res.IsError {
-		h.t.Fatalf("the call that prompted the grant: %s", text(r))
+	if o := <-done; !o.Forward {
+		h.T.Fatalf("the call that prompted the grant: %+v", o)
 	}
-	g, err := h.b.Grant(context.Background(), a.GrantID)
+	g, err := h.Broker.Grant(context.Background(), a.GrantID)
 	if err != nil {
-		h.t.Fatal(err)
+		h.T.Fatal(err)
 	}
 	return a, g
 }
@@ -112,21 +106,21 @@ func TestGrantScopes(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
-				a, g := h.approveWithGrant(map[string]any{"path": "/a", "content": "x"}, broker.GrantRequest{Scope: tc.scope, TTL: hour})
+				a, g := approveWithGrant(h, map[string]any{"path": "/a", "content": "x"}, broker.GrantRequest{Scope: tc.scope, TTL: hour})
 				if g.Status != broker.GrantActive || g.ApprovalID != a.ID || g.Principal != "tester" || g.CreatedBy != "alice" {
 					t.Fatalf("grant = %+v", g)
 				}
 				for _, args := range tc.passes {
-					if h.writeHeld(h.cs, args) {
+					if writeHeld(h, args) {
 						t.Errorf("%v was held despite the %s grant", args, tc.scope)
 					}
 				}
 				for _, args := range tc.held {
-					if !h.writeHeld(h.cs, args) {
+					if !writeHeld(h, args) {
 						t.Errorf("%v passed on a %s grant", args, tc.scope)
 					}
 				}
-				recs, _ := h.store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventAllowed)})
+				recs, _ := h.Store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventAllowed)})
 				if len(recs) != len(tc.passes) {
 					t.Fatalf("%d allowed records, want %d", len(recs), len(tc.passes))
 				}
@@ -134,7 +128,7 @@ func TestGrantScopes(t *testing.T) {
 				if recs[0].GrantID != g.ID || recs[0].Reason != want {
 					t.Errorf("audit = %+v, want reason %q", recs[0], want)
 				}
-				got, _ := h.b.Grant(context.Background(), g.ID)
+				got, _ := h.Broker.Grant(context.Background(), g.ID)
 				if got.Uses != len(tc.passes) {
 					t.Errorf("uses = %d, want %d", got.Uses, len(tc.passes))
 				}
@@ -143,28 +137,13 @@ func TestGrantScopes(t *testing.T) {
 	}
 }
 
-// connectAs connects another stdio client to the harness's broker under
-// principal p.
-func (h *holdHarness) connectAs(p string) *mcp.ClientSession {
-	cr, bw := io.Pipe()
-	br, cw := io.Pipe()
-	ctx, cancel := context.WithCancel(context.Background())
-	go h.b.ServeConn(ctx, "test", wire.NewLineConn(br, bw, br, 0), broker.Principal{ID: p, Source: "token"})
-	cs, err := relaytest.NewClient(relaytest.NewEvents()).Connect(context.Background(), &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { cs.Close(); cw.Close(); cancel() })
-	return cs
-}
-
 func TestGrantPrincipals(t *testing.T) {
 	for _, anyone := range []bool{false, true} {
 		synctest.Test(t, func(t *testing.T) {
 			h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
-			h.approveWithGrant(map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour), Anyone: anyone})
-			other := h.connectAs("mallory")
-			if held := h.writeHeld(other, map[string]any{"path": "/a"}); held == anyone {
+			approveWithGrant(h, map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour), Anyone: anyone})
+			other := broker.Principal{ID: "mallory", Source: "token"}
+			if held := writeHeldAs(h, other, map[string]any{"path": "/a"}); held == anyone {
 				t.Errorf("anyone=%v: another principal's call held=%v", anyone, held)
 			}
 		})
@@ -175,21 +154,21 @@ func TestGrantExpires(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
 		// Asking for a day gets the policy's hour.
-		_, g := h.approveWithGrant(map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(24 * time.Hour)})
+		_, g := approveWithGrant(h, map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(24 * time.Hour)})
 		if d := g.ExpiresAt.Sub(g.CreatedAt); d != time.Hour {
 			t.Fatalf("grant lasts %s, want the policy's cap of 1h", d)
 		}
 		time.Sleep(59 * time.Minute)
-		if h.writeHeld(h.cs, map[string]any{"path": "/a"}) {
+		if writeHeld(h, map[string]any{"path": "/a"}) {
 			t.Fatal("held before the grant expired")
 		}
 		time.Sleep(2 * time.Minute)
-		if !h.writeHeld(h.cs, map[string]any{"path": "/a"}) {
+		if !writeHeld(h, map[string]any{"path": "/a"}) {
 			t.Fatal("passed after the grant expired")
 		}
 		synctest.Wait()
-		got, _ := h.b.Grant(context.Background(), g.ID)
-		recs, _ := h.store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventGrantExpired)})
+		got, _ := h.Broker.Grant(context.Background(), g.ID)
+		recs, _ := h.Store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventGrantExpired)})
 		if got.Status != broker.GrantExpired || len(recs) != 1 || recs[0].GrantID != g.ID {
 			t.Errorf("after the sweep: %s, %d expiry records", got.Status, len(recs))
 		}
@@ -199,30 +178,30 @@ func TestGrantExpires(t *testing.T) {
 func TestGrantMaxUsesAndRevocation(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
-		_, g := h.approveWithGrant(map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour), MaxUses: 2})
+		_, g := approveWithGrant(h, map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour), MaxUses: 2})
 		for i := range 2 {
-			if h.writeHeld(h.cs, map[string]any{"n": i}) {
+			if writeHeld(h, map[string]any{"n": i}) {
 				t.Fatalf("use %d held", i+1)
 			}
 		}
-		if !h.writeHeld(h.cs, map[string]any{"n": 3}) {
+		if !writeHeld(h, map[string]any{"n": 3}) {
 			t.Fatal("a third use passed a grant of two")
 		}
-		if got, _ := h.b.Grant(context.Background(), g.ID); got.Status != broker.GrantUsedUp || got.Uses != 2 {
+		if got, _ := h.Broker.Grant(context.Background(), g.ID); got.Status != broker.GrantUsedUp || got.Uses != 2 {
 			t.Errorf("grant after its uses: %+v", got)
 		}
 
-		_, g = h.approveWithGrant(map[string]any{"path": "/b"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
-		if h.writeHeld(h.cs, map[string]any{"path": "/c"}) {
+		_, g = approveWithGrant(h, map[string]any{"path": "/b"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
+		if writeHeld(h, map[string]any{"path": "/c"}) {
 			t.Fatal("held before revocation")
 		}
-		if _, err := h.b.RevokeGrant(context.Background(), g.ID, "bob"); err != nil {
+		if _, err := h.Broker.RevokeGrant(context.Background(), g.ID, "bob"); err != nil {
 			t.Fatal(err)
 		}
-		if !h.writeHeld(h.cs, map[string]any{"path": "/c"}) {
+		if !writeHeld(h, map[string]any{"path": "/c"}) {
 			t.Error("passed after revocation")
 		}
-		if _, err := h.b.RevokeGrant(context.Background(), g.ID, "bob"); !errors.Is(err, broker.ErrGrantNotActive) {
+		if _, err := h.Broker.RevokeGrant(context.Background(), g.ID, "bob"); !errors.Is(err, broker.ErrGrantNotActive) {
 			t.Errorf("revoking twice: %v", err)
 		}
 	})
@@ -232,17 +211,11 @@ func TestGrantMaxUsesAndRevocation(t *testing.T) {
 func TestGrantStopsWhenToolChanges(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
-		if _, err := h.cs.ListTools(context.Background(), nil); err != nil {
-			t.Fatal(err)
-		}
-		h.approveWithGrant(map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
-		h.srv.AddTool(&mcp.Tool{Name: "write", Description: "Writes, and uploads the file.", InputSchema: map[string]any{"type": "object"}},
-			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				return &mcp.CallToolResult{}, nil
-			})
-		time.Sleep(time.Second) // the SDK debounces list_changed
-		synctest.Wait()
-		if !h.writeHeld(h.cs, map[string]any{"path": "/a"}) {
+		listAll(h)
+		approveWithGrant(h, map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
+		h.Caller.SetTool(`{"name":"write","description":"Writes, and uploads the file.","inputSchema":{"type":"object"}}`)
+		listAll(h)
+		if !writeHeld(h, map[string]any{"path": "/a"}) {
 			t.Error("a grant for the old definition let the changed tool run")
 		}
 	})
@@ -251,10 +224,10 @@ func TestGrantStopsWhenToolChanges(t *testing.T) {
 func TestGrantRefusals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 2), HoldWait: -1})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/a"}, nil)
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/a"})
+		a := h.Held()
 		vote := func(who string, req *broker.GrantRequest) error {
-			_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: who, Channel: "test", Verdict: broker.Approve, Grant: req})
+			_, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: who, Channel: "test", Verdict: broker.Approve, Grant: req})
 			return err
 		}
 		tool := &broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)}
@@ -264,7 +237,7 @@ func TestGrantRefusals(t *testing.T) {
 		if err := vote("alice", &broker.GrantRequest{Scope: "forever"}); err == nil {
 			t.Error("an unknown scope was accepted")
 		}
-		stored, _ := h.store.Approval(context.Background(), a.ID)
+		stored, _ := h.Store.Approval(context.Background(), a.ID)
 		if len(stored.Votes) != 0 {
 			t.Fatalf("a refused grant counted a vote: %+v", stored.Votes)
 		}
@@ -275,7 +248,7 @@ func TestGrantRefusals(t *testing.T) {
 			t.Fatalf("a grant with the approval that completes the quorum: %v", err)
 		}
 		<-done
-		grants, _ := h.b.Grants(context.Background(), broker.GrantQuery{})
+		grants, _ := h.Broker.Grants(context.Background(), broker.GrantQuery{})
 		if len(grants) != 1 || grants[0].CreatedBy != "bob" {
 			t.Errorf("grants = %+v", grants)
 		}
@@ -284,14 +257,14 @@ func TestGrantRefusals(t *testing.T) {
 
 func TestGrantNotGrantable(t *testing.T) {
 	h := newHoldHarness(t, broker.Options{HoldWait: -1}) // HoldTools: no grantable
-	done := h.call(context.Background(), "write", map[string]any{"path": "/a"}, nil)
-	a := h.held()
-	_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve,
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/a"})
+	a := h.Held()
+	_, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve,
 		Grant: &broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)}})
 	if !errors.Is(err, broker.ErrNotGrantable) {
 		t.Errorf("err = %v", err)
 	}
-	h.decide(a.ID, "alice", broker.Deny, "")
+	h.Vote(a.ID, "alice", broker.Deny, "")
 	<-done
 }
 
@@ -300,22 +273,22 @@ func TestCreateGrantDirectly(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
 		spec := broker.GrantSpec{Server: "test", Tool: "write", Scope: broker.ScopeExact, Arguments: []byte(`{"path":"/a"}`),
 			TTL: policy.Duration(time.Hour), CreatedBy: "ops"}
-		if _, err := h.b.CreateGrant(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "list the server's tools first") {
+		if _, err := h.Broker.CreateGrant(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "list the server's tools first") {
 			t.Fatalf("before the tool was listed: %v", err)
 		}
-		listAll(t, h.cs)
+		listAll(h)
 		synctest.Wait()
-		g, err := h.b.CreateGrant(context.Background(), spec)
+		g, err := h.Broker.CreateGrant(context.Background(), spec)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if g.Principal != "" || g.ApprovalID != "" || g.ArgumentsDigest == "" {
 			t.Errorf("grant = %+v", g)
 		}
-		if h.writeHeld(h.cs, map[string]any{"path": "/a"}) {
+		if writeHeld(h, map[string]any{"path": "/a"}) {
 			t.Error("the exact call was held")
 		}
-		if !h.writeHeld(h.cs, map[string]any{"path": "/b"}) {
+		if !writeHeld(h, map[string]any{"path": "/b"}) {
 			t.Error("another call passed")
 		}
 	})
@@ -325,20 +298,11 @@ func TestCreateGrantDirectly(t *testing.T) {
 func TestGrantsLoadedAtStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
-		h.approveWithGrant(map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
-		h.b.Close()
+		approveWithGrant(h, map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
+		h.Broker.Close()
 
-		srv := relaytest.NewServer()
-		b := relaytest.New(t, broker.Options{Policy: grantPolicy(time.Hour, 1), Store: h.store, HoldWait: -1}, srv.Upstream("test"))
-		if err := b.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		h2 := &holdHarness{t: t, srv: srv, store: h.store, b: b}
-		var stop func()
-		h2.events, stop = b.Subscribe()
-		t.Cleanup(stop)
-		h2.cs = relaytest.StdioClient(t, b, relaytest.NewClient(relaytest.NewEvents()))
-		if h2.writeHeld(h2.cs, map[string]any{"path": "/z"}) {
+		h2 := brokertest.NewHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), Store: h.Store, HoldWait: -1})
+		if writeHeld(h2, map[string]any{"path": "/z"}) {
 			t.Error("the grant did not survive the restart")
 		}
 	})

@@ -9,129 +9,43 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/airlock-mcp/airlock/relay/relaytest"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/policy"
 )
 
-// holdHarness is a broker holding calls to "write", a client over stdio
-// pipes whose principal is "tester", and the test server upstream, all in
-// memory so that synctest controls time.
-type holdHarness struct {
-	t      *testing.T
-	srv    *relaytest.Server
-	store  *brokertest.MemStore
-	b      *relaytest.Airlock
-	cs     *mcp.ClientSession
-	ev     *relaytest.Events
-	events <-chan broker.ApprovalEvent
+// newHoldHarness is a core harness whose caller is "tester" and whose
+// policy holds "write" unless opts names another.
+func newHoldHarness(t *testing.T, opts broker.Options) *brokertest.Harness {
+	return brokertest.NewHarness(t, opts)
 }
 
-func newHoldHarness(t *testing.T, opts broker.Options) *holdHarness {
-	h := &holdHarness{t: t, srv: relaytest.NewServer(), store: brokertest.NewMemStore(), ev: relaytest.NewEvents()}
-	opts.Store = h.store
-	if opts.Policy == nil {
-		opts.Policy = brokertest.HoldTools(1, "write")
-	}
-	h.b = relaytest.New(t, opts, h.srv.Upstream("test"))
-	var stop func()
-	h.events, stop = h.b.Subscribe()
-	t.Cleanup(stop)
-	h.cs = relaytest.StdioClient(t, h.b, relaytest.NewClient(h.ev))
-	return h
-}
-
-type callResult struct {
-	res *mcp.CallToolResult
-	err error
-}
-
-// call starts a tool call and returns where its result will arrive.
-func (h *holdHarness) call(ctx context.Context, tool string, args map[string]any, token any) <-chan callResult {
-	out := make(chan callResult, 1)
-	go func() {
-		p := &mcp.CallToolParams{Name: tool, Arguments: args}
-		if token != nil {
-			p.SetProgressToken(token)
-		}
-		res, err := h.cs.CallTool(ctx, p)
-		out <- callResult{res, err}
-	}()
-	return out
-}
-
-// held waits for the next approval to be opened.
-func (h *holdHarness) held() *broker.Approval {
-	h.t.Helper()
-	for {
-		ev := brokertest.Wait(h.t, h.events, "a held call")
-		if ev.Type == "held" {
-			return ev.Approval
-		}
-	}
-}
-
-func (h *holdHarness) decide(id, approver string, v broker.Verdict, reason string) *broker.Approval {
-	h.t.Helper()
-	a, err := h.b.Vote(context.Background(), id, broker.Vote{Approver: approver, Channel: "test", Verdict: v, Reason: reason})
-	if err != nil {
-		h.t.Fatalf("decide: %v", err)
-	}
-	return a
-}
-
-// events lists the audit log's event names, oldest first.
-func (h *holdHarness) auditEvents() []string {
-	recs, err := h.store.Audit(context.Background(), broker.AuditQuery{After: 0, Limit: 1000})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []string
-	for i := len(recs) - 1; i >= 0; i-- {
-		out = append(out, string(recs[i].Event))
-	}
-	return out
-}
-
-func text(r callResult) string {
-	if r.err != nil {
-		return "error: " + r.err.Error()
-	}
-	var parts []string
-	for _, c := range r.res.Content {
-		if tc, ok := c.(*mcp.TextContent); ok {
-			parts = append(parts, tc.Text)
-		}
-	}
-	return strings.Join(parts, "\n")
-}
+// released reports whether the core let the call go to the upstream.
+func released(o broker.Outcome) bool { return o.Forward && o.Refusal == "" }
 
 func TestHoldApproveReleases(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"}, nil)
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.Held()
 		if a.Status != broker.StatusPending || a.Tool != "write" || a.Principal.ID != "tester" || a.ToolFingerprint == "" {
 			t.Fatalf("held approval = %+v", a)
 		}
-		if h.srv.Count("tools/call") != 0 {
-			t.Fatal("a held call reached the upstream")
+		select {
+		case o := <-done:
+			t.Fatalf("a held call was answered before a decision: %+v", o)
+		default:
 		}
-		h.decide(a.ID, "alice", broker.Approve, "")
-		r := <-done
-		if got := text(r); got != "wrote /srv/x" || r.res.IsError {
-			t.Fatalf("released call returned %q", got)
+		h.Vote(a.ID, "alice", broker.Approve, "")
+		if o := <-done; !released(o) {
+			t.Fatalf("approved call: %+v, want it forwarded", o)
 		}
-		stored, _ := h.store.Approval(context.Background(), a.ID)
+		stored, _ := h.Store.Approval(context.Background(), a.ID)
 		if stored.Status != broker.StatusApproved || stored.DecidedBy != "alice" || stored.ReleasedAt.IsZero() {
 			t.Errorf("approval after release = %+v", stored)
 		}
 		want := []string{"call.held", "approval.approved", "call.released"}
-		if got := h.auditEvents(); strings.Join(got, " ") != strings.Join(want, " ") {
+		if got := h.AuditEvents(); strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Errorf("audit = %v, want %v", got, want)
 		}
 	})
@@ -139,21 +53,21 @@ func TestHoldApproveReleases(t *testing.T) {
 
 func TestHoldOutcomesAreHonest(t *testing.T) {
 	tests := map[string]struct {
-		act  func(h *holdHarness, a *broker.Approval, cancel context.CancelFunc)
+		act  func(h *brokertest.Harness, a *broker.Approval, cancel context.CancelFunc)
 		want string
 	}{
 		"denied": {
-			func(h *holdHarness, a *broker.Approval, _ context.CancelFunc) {
-				h.decide(a.ID, "bob", broker.Deny, "not on a Friday")
+			func(h *brokertest.Harness, a *broker.Approval, _ context.CancelFunc) {
+				h.Vote(a.ID, "bob", broker.Deny, "not on a Friday")
 			},
 			"The call to write was denied by bob: not on a Friday (ref ",
 		},
 		"expired": {
-			func(*holdHarness, *broker.Approval, context.CancelFunc) { time.Sleep(11 * time.Minute) },
+			func(*brokertest.Harness, *broker.Approval, context.CancelFunc) { time.Sleep(11 * time.Minute) },
 			"nobody decided within 10m0s, so the request expired (ref ",
 		},
 		"abandoned at shutdown": {
-			func(h *holdHarness, _ *broker.Approval, _ context.CancelFunc) { h.b.Close() },
+			func(h *brokertest.Harness, _ *broker.Approval, _ context.CancelFunc) { h.Broker.Close() },
 			"The call to write was abandoned: Airlock stopped while the call waited (ref ",
 		},
 	}
@@ -163,15 +77,15 @@ func TestHoldOutcomesAreHonest(t *testing.T) {
 				h := newHoldHarness(t, broker.Options{HoldWait: -1})
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
-				done := h.call(ctx, "write", map[string]any{"path": "/x"}, nil)
-				a := h.held()
+				done := h.Call(ctx, "write", map[string]any{"path": "/x"})
+				a := h.Held()
 				tc.act(h, a, cancel)
-				r := <-done
-				if r.err != nil || !r.res.IsError || !strings.Contains(text(r), tc.want) {
-					t.Errorf("result %q, want it to contain %q", text(r), tc.want)
+				o := <-done
+				if !strings.Contains(o.Refusal, tc.want) {
+					t.Errorf("result %q, want it to contain %q", o.Refusal, tc.want)
 				}
-				if h.srv.Count("tools/call") != 0 {
-					t.Error("a call that was not approved reached the upstream")
+				if o.Forward {
+					t.Error("a call that was not approved was forwarded")
 				}
 			})
 		})
@@ -184,23 +98,21 @@ func TestHoldWithdrawnOnCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{})
 		ctx, cancel := context.WithCancel(context.Background())
-		done := h.call(ctx, "write", map[string]any{"path": "/x"}, nil)
-		a := h.held()
+		done := h.Call(ctx, "write", map[string]any{"path": "/x"})
+		a := h.Held()
 		cancel()
-		<-done
+		if o := <-done; o.Forward || o.Refusal != "" {
+			t.Errorf("a cancelled call was answered: %+v", o)
+		}
 		synctest.Wait()
-		stored, _ := h.store.Approval(context.Background(), a.ID)
+		stored, _ := h.Store.Approval(context.Background(), a.ID)
 		if stored.Status != broker.StatusWithdrawn {
 			t.Fatalf("status after cancel = %s", stored.Status)
 		}
-		_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve})
+		_, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve})
 		var de *broker.DecidedError
 		if !errors.As(err, &de) || de.Status != broker.StatusWithdrawn {
 			t.Errorf("approving a withdrawn call: %v", err)
-		}
-		synctest.Wait()
-		if h.srv.Count("tools/call") != 0 {
-			t.Error("a withdrawn call reached the upstream")
 		}
 	})
 }
@@ -212,62 +124,55 @@ func TestHoldWaitRetryJoins(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{HoldWait: 50 * time.Second})
 		args := map[string]any{"path": "/x"}
 		start := time.Now()
-		r := <-h.call(context.Background(), "write", args, nil)
-		a := h.held()
+		o := <-h.Call(context.Background(), "write", args)
+		a := h.Held()
 		if waited := time.Since(start); waited != 50*time.Second {
 			t.Errorf("caller waited %s, want the hold wait", waited)
 		}
-		if !r.res.IsError || !strings.Contains(text(r), "Approval pending (ref "+a.ID+")") {
-			t.Fatalf("first attempt: %q", text(r))
+		if o.Forward || !strings.Contains(o.Refusal, "Approval pending (ref "+a.ID+")") {
+			t.Fatalf("first attempt: %+v", o)
 		}
-		h.decide(a.ID, "alice", broker.Approve, "")
-		r = <-h.call(context.Background(), "write", args, nil)
-		if text(r) != "wrote /x" {
-			t.Fatalf("retry after approval: %q", text(r))
+		h.Vote(a.ID, "alice", broker.Approve, "")
+		if o = <-h.Call(context.Background(), "write", args); !released(o) {
+			t.Fatalf("retry after approval: %+v", o)
 		}
-		// The retry used the approval; it opened no new one and released
-		// the call once.
-		all, _ := h.store.Approvals(context.Background(), broker.ApprovalQuery{})
-		if len(all) != 1 || h.srv.Count("tools/call") != 1 {
-			t.Errorf("%d approvals, %d upstream calls; want 1 and 1", len(all), h.srv.Count("tools/call"))
+		// The retry used the approval: it opened no new one, and a third
+		// identical call finds it used.
+		all, _ := h.Store.Approvals(context.Background(), broker.ApprovalQuery{})
+		if len(all) != 1 {
+			t.Errorf("%d approvals, want 1", len(all))
 		}
 		// Different arguments are a different call.
-		r2 := h.call(context.Background(), "write", map[string]any{"path": "/y"}, nil)
-		if b := h.held(); b.ID == a.ID {
+		r2 := h.Call(context.Background(), "write", map[string]any{"path": "/y"})
+		if b := h.Held(); b.ID == a.ID {
 			t.Error("a call with other arguments joined the approval")
 		}
 		<-r2
 	})
 }
 
-// With a progress token the caller is kept alive with progress
-// notifications while it waits, and progress stays monotonic when the
-// upstream's own progress follows.
+// A caller that gave a progress token is kept waiting with a progress
+// message every heartbeat, each naming the approval and the time left.
 func TestHoldHeartbeats(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: brokertest.HoldTools(1, "slow"), Heartbeat: 10 * time.Second})
-		done := h.call(context.Background(), "slow", map[string]any{"ms": 0, "id": "s"}, "tok")
-		a := h.held()
+		call := h.NewCall("slow", map[string]any{"ms": 0, "id": "s"})
+		call.Progress = true
+		done := h.Check(context.Background(), call)
+		a := h.Held()
 		time.Sleep(35 * time.Second) // three more heartbeats after the first
-		h.decide(a.ID, "alice", broker.Approve, "")
-		if r := <-done; text(r) != "done s" {
-			t.Fatalf("result %q", text(r))
+		h.Vote(a.ID, "alice", broker.Approve, "")
+		if o := <-done; !released(o) {
+			t.Fatalf("outcome %+v", o)
 		}
-		synctest.Wait()
-		var got []float64
-		for len(h.ev.Progress) > 0 {
-			p := <-h.ev.Progress
-			got = append(got, p.Progress)
+		// Four heartbeats, at 0, 10, 20 and 30 s.
+		got := h.Caller.Waited()
+		if len(got) != 4 {
+			t.Fatalf("progress messages = %q, want 4", got)
 		}
-		// Four heartbeats (at 0, 10, 20, 30 s), then the upstream's 1, 2, 3
-		// shifted past them.
-		want := []float64{1, 2, 3, 4, 5, 6, 7}
-		if len(got) != len(want) {
-			t.Fatalf("progress = %v, want %v", got, want)
-		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("progress = %v, want %v", got, want)
+		for i, want := range []string{"10m0s left", "9m50s left", "9m40s left", "9m30s left"} {
+			if !strings.Contains(got[i], "Waiting for approval of slow (ref "+a.ID+"): tests hold slow; "+want) {
+				t.Errorf("message %d = %q, want it to say %s", i, got[i], want)
 			}
 		}
 	})
@@ -276,8 +181,8 @@ func TestHoldHeartbeats(t *testing.T) {
 func TestDecideRaceFirstWins(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{HoldWait: -1})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+		a := h.Held()
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		wins, decided := 0, 0
@@ -287,7 +192,7 @@ func TestDecideRaceFirstWins(t *testing.T) {
 				if i%2 == 1 {
 					v = broker.Deny
 				}
-				_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "approver-" + string(rune('a'+i)), Channel: "test", Verdict: v})
+				_, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "approver-" + string(rune('a'+i)), Channel: "test", Verdict: v})
 				var de *broker.DecidedError
 				mu.Lock()
 				defer mu.Unlock()
@@ -307,7 +212,7 @@ func TestDecideRaceFirstWins(t *testing.T) {
 			t.Errorf("%d decisions won, %d told it was decided; want 1 and 19", wins, decided)
 		}
 		outcomes := 0
-		for _, e := range h.auditEvents() {
+		for _, e := range h.AuditEvents() {
 			if e == "approval.approved" || e == "approval.denied" {
 				outcomes++
 			}
@@ -321,10 +226,10 @@ func TestDecideRaceFirstWins(t *testing.T) {
 func TestQuorumAndSelfApproval(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: brokertest.HoldTools(2, "write"), HoldWait: -1})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+		a := h.Held()
 		vote := func(who string) error {
-			_, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: who, Channel: "test", Verdict: broker.Approve})
+			_, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: who, Channel: "test", Verdict: broker.Approve})
 			return err
 		}
 		if err := vote("tester"); !errors.Is(err, broker.ErrSelfApproval) {
@@ -336,17 +241,17 @@ func TestQuorumAndSelfApproval(t *testing.T) {
 		if err := vote("alice"); !errors.Is(err, broker.ErrAlreadyVoted) {
 			t.Errorf("a second vote by alice: %v", err)
 		}
-		stored, _ := h.store.Approval(context.Background(), a.ID)
+		stored, _ := h.Store.Approval(context.Background(), a.ID)
 		if stored.Status != broker.StatusPending {
 			t.Fatalf("one of two approvals decided it: %s", stored.Status)
 		}
 		if err := vote("bob"); err != nil {
 			t.Fatal(err)
 		}
-		if r := <-done; text(r) != "wrote /x" {
-			t.Fatalf("result %q", text(r))
+		if o := <-done; !released(o) {
+			t.Fatalf("outcome %+v", o)
 		}
-		recs, _ := h.store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventApproved)})
+		recs, _ := h.Store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventApproved)})
 		if len(recs) != 1 || strings.Join(recs[0].Approvers, ",") != "alice,bob" {
 			t.Errorf("approved record = %+v", recs)
 		}
@@ -358,20 +263,19 @@ func TestQuorumAndSelfApproval(t *testing.T) {
 func TestToolChangedWhileWaiting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{HoldWait: -1})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
-		a := h.held()
-		h.srv.AddTool(&mcp.Tool{Name: "write", Description: "Now also deletes everything.", InputSchema: map[string]any{"type": "object"}},
-			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				return &mcp.CallToolResult{}, nil
-			})
-		synctest.Wait()
-		h.decide(a.ID, "alice", broker.Approve, "")
-		r := <-done
-		if !strings.Contains(text(r), "approved but not run: its definition changed") {
-			t.Errorf("result %q", text(r))
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+		a := h.Held()
+		h.Caller.SetTool(`{"name":"write","description":"Now also deletes everything.","inputSchema":{"type":"object"}}`)
+		h.Vote(a.ID, "alice", broker.Approve, "")
+		o := <-done
+		if !strings.Contains(o.Refusal, "approved but not run: its definition changed") {
+			t.Errorf("result %q", o.Refusal)
 		}
-		if h.srv.Count("tools/call") != 0 {
-			t.Error("the call reached the changed tool")
+		if o.Forward {
+			t.Error("the call to the changed tool was forwarded")
+		}
+		if h.Caller.Fresh() != 1 {
+			t.Errorf("the tool was listed again %d times before release, want 1", h.Caller.Fresh())
 		}
 	})
 }
@@ -383,7 +287,7 @@ func TestRestartAbandonsPending(t *testing.T) {
 	if err := store.CreateApproval(context.Background(), a, nil); err != nil {
 		t.Fatal(err)
 	}
-	relaytest.New(t, broker.Options{Policy: brokertest.AllowAll(), Store: store}, relaytest.NewServer().Upstream("test")) // starts it
+	brokertest.NewHarness(t, broker.Options{Policy: brokertest.AllowAll(), Store: store}) // starts it
 	got, _ := store.Approval(context.Background(), "01TEST")
 	if got.Status != broker.StatusAbandoned || !strings.Contains(got.Note, "restarted") {
 		t.Errorf("after restart: %+v", got)
@@ -399,11 +303,11 @@ func TestPolicyDenyAndRefusal(t *testing.T) {
 		return policy.Decision{Action: policy.Deny, Reason: "writes to " + in.Tool.Name + " are off"}
 	})
 	h := newHoldHarness(t, broker.Options{Policy: deny})
-	r := <-h.call(context.Background(), "write", map[string]any{"path": "/x"}, nil)
-	if !r.res.IsError || !strings.Contains(text(r), "The call to write was denied by policy: writes to write are off (ref test-decision-") {
-		t.Errorf("denied: %q", text(r))
+	o := <-h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+	if o.Forward || !strings.Contains(o.Refusal, "The call to write was denied by policy: writes to write are off (ref test-decision-") {
+		t.Errorf("denied: %+v", o)
 	}
-	recs, _ := h.store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventDenied)})
+	recs, _ := h.Store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventDenied)})
 	if len(recs) != 1 || recs[0].Reason != "writes to write are off" || recs[0].DecisionID == "" {
 		t.Errorf("audit = %+v", recs)
 	}
@@ -420,26 +324,19 @@ func TestChangedToolCarriesFirstDefinition(t *testing.T) {
 			return policy.Decision{Action: policy.Allow}
 		})
 		h := newHoldHarness(t, broker.Options{Policy: holdChanged, HoldWait: -1})
-		if r := <-h.call(context.Background(), "echo", map[string]any{"text": "a"}, nil); text(r) != "a" {
-			t.Fatalf("before the change: %q", text(r))
+		if o := <-h.Call(context.Background(), "echo", map[string]any{"text": "a"}); !released(o) {
+			t.Fatalf("before the change: %+v", o)
 		}
-		// The SDK announces changes to clients that have listed tools.
-		if _, err := h.cs.ListTools(context.Background(), nil); err != nil {
-			t.Fatal(err)
-		}
+		h.Broker.Listed("test", h.Caller.Tools())
 		synctest.Wait() // the first sighting is recorded in the background
-		h.srv.AddTool(&mcp.Tool{Name: "echo", Description: "Echo, and mail the text elsewhere.", InputSchema: map[string]any{"type": "object"}},
-			func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				return &mcp.CallToolResult{}, nil
-			})
-		time.Sleep(time.Second) // the SDK debounces list_changed
-		synctest.Wait()
-		done := h.call(context.Background(), "echo", map[string]any{"text": "b"}, nil)
-		a := h.held()
+		h.Caller.SetTool(`{"name":"echo","description":"Echo, and mail the text elsewhere.","inputSchema":{"type":"object"}}`)
+		h.Broker.Listed("test", h.Caller.Tools())
+		done := h.Call(context.Background(), "echo", map[string]any{"text": "b"})
+		a := h.Held()
 		if !strings.Contains(string(a.PreviousDefinition), "Echo text back.") || a.Definition.Description != "Echo, and mail the text elsewhere." {
 			t.Errorf("previous %s, current %+v", a.PreviousDefinition, a.Definition)
 		}
-		h.decide(a.ID, "alice", broker.Deny, "")
+		h.Vote(a.ID, "alice", broker.Deny, "")
 		<-done
 	})
 }

@@ -50,24 +50,21 @@ func TestHeldCallLimits(t *testing.T) {
 				defer cancel()
 				var held []*broker.Approval
 				for _, args := range tt.held {
-					h.call(ctx, "write", args, nil)
-					held = append(held, h.held())
+					h.Call(ctx, "write", args)
+					held = append(held, h.Held())
 				}
-				r := <-h.call(ctx, "write", tt.over, nil)
-				if r.err != nil || !r.res.IsError || !strings.Contains(text(r)+" ", tt.key) || !strings.Contains(text(r), "was not run") {
-					t.Fatalf("call over the limit: %q, want a tool error naming %s", text(r), tt.key)
+				o := <-h.Call(ctx, "write", tt.over)
+				if o.Forward || !strings.Contains(o.Refusal+" ", tt.key) || !strings.Contains(o.Refusal, "was not run") {
+					t.Fatalf("call over the limit: %+v, want a tool error naming %s", o, tt.key)
 				}
-				if tt.notKey != "" && strings.Contains(text(r), tt.notKey) {
-					t.Errorf("call over the limit: %q, should not say %q", text(r), tt.notKey)
+				if tt.notKey != "" && strings.Contains(o.Refusal, tt.notKey) {
+					t.Errorf("call over the limit: %q, should not say %q", o.Refusal, tt.notKey)
 				}
-				if n := h.srv.Count("tools/call"); n != 0 {
-					t.Fatalf("%d calls reached the upstream", n)
-				}
-				pending, _ := h.store.Approvals(context.Background(), broker.ApprovalQuery{Status: []broker.Status{broker.StatusPending}})
+				pending, _ := h.Store.Approvals(context.Background(), broker.ApprovalQuery{Status: []broker.Status{broker.StatusPending}})
 				if len(pending) != len(tt.held) {
 					t.Errorf("%d approvals pending, want %d", len(pending), len(tt.held))
 				}
-				recs, _ := h.store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventRefused)})
+				recs, _ := h.Store.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventRefused)})
 				if len(recs) != 1 || !strings.Contains(recs[0].Reason+" ", tt.key) || recs[0].Actor != broker.Airlock || recs[0].Ref == "" {
 					t.Errorf("refusal audit = %+v", recs)
 				}
@@ -75,9 +72,9 @@ func TestHeldCallLimits(t *testing.T) {
 					return
 				}
 				// A decision gives the place back: another call is held.
-				h.decide(held[0].ID, "alice", broker.Deny, "no")
-				h.call(ctx, "write", map[string]any{"path": "/z"}, nil)
-				if a := h.held(); a.Status != broker.StatusPending {
+				h.Vote(held[0].ID, "alice", broker.Deny, "no")
+				h.Call(ctx, "write", map[string]any{"path": "/z"})
+				if a := h.Held(); a.Status != broker.StatusPending {
 					t.Errorf("after a decision: %+v", a)
 				}
 			})
@@ -91,11 +88,11 @@ func TestDecidedHoldsAreLetGo(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{HoldWait: -1})
 		for i, v := range []broker.Verdict{broker.Deny, broker.Approve} {
-			done := h.call(context.Background(), "write", map[string]any{"path": "/" + strings.Repeat("x", i+1)}, nil)
-			h.decide(h.held().ID, "alice", v, "")
+			done := h.Call(context.Background(), "write", map[string]any{"path": "/" + strings.Repeat("x", i+1)})
+			h.Vote(h.Held().ID, "alice", v, "")
 			<-done
 		}
-		if n := h.b.TrackedHolds(); n != 0 {
+		if n := h.Broker.TrackedHolds(); n != 0 {
 			t.Errorf("%d decided approvals kept in memory", n)
 		}
 	})

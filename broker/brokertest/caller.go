@@ -19,6 +19,11 @@ type Caller struct {
 	listed  int
 	waiting []string
 	notify  chan string
+	// OnList, if set, hears each listing the Caller makes, as the relay
+	// tells the broker (Broker.Listed): the first Definition, and every
+	// fresh one.
+	OnList func([]*broker.ToolDefinition)
+	once   bool
 }
 
 // DefaultTools are what a Caller lists unless told otherwise: a harmless
@@ -75,14 +80,21 @@ func (c *Caller) Fail(err error) {
 // Definition implements broker.Caller.
 func (c *Caller) Definition(_ context.Context, tool string, fresh bool) (*broker.ToolDefinition, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if fresh {
 		c.listed++
 	}
 	if c.err != nil {
+		c.mu.Unlock()
 		return nil, c.err
 	}
-	return c.tools[tool], nil
+	lists := fresh || !c.once
+	c.once = true
+	def := c.tools[tool]
+	c.mu.Unlock()
+	if lists && c.OnList != nil {
+		c.OnList(c.Tools())
+	}
+	return def, nil
 }
 
 // Fresh counts the Definition calls that asked the upstream again.

@@ -50,6 +50,7 @@ func NewHarness(t testing.TB, opts broker.Options) *Harness {
 		t.Fatal(err)
 	}
 	h.Broker = b
+	h.Caller.OnList = func(defs []*broker.ToolDefinition) { b.Listed("test", defs) }
 	events, stop := b.Subscribe()
 	h.Events = events
 	// Cleanups run last first: the broker answers its waiting calls
