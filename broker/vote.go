@@ -154,6 +154,17 @@ func (b *Broker) Vote(ctx context.Context, id string, v Vote) (*Approval, error)
 		if err := b.storeGrant(context.WithoutCancel(ctx), g); err != nil {
 			ref := NewRef()
 			b.log.Error("storing a grant failed", "ref", ref, "approval_id", id, "err", err)
+			// The approval must not name a grant that does not exist; if
+			// even this fails, the grant id leads nowhere (Grant says
+			// not found), which grants nothing.
+			if cleared, err := b.store.UpdateApproval(context.WithoutCancel(ctx), id, func(a *Approval) (*AuditRecord, error) {
+				if a.GrantID == g.ID {
+					a.GrantID = ""
+				}
+				return nil, nil
+			}); err == nil {
+				a = cleared
+			}
 			return a, &VoteError{Code: VoteGrantNotStored, Status: a.Status, Ref: ref, Err: err,
 				Msg: fmt.Sprintf("the call was approved, but the grant could not be stored (ref %s)", ref)}
 		}

@@ -188,11 +188,12 @@ func TestVoteGrantNotStored(t *testing.T) {
 	if !ok || ve.Code != broker.VoteGrantNotStored || ve.Ref == "" || !strings.Contains(ve.Msg, "approved, but the grant could not be stored (ref "+ve.Ref+")") || !errors.Is(err, errDiskFull) {
 		t.Fatalf("err = %#v", err)
 	}
-	if got == nil || got.Status != broker.StatusApproved {
+	if got == nil || got.Status != broker.StatusApproved || got.GrantID != "" {
 		t.Fatalf("approval returned: %+v", got)
 	}
-	if stored := c.get(a.ID); stored.Status != broker.StatusApproved {
-		t.Errorf("stored: %s", stored.Status)
+	// It names no grant that does not exist.
+	if stored := c.get(a.ID); stored.Status != broker.StatusApproved || stored.GrantID != "" {
+		t.Errorf("stored: %s, grant %q", stored.Status, stored.GrantID)
 	}
 }
 
