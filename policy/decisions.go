@@ -14,16 +14,19 @@ import (
 // without evaluating the policy again.
 //
 // Why that is sound: a decision is a function of the input alone. The
-// policy reaches no clock, network or randomness (removedBuiltins), and
-// memoable refuses a policy that could still tell two evaluations apart:
-// print must run every time, `with` swaps the input out, and a few
-// built-ins read the evaluation's clock or draw random numbers. So when a
-// new input agrees with an earlier one on every input path the earlier
-// evaluation could have read, it would go exactly the same way. The paths
-// it could have read: every input reference in every rule it entered, and
-// in every rule the rule index considered (the index reads the input to
-// choose rules it then does not enter). That over-approximates what was
-// read, which costs hits, never correctness.
+// policy reaches no network, environment, clock or randomness (the
+// built-ins removed in builtins.go), and memoable refuses a policy that
+// could still tell two evaluations apart: `with` swaps the input out, and
+// every call must be to one of the policy's functions or to a built-in
+// that OPA's own metadata (Nondeterministic, CanSkipBctx) shows to be a
+// function of its arguments; print, the few built-ins that read a clock or
+// draw random numbers, and any built-in nothing classifies are refused. So
+// when a new input agrees with an earlier one on every input path the
+// earlier evaluation could have read, it would go exactly the same way. The
+// paths it could have read: every input reference in every rule it
+// entered, and in every rule the rule index considered (the index reads
+// the input to choose rules it then does not enter). That over-approximates
+// what was read, which costs hits, never correctness.
 //
 // Most calls repeat a decision: the same read-only tool, the same denied
 // tool. Finding one costs about a tenth of an evaluation; learning one
@@ -74,30 +77,29 @@ func newDecisions(c *ast.Compiler) *decisions {
 	return &decisions{compiler: c, deps: make(map[*ast.Rule][]inputPath)}
 }
 
-// impureBuiltins give different answers to the same input: they read the
-// evaluation's clock (which Airlock sets from input.time, but a policy need
-// not reference input.time to use it) or draw random numbers.
-var impureBuiltins = map[string]bool{
-	"io.jwt.decode_verify":                                   true,
-	"io.jwt.encode_sign":                                     true,
-	"io.jwt.encode_sign_raw":                                 true,
-	"crypto.x509.parse_and_verify_certificates":              true,
-	"crypto.x509.parse_and_verify_certificates_with_options": true,
-	// print's output is the point of running it; the compiler makes its
-	// calls internal.print.
-	ast.Print.Name:         true,
-	ast.InternalPrint.Name: true,
-}
-
+// memoable reports whether every evaluation of the same input goes the same
+// way: no expression swaps the input out (with), and every call is to one
+// of the policy's functions or to a built-in that OPA's metadata, or the
+// lists in builtins.go, show to be pure. Calls nested in terms and in
+// comprehensions count as well as whole expressions.
 func memoable(c *ast.Compiler) bool {
 	ok := true
-	for _, m := range c.Modules {
-		ast.WalkExprs(m, func(x *ast.Expr) bool {
-			if len(x.With) > 0 || x.IsCall() && impureBuiltins[x.Operator().String()] {
+	vis := ast.NewGenericVisitor(func(x any) bool {
+		switch x := x.(type) {
+		case *ast.Expr:
+			if len(x.With) > 0 || x.IsCall() && !pureCall(x.Operator()) {
 				ok = false
 			}
-			return !ok
-		})
+		case ast.Call:
+			op, isRef := x[0].Value.(ast.Ref)
+			if !isRef || !pureCall(op) {
+				ok = false
+			}
+		}
+		return !ok
+	})
+	for _, m := range c.Modules {
+		vis.Walk(m)
 	}
 	return ok
 }
