@@ -26,7 +26,9 @@ import (
 // paths it could have read: every input reference in every rule it
 // entered, and in every rule the rule index considered (the index reads
 // the input to choose rules it then does not enter). That over-approximates
-// what was read, which costs hits, never correctness.
+// what was read, which costs hits, never correctness. What the engine then
+// checks in Go against the input (checkGrant) is checked again on every
+// replay.
 //
 // Most calls repeat a decision: the same read-only tool, the same denied
 // tool. Finding one costs about a tenth of an evaluation; learning one
@@ -66,6 +68,9 @@ type shape struct {
 type memoEntry struct {
 	values []ast.Value // at the shape's paths; nil where undefined
 	d      Decision
+	// grant: d may have passed checkGrant, which reads input.grants in Go,
+	// not through a rule; a replay must pass it too.
+	grant bool
 }
 
 // newDecisions returns the memo for a compiled policy, or nil if the
@@ -104,15 +109,16 @@ func memoable(c *ast.Compiler) bool {
 	return ok
 }
 
-// lookup returns the decision remembered for an input that agrees with in
-// on everything that decision depended on.
-func (ds *decisions) lookup(in ast.Value) (Decision, bool) {
+// lookup returns the decision remembered for an input v (built from in)
+// that agrees with it on everything that decision depended on, and passes
+// the engine's own check of a decision against the input.
+func (ds *decisions) lookup(v ast.Value, in *Input) (Decision, bool) {
 	ds.mu.RLock()
 	defer ds.mu.RUnlock()
 	for _, sh := range ds.shapes {
-		values, h := sh.read(in)
+		values, h := sh.read(v)
 		for _, e := range sh.byHash[h] {
-			if sameValues(e.values, values) {
+			if sameValues(e.values, values) && (!e.grant || checkGrant(in, e.d.Grant) == nil) {
 				ds.hits.Add(1)
 				return e.d.clone(), true
 			}
@@ -134,8 +140,9 @@ func (ds *decisions) tracer() *ruleTracer {
 	return &ruleTracer{rules: make(map[*ast.Rule]bool)}
 }
 
-// add remembers d, decided for in by an evaluation that t traced.
-func (ds *decisions) add(in ast.Value, t *ruleTracer, d Decision) {
+// add remembers d, decided for v (built from in) by an evaluation that t
+// traced.
+func (ds *decisions) add(v ast.Value, in *Input, t *ruleTracer, d Decision) {
 	for _, ref := range t.indexed {
 		for _, r := range ds.compiler.GetRulesDynamicWithOpts(ref, ast.RulesOptions{}) {
 			t.rules[r] = true
@@ -146,11 +153,6 @@ func (ds *decisions) add(in ast.Value, t *ruleTracer, d Decision) {
 	var paths []inputPath
 	for r := range t.rules {
 		paths = append(paths, ds.ruleDeps(r)...)
-	}
-	if d.Grant != "" {
-		// The engine checks in Go that the grant is one of input.grants,
-		// whether or not the policy read them: so does the memo.
-		paths = append(paths, inputPath{"grants"})
 	}
 	paths = minimalPaths(paths)
 	for _, p := range paths {
@@ -170,13 +172,17 @@ func (ds *decisions) add(in ast.Value, t *ruleTracer, d Decision) {
 		}
 		ds.entries = 0
 	}
-	values, h := sh.read(in)
+	values, h := sh.read(v)
 	for _, e := range sh.byHash[h] {
 		if sameValues(e.values, values) {
 			return // learnt meanwhile by another call
 		}
 	}
-	sh.byHash[h] = append(sh.byHash[h], memoEntry{values: values, d: d.clone()})
+	// A decision without a grant passed checkGrant only if it named the
+	// grant "" and the input held a grant with that id: check it again
+	// then, rather than tell the two apart.
+	grant := d.Grant != "" || checkGrant(in, "") == nil
+	sh.byHash[h] = append(sh.byHash[h], memoEntry{values: values, d: d.clone(), grant: grant})
 	ds.entries++
 }
 

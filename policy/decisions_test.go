@@ -309,3 +309,39 @@ decision := {"action": "allow", "grant": "g1"}
 		t.Errorf("without the grant: %+v, want the malformed decision denied", d)
 	}
 }
+
+// The memo checks the grant a remembered decision names, as the engine
+// does, instead of depending on all of input.grants: a call that holds the
+// grant among others gets the remembered decision; one without it does not.
+func TestRememberedGrantDecisionsCheckTheGrant(t *testing.T) {
+	e := engineFor(t, map[string]string{"airlock.rego": `package airlock
+
+decision := {"action": "allow", "grant": "g1"} if input.tool.name == "write_file"
+else := {"action": "allow", "grant": ""}
+`}, Options{})
+	g := func(id string) Grant {
+		return Grant{ID: id, Scope: ScopeTool, CreatedBy: "bob", ExpiresAt: callTime.Add(time.Hour)}
+	}
+	for i, c := range []struct {
+		tool   string
+		grants []Grant
+		want   Action
+	}{
+		{"write_file", []Grant{g("g1")}, Allow},
+		{"write_file", []Grant{g("g2"), g("g1")}, Allow}, // remembered
+		{"write_file", []Grant{g("g2")}, Deny},
+		{"write_file", nil, Deny},
+		// A grant named "" passes only for an input holding one with that id.
+		{"read_file", []Grant{g("")}, Allow},
+		{"read_file", []Grant{g("g1")}, Deny},
+	} {
+		in := call()
+		in.Tool.Name, in.Grants = c.tool, c.grants
+		if d := e.Decide(t.Context(), in); d.Action != c.want {
+			t.Errorf("call %d: %+v, want %s", i, d, c.want)
+		}
+	}
+	if hits := e.cur.Load().decisions.hits.Load(); hits != 1 {
+		t.Errorf("%d hits, want 1", hits)
+	}
+}
