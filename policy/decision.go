@@ -219,8 +219,8 @@ func (d *Decision) setField(name string, v ast.Value, in *Input) error {
 		d.Channel, err = stringField(name, v)
 	case "grant":
 		d.Grant, err = stringField(name, v)
-		if err == nil && !hasGrant(in, d.Grant) {
-			err = malformed("grant %q is not one of input.grants", d.Grant)
+		if err == nil {
+			err = checkGrant(in, d.Grant)
 		}
 	case "decision_id", "revision", "ref":
 		err = malformed("%s is set by Airlock, not by the policy", name)
@@ -230,13 +230,17 @@ func (d *Decision) setField(name string, v ast.Value, in *Input) error {
 	return err
 }
 
-func hasGrant(in *Input, id string) bool {
+// checkGrant refuses a decision that names a grant the input does not
+// hold. It is the one check of a decision that reads the input in Go
+// rather than through a rule, so the memo (see decisions.lookup) makes it
+// again before it replays a decision naming a grant.
+func checkGrant(in *Input, id string) error {
 	for _, g := range in.Grants {
 		if g.ID == id {
-			return true
+			return nil
 		}
 	}
-	return false
+	return malformed("grant %q is not one of input.grants", id)
 }
 
 func (a *Approvers) set(v ast.Value) error {

@@ -14,16 +14,21 @@ import (
 // without evaluating the policy again.
 //
 // Why that is sound: a decision is a function of the input alone. The
-// policy reaches no clock, network or randomness (removedBuiltins), and
-// memoable refuses a policy that could still tell two evaluations apart:
-// print must run every time, `with` swaps the input out, and a few
-// built-ins read the evaluation's clock or draw random numbers. So when a
-// new input agrees with an earlier one on every input path the earlier
-// evaluation could have read, it would go exactly the same way. The paths
-// it could have read: every input reference in every rule it entered, and
-// in every rule the rule index considered (the index reads the input to
-// choose rules it then does not enter). That over-approximates what was
-// read, which costs hits, never correctness.
+// policy reaches no network, environment, clock or randomness (the
+// built-ins removed in builtins.go), and memoable refuses a policy that
+// could still tell two evaluations apart: `with` swaps the input out, and
+// every call must be to one of the policy's functions or to a built-in
+// that OPA's own metadata (Nondeterministic, CanSkipBctx) shows to be a
+// function of its arguments; print, the few built-ins that read a clock or
+// draw random numbers, and any built-in nothing classifies are refused. So
+// when a new input agrees with an earlier one on every input path the
+// earlier evaluation could have read, it would go exactly the same way. The
+// paths it could have read: every input reference in every rule it
+// entered, and in every rule the rule index considered (the index reads
+// the input to choose rules it then does not enter). That over-approximates
+// what was read, which costs hits, never correctness. What the engine then
+// checks in Go against the input (checkGrant) is checked again on every
+// replay.
 //
 // Most calls repeat a decision: the same read-only tool, the same denied
 // tool. Finding one costs about a tenth of an evaluation; learning one
@@ -63,6 +68,9 @@ type shape struct {
 type memoEntry struct {
 	values []ast.Value // at the shape's paths; nil where undefined
 	d      Decision
+	// grant: d may have passed checkGrant, which reads input.grants in Go,
+	// not through a rule; a replay must pass it too.
+	grant bool
 }
 
 // newDecisions returns the memo for a compiled policy, or nil if the
@@ -74,43 +82,43 @@ func newDecisions(c *ast.Compiler) *decisions {
 	return &decisions{compiler: c, deps: make(map[*ast.Rule][]inputPath)}
 }
 
-// impureBuiltins give different answers to the same input: they read the
-// evaluation's clock (which Airlock sets from input.time, but a policy need
-// not reference input.time to use it) or draw random numbers.
-var impureBuiltins = map[string]bool{
-	"io.jwt.decode_verify":                                   true,
-	"io.jwt.encode_sign":                                     true,
-	"io.jwt.encode_sign_raw":                                 true,
-	"crypto.x509.parse_and_verify_certificates":              true,
-	"crypto.x509.parse_and_verify_certificates_with_options": true,
-	// print's output is the point of running it; the compiler makes its
-	// calls internal.print.
-	ast.Print.Name:         true,
-	ast.InternalPrint.Name: true,
-}
-
+// memoable reports whether every evaluation of the same input goes the same
+// way: no expression swaps the input out (with), and every call is to one
+// of the policy's functions or to a built-in that OPA's metadata, or the
+// lists in builtins.go, show to be pure. Calls nested in terms and in
+// comprehensions count as well as whole expressions.
 func memoable(c *ast.Compiler) bool {
 	ok := true
-	for _, m := range c.Modules {
-		ast.WalkExprs(m, func(x *ast.Expr) bool {
-			if len(x.With) > 0 || x.IsCall() && impureBuiltins[x.Operator().String()] {
+	vis := ast.NewGenericVisitor(func(x any) bool {
+		switch x := x.(type) {
+		case *ast.Expr:
+			if len(x.With) > 0 || x.IsCall() && !pureCall(x.Operator()) {
 				ok = false
 			}
-			return !ok
-		})
+		case ast.Call:
+			op, isRef := x[0].Value.(ast.Ref)
+			if !isRef || !pureCall(op) {
+				ok = false
+			}
+		}
+		return !ok
+	})
+	for _, m := range c.Modules {
+		vis.Walk(m)
 	}
 	return ok
 }
 
-// lookup returns the decision remembered for an input that agrees with in
-// on everything that decision depended on.
-func (ds *decisions) lookup(in ast.Value) (Decision, bool) {
+// lookup returns the decision remembered for an input v (built from in)
+// that agrees with it on everything that decision depended on, and passes
+// the engine's own check of a decision against the input.
+func (ds *decisions) lookup(v ast.Value, in *Input) (Decision, bool) {
 	ds.mu.RLock()
 	defer ds.mu.RUnlock()
 	for _, sh := range ds.shapes {
-		values, h := sh.read(in)
+		values, h := sh.read(v)
 		for _, e := range sh.byHash[h] {
-			if sameValues(e.values, values) {
+			if sameValues(e.values, values) && (!e.grant || checkGrant(in, e.d.Grant) == nil) {
 				ds.hits.Add(1)
 				return e.d.clone(), true
 			}
@@ -132,8 +140,9 @@ func (ds *decisions) tracer() *ruleTracer {
 	return &ruleTracer{rules: make(map[*ast.Rule]bool)}
 }
 
-// add remembers d, decided for in by an evaluation that t traced.
-func (ds *decisions) add(in ast.Value, t *ruleTracer, d Decision) {
+// add remembers d, decided for v (built from in) by an evaluation that t
+// traced.
+func (ds *decisions) add(v ast.Value, in *Input, t *ruleTracer, d Decision) {
 	for _, ref := range t.indexed {
 		for _, r := range ds.compiler.GetRulesDynamicWithOpts(ref, ast.RulesOptions{}) {
 			t.rules[r] = true
@@ -144,11 +153,6 @@ func (ds *decisions) add(in ast.Value, t *ruleTracer, d Decision) {
 	var paths []inputPath
 	for r := range t.rules {
 		paths = append(paths, ds.ruleDeps(r)...)
-	}
-	if d.Grant != "" {
-		// The engine checks in Go that the grant is one of input.grants,
-		// whether or not the policy read them: so does the memo.
-		paths = append(paths, inputPath{"grants"})
 	}
 	paths = minimalPaths(paths)
 	for _, p := range paths {
@@ -168,13 +172,17 @@ func (ds *decisions) add(in ast.Value, t *ruleTracer, d Decision) {
 		}
 		ds.entries = 0
 	}
-	values, h := sh.read(in)
+	values, h := sh.read(v)
 	for _, e := range sh.byHash[h] {
 		if sameValues(e.values, values) {
 			return // learnt meanwhile by another call
 		}
 	}
-	sh.byHash[h] = append(sh.byHash[h], memoEntry{values: values, d: d.clone()})
+	// A decision without a grant passed checkGrant only if it named the
+	// grant "" and the input held a grant with that id: check it again
+	// then, rather than tell the two apart.
+	grant := d.Grant != "" || checkGrant(in, "") == nil
+	sh.byHash[h] = append(sh.byHash[h], memoEntry{values: values, d: d.clone(), grant: grant})
 	ds.entries++
 }
 

@@ -138,10 +138,14 @@ func TestRememberedDecisionsAgreeWithEvaluation(t *testing.T) {
 // time, is never remembered.
 func TestImpurePoliciesAreNotRemembered(t *testing.T) {
 	for name, body := range map[string]string{
-		"print":        `decision := {"action": "allow"} if { print(input.tool.name) }`,
-		"with":         `decision := d if { d := inner with input.tool.name as "x" }` + "\ninner := {\"action\": \"allow\"}",
-		"clock":        `decision := {"action": "allow"} if { [ok, _, _] := io.jwt.decode_verify("x", {"secret": "s"}); not ok }`,
-		"random bytes": `decision := {"action": "allow", "reason": io.jwt.encode_sign({"alg": "ES256"}, {}, {})}`,
+		"print":              `decision := {"action": "allow"} if { print(input.tool.name) }`,
+		"with":               `decision := d if { d := inner with input.tool.name as "x" }` + "\ninner := {\"action\": \"allow\"}",
+		"clock":              `decision := {"action": "allow"} if { [ok, _, _] := io.jwt.decode_verify("x", {"secret": "s"}); not ok }`,
+		"random bytes":       `decision := {"action": "allow", "reason": io.jwt.encode_sign({"alg": "ES256"}, {}, {})}`,
+		"trace":              `decision := {"action": "allow"} if { trace(input.tool.name) }`,
+		"wall clock":         `decision := {"action": "allow"} if { [ok, _] := crypto.x509.parse_and_verify_certificates("x"); not ok }`,
+		"in a comprehension": `decision := {"action": "allow", "reason": sprintf("%v", [[ok | some t in input.arguments; [ok, _, _] := io.jwt.decode_verify(t, {"secret": "s"})]])}`,
+		"in a function":      `decision := {"action": "allow"} if f(input.tool.name)` + "\nf(x) if { print(x) }",
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := engineFor(t, map[string]string{"airlock.rego": "package airlock\n\n" + body + "\n"}, Options{})
@@ -149,6 +153,32 @@ func TestImpurePoliciesAreNotRemembered(t *testing.T) {
 				t.Error("the policy's decisions would be remembered")
 			}
 		})
+	}
+}
+
+// A policy calling only pure built-ins, its own functions, and built-ins
+// that need the evaluation only to stop or cache, is remembered.
+func TestPurePoliciesAreRemembered(t *testing.T) {
+	e := engineFor(t, map[string]string{"airlock.rego": `package airlock
+
+decision := {"action": "allow", "reason": concat(",", [lower(input.tool.name), f(input.arguments.path)])} if {
+	regex.match("^/srv", input.arguments.path)
+	glob.match("/srv/**", ["/"], input.arguments.path)
+	count([x | some x in numbers.range(1, 3)]) == 3
+}
+
+f(p) := replace(p, "/srv", "")
+`}, Options{})
+	if e.cur.Load().decisions == nil {
+		t.Fatal("the policy's decisions are not remembered")
+	}
+	for range 2 {
+		if d := e.Decide(t.Context(), call()); d.Action != Allow || d.Reason != "write_file,/data/report.txt" {
+			t.Fatalf("decision %+v", d)
+		}
+	}
+	if hits := e.cur.Load().decisions.hits.Load(); hits != 1 {
+		t.Errorf("%d hits, want 1", hits)
 	}
 }
 
@@ -277,5 +307,41 @@ decision := {"action": "allow", "grant": "g1"}
 	in.Grants = nil
 	if d := e.Decide(t.Context(), in); d.Action != Deny {
 		t.Errorf("without the grant: %+v, want the malformed decision denied", d)
+	}
+}
+
+// The memo checks the grant a remembered decision names, as the engine
+// does, instead of depending on all of input.grants: a call that holds the
+// grant among others gets the remembered decision; one without it does not.
+func TestRememberedGrantDecisionsCheckTheGrant(t *testing.T) {
+	e := engineFor(t, map[string]string{"airlock.rego": `package airlock
+
+decision := {"action": "allow", "grant": "g1"} if input.tool.name == "write_file"
+else := {"action": "allow", "grant": ""}
+`}, Options{})
+	g := func(id string) Grant {
+		return Grant{ID: id, Scope: ScopeTool, CreatedBy: "bob", ExpiresAt: callTime.Add(time.Hour)}
+	}
+	for i, c := range []struct {
+		tool   string
+		grants []Grant
+		want   Action
+	}{
+		{"write_file", []Grant{g("g1")}, Allow},
+		{"write_file", []Grant{g("g2"), g("g1")}, Allow}, // remembered
+		{"write_file", []Grant{g("g2")}, Deny},
+		{"write_file", nil, Deny},
+		// A grant named "" passes only for an input holding one with that id.
+		{"read_file", []Grant{g("")}, Allow},
+		{"read_file", []Grant{g("g1")}, Deny},
+	} {
+		in := call()
+		in.Tool.Name, in.Grants = c.tool, c.grants
+		if d := e.Decide(t.Context(), in); d.Action != c.want {
+			t.Errorf("call %d: %+v, want %s", i, d, c.want)
+		}
+	}
+	if hits := e.cur.Load().decisions.hits.Load(); hits != 1 {
+		t.Errorf("%d hits, want 1", hits)
 	}
 }

@@ -253,7 +253,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 	}
 	var tracer *ruleTracer
 	if rev.decisions != nil {
-		if d, ok := rev.decisions.lookup(v); ok {
+		if d, ok := rev.decisions.lookup(v, in); ok {
 			return e.decided(ctx, rev, id, d)
 		}
 		tracer = rev.decisions.tracer()
@@ -281,7 +281,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision) {
 		return e.failClosed(rev, id, kind, j.err)
 	}
 	if tracer != nil {
-		rev.decisions.add(v, tracer, j.d)
+		rev.decisions.add(v, in, tracer, j.d)
 	}
 	return e.decided(ctx, rev, id, j.d)
 }

@@ -21,40 +21,6 @@ import (
 	airlockrego "github.com/airlock-mcp/airlock/rego"
 )
 
-// removedBuiltins are the built-ins a policy may not call. A policy judges
-// one call from its input and its own files; nothing else may reach it and
-// it may reach nothing, so a decision can be replayed from the audit record.
-var removedBuiltins = []string{
-	"http.send",   // network
-	"net.",        // net.lookup_ip_addr does DNS; the CIDR helpers go too, so the rule is simply "no net.*"
-	"opa.runtime", // environment variables and process config
-	// A schema's $ref may point at http:// or file:// URLs, and
-	// input.tool.input_schema comes from the (untrusted) server.
-	"json.match_schema",
-	"json.verify_schema",
-	// Decisions must depend only on the input: input.time is the clock, and
-	// there is no source of randomness.
-	"time.now_ns",
-	"rand.intn",
-	"uuid.rfc4122",
-}
-
-// capabilities are OPA's for this version minus removedBuiltins. Every
-// compile of a policy (the engine, check, test) uses them, so a policy that
-// passes `airlock policy test` cannot fail to load for lack of a built-in.
-func capabilities() *ast.Capabilities {
-	caps := ast.CapabilitiesForThisVersion()
-	caps.Builtins = slices.DeleteFunc(caps.Builtins, func(b *ast.Builtin) bool {
-		for _, name := range removedBuiltins {
-			if b.Name == name || (strings.HasSuffix(name, ".") && strings.HasPrefix(b.Name, name)) {
-				return true
-			}
-		}
-		return false
-	})
-	return caps
-}
-
 // source is where policy files come from: a directory or the embedded library.
 type source struct {
 	fsys fs.FS  // nil for a directory on disk
