@@ -25,6 +25,12 @@ var ErrNotFound = errors.New("not found")
 //     (AuditRecord.Seal) in the transaction that appends it, with sequence
 //     numbers 1, 2, 3… without gaps. Once stored, the caller's record is
 //     sealed in place too, so the caller learns its sequence number.
+//   - Every change to an approval that is stored (CreateApproval, and an
+//     UpdateApproval whose fn succeeded) is announced to the functions
+//     given to WatchApprovals, once it is durable and before the method
+//     that made it returns; a change that is not stored is announced to
+//     nobody. Through it a held call can learn that its approval was
+//     decided, whoever decided it.
 //   - Methods are safe for concurrent use; returned values are copies the
 //     caller may keep and change.
 type Store interface {
@@ -40,6 +46,20 @@ type Store interface {
 	Approval(ctx context.Context, id string) (*Approval, error)
 	// Approvals lists approvals, newest first.
 	Approvals(ctx context.Context, q ApprovalQuery) ([]*Approval, error)
+	// WatchApprovals calls f with the approval as stored after every
+	// change to an approval (CreateApproval and UpdateApproval) by any
+	// writer that shares the store, until ctx is done. It returns at once.
+	// For a change made through this Store value, f has been called
+	// before the method that made the change returns. Calls for one
+	// approval come in the order of its changes. f must return quickly
+	// and must not call the store (implementations may call it with locks
+	// held, in the goroutine that commits). f gets a copy it may keep.
+	//
+	// Once ctx is done, f is not called again; a call already under way
+	// may still finish. WatchApprovals returns an error, and watches
+	// nothing, when the store is closed or f is nil; closing the store
+	// ends every watch.
+	WatchApprovals(ctx context.Context, f func(*Approval)) error
 
 	// AppendAudit appends records to the audit log in order.
 	AppendAudit(ctx context.Context, recs ...*AuditRecord) error

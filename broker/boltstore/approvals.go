@@ -22,6 +22,37 @@ var approvals = kind[broker.Approval]{
 	live: func(a *broker.Approval) (time.Time, bool) {
 		return a.ExpiresAt, a.Status == broker.StatusPending
 	},
+	stored: (*Store).publish,
+}
+
+// publish announces a stored approval to the watchers. It runs in the
+// writer goroutine, which commits one write at a time, so one approval's
+// changes are announced in the order they were committed.
+func (s *Store) publish(data []byte) {
+	if err := s.feed.Publish(data); err != nil {
+		s.log.Error("announcing a stored approval failed", "err", err)
+	}
+}
+
+// WatchApprovals calls f with the approval as stored after every change to
+// an approval, until ctx is done. f runs in the writer goroutine, after
+// the change is on disk and before the caller that made it is released:
+// every other write waits while it runs, and it must not call the store
+// (it would wait for itself). A write that fails, or whose transaction is
+// rolled back, is announced to nobody.
+//
+// The file is locked to one process, so every writer goes through this
+// Store value and every change reaches f.
+func (s *Store) WatchApprovals(ctx context.Context, f func(*broker.Approval)) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return errClosed
+	}
+	if err := s.feed.Watch(ctx, f); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
+	}
+	return nil
 }
 
 // CreateApproval stores a new approval and appends rec (if not nil) to the

@@ -27,6 +27,18 @@ type kind[T any] struct {
 	// live reports whether the record belongs in the index, and its
 	// expiry.
 	live func(*T) (expires time.Time, ok bool)
+	// stored, if set, announces a record's stored encoding once the write
+	// that changed it is durable (see write.stored).
+	stored func(s *Store, data []byte)
+}
+
+// writeKind runs apply as s.write does, then k.stored with the record's
+// encoding as apply left it, when k has one.
+func writeKind[T any](ctx context.Context, s *Store, k kind[T], apply func(*txn) error, data *[]byte) error {
+	if k.stored == nil {
+		return s.write(ctx, apply)
+	}
+	return s.writeThen(ctx, apply, func() { k.stored(s, *data) })
 }
 
 // indexKey is a live record's key in its index: its expiry, so that the
@@ -60,7 +72,7 @@ func create[T any](ctx context.Context, s *Store, k kind[T], v *T, rec *broker.A
 	}
 	index := k.indexKey(v)
 	var sealed []entry
-	err = s.write(ctx, func(t *txn) error {
+	err = writeKind(ctx, s, k, func(t *txn) error {
 		b := t.Bucket(k.bucket)
 		if b.Get([]byte(id)) != nil {
 			return fmt.Errorf("boltstore: %s %s already exists", k.name, id)
@@ -78,7 +90,7 @@ func create[T any](ctx context.Context, s *Store, k kind[T], v *T, rec *broker.A
 			}
 		}
 		return t.putAudit(sealed)
-	})
+	}, &data)
 	if err != nil {
 		return err
 	}
@@ -103,7 +115,7 @@ func update[T any](ctx context.Context, s *Store, k kind[T], id string, fn func(
 		rec    *broker.AuditRecord
 		sealed []entry
 	)
-	err := s.write(ctx, func(t *txn) error {
+	err := writeKind(ctx, s, k, func(t *txn) error {
 		b := t.Bucket(k.bucket)
 		old := b.Get(key)
 		if old == nil {
@@ -145,7 +157,7 @@ func update[T any](ctx context.Context, s *Store, k kind[T], id string, fn func(
 			}
 		}
 		return t.putAudit(sealed)
-	})
+	}, &data)
 	if err != nil {
 		return nil, err
 	}

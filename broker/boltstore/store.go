@@ -100,6 +100,8 @@ type Store struct {
 	headKnown bool
 	journal   *journal
 	journaled atomic.Int64 // records in the journal, for readers
+
+	feed broker.ApprovalFeed // published to by the writer goroutine
 }
 
 var _ broker.Store = (*Store)(nil)
@@ -206,6 +208,7 @@ func (s *Store) Close() error {
 	close(s.writes)
 	s.mu.Unlock()
 	<-s.done
+	s.feed.Close()
 	var errs []error
 	if len(s.journal.pending) > 0 {
 		if _, err := s.try(nil); err != nil {

@@ -338,6 +338,10 @@ func TestPanicInUpdate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var statuses []broker.Status
+	if err := s.WatchApprovals(ctx, func(a *broker.Approval) { statuses = append(statuses, a.Status) }); err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	var recovered any
 	wg.Go(func() {
@@ -365,6 +369,9 @@ func TestPanicInUpdate(t *testing.T) {
 	}
 	if _, err := s.UpdateApproval(ctx, "01B", approve("bob")); err != nil {
 		t.Errorf("the store after a panic: %v", err)
+	}
+	if !slices.Equal(statuses, []broker.Status{broker.StatusApproved}) {
+		t.Errorf("announced %v, want only 01B's approval: not the panicking update", statuses)
 	}
 	if v, err := s.VerifyAudit(ctx); err != nil || !v.OK || v.Records != 9 {
 		t.Errorf("VerifyAudit = %+v, %v", v, err)
@@ -406,8 +413,17 @@ func TestSpoiledWriteRetried(t *testing.T) {
 	appendAlone("before")
 	first, second := appendOne("first"), appendOne("second")
 	group := []*write{first, clean, half, second}
+	// Each write's stored hook runs once if it committed, never if it did
+	// not: not for the rolled-back try, not for the writes that failed.
+	stored := make([]int, len(group))
+	for i, w := range group {
+		w.stored = func() { stored[i]++ }
+	}
 	s.commit(slices.Clone(group))
 	appendAlone("after")
+	if !slices.Equal(stored, []int{1, 0, 0, 1}) {
+		t.Errorf("stored hooks of first, clean, half, second ran %v times, want [1 0 0 1]", stored)
+	}
 
 	for i, w := range group {
 		select {
@@ -446,12 +462,50 @@ func TestSpoiledWriteRetried(t *testing.T) {
 	}
 }
 
+// TestFailedCommitAnnouncesNothing fails a group's commit after its writes
+// applied, as a failed sync would: no write is announced, and each gets the
+// commit's error.
+func TestFailedCommitAnnouncesNothing(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
+	var announced int
+	good := &write{done: make(chan struct{}), stored: func() { announced++ }, apply: func(t *txn) error {
+		return put(t.Bucket(bucketTools), []byte("good"), []byte("{}"))
+	}}
+	// Rolling the transaction back behind the writer's back makes its
+	// commit fail.
+	saboteur := &write{done: make(chan struct{}), stored: func() { announced++ }, apply: func(t *txn) error {
+		return t.Rollback()
+	}}
+	s.commit([]*write{good, saboteur})
+	if good.err == nil || saboteur.err == nil {
+		t.Fatalf("writes of a failed commit got %v, %v; want the commit's error", good.err, saboteur.err)
+	}
+	if announced != 0 {
+		t.Errorf("a failed commit announced %d writes", announced)
+	}
+	// The writer goes on.
+	again := &write{done: make(chan struct{}), stored: func() { announced++ }, apply: good.apply}
+	s.commit([]*write{again})
+	if again.err != nil || announced != 1 {
+		t.Errorf("the next commit: %v, %d announced; want it committed and announced", again.err, announced)
+	}
+}
+
 // TestSpoiledWriteAmongCallers does the same through the API: a create
 // that bbolt refuses fails alone.
 func TestSpoiledWriteAmongCallers(t *testing.T) {
 	ctx := t.Context()
 	s := openTest(t, filepath.Join(t.TempDir(), "airlock.db"))
 	huge := strings.Repeat("X", bolt.MaxKeySize+1)
+	var mu sync.Mutex
+	announced := map[string]int{}
+	if err := s.WatchApprovals(ctx, func(a *broker.Approval) {
+		mu.Lock()
+		announced[a.ID]++
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, 16)
 	start := make(chan struct{})
@@ -474,6 +528,17 @@ func TestSpoiledWriteAmongCallers(t *testing.T) {
 	}
 	if v, err := s.VerifyAudit(ctx); err != nil || !v.OK || v.Records != 15 {
 		t.Errorf("VerifyAudit = %+v, %v; want 15 good records", v, err)
+	}
+	// The good creates may have shared a rolled-back transaction with the
+	// spoiling one: each is announced once all the same, and it never.
+	for i := range errs {
+		id, want := fmt.Sprintf("01A%02d", i), 1
+		if i == 7 {
+			id, want = huge, 0
+		}
+		if announced[id] != want {
+			t.Errorf("create %d announced %d times, want %d", i, announced[id], want)
+		}
 	}
 }
 

@@ -20,6 +20,9 @@ type MemStore struct {
 	lastHash  string
 	tools     map[[2]string][]byte
 	closed    bool
+	// feed is published to under mu, so that one approval's changes
+	// reach the watchers in the order they were made.
+	feed broker.ApprovalFeed
 }
 
 // NewMemStore returns an empty store.
@@ -129,6 +132,7 @@ func (m *MemStore) CreateApproval(_ context.Context, a *broker.Approval, rec *br
 		return err
 	}
 	m.appendIf(rec)
+	m.publish(a.ID)
 	return nil
 }
 
@@ -143,7 +147,28 @@ func (m *MemStore) UpdateApproval(_ context.Context, id string, fn func(*broker.
 		return nil, err
 	}
 	m.appendIf(rec)
+	m.publish(id)
 	return a, nil
+}
+
+// publish announces the stored approval id to the watchers. The store
+// encoded it itself, so it decodes.
+func (m *MemStore) publish(id string) {
+	if err := m.feed.Publish(m.approvals.rows[id]); err != nil {
+		panic(fmt.Sprintf("brokertest: %v", err))
+	}
+}
+
+// WatchApprovals calls f after every stored change to an approval, with
+// the store's lock held, until ctx is done. Every user of this MemStore
+// value shares the feed, as processes share a database.
+func (m *MemStore) WatchApprovals(ctx context.Context, f func(*broker.Approval)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	return m.feed.Watch(ctx, f)
 }
 
 func (m *MemStore) Approval(_ context.Context, id string) (*broker.Approval, error) {
@@ -292,5 +317,6 @@ func (m *MemStore) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
+	m.feed.Close()
 	return nil
 }

@@ -1,6 +1,7 @@
 package brokertest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,34 +30,43 @@ type StoreOptions struct {
 // closes it when it ends.
 func TestStore(t *testing.T, open func(t *testing.T) broker.Store, opts StoreOptions) {
 	tests := map[string]func(t *testing.T, s broker.Store){
-		"approval/create_and_get":           testCreateAndGet,
-		"approval/not_found":                testNotFound,
-		"approval/duplicate_refused":        testDuplicate,
-		"approval/values_are_copies":        testCopies,
-		"update/stores_change_and_record":   testUpdate,
-		"update/error_stores_nothing":       testUpdateError,
-		"update/compare_and_set_race":       testCompareAndSet,
-		"update/no_lost_updates":            testNoLostUpdates,
-		"update/different_approvals":        testDifferentApprovals,
-		"list/newest_first":                 testListNewestFirst,
-		"list/filters":                      testListFilters,
-		"list/pending_follows_updates":      testListPending,
-		"list/pages":                        testListPages,
-		"list/default_limit":                testListDefaultLimit,
-		"audit/seal_and_chain":              testAuditChain,
-		"audit/queries":                     testAuditQueries,
-		"audit/default_limit":               testAuditDefaultLimit,
-		"audit/concurrent_appends":          testAuditConcurrent,
-		"audit/empty":                       testAuditEmpty,
-		"tools/first_wins":                  testToolFirstWins,
-		"tools/keys_do_not_collide":         testToolKeys,
-		"tools/concurrent_first_sightings":  testToolConcurrent,
-		"close/refuses_writes":              testClose,
-		"close/concurrent_writers_finish":   testCloseWhileWriting,
-		"update/record_of_failed_fn_absent": testFailedAmongMany,
-		"grant/create_get_update":           testGrantLifecycle,
-		"grant/list_active_and_filters":     testGrantList,
-		"grant/use_count_race":              testGrantUseRace,
+		"approval/create_and_get":              testCreateAndGet,
+		"approval/not_found":                   testNotFound,
+		"approval/duplicate_refused":           testDuplicate,
+		"approval/values_are_copies":           testCopies,
+		"update/stores_change_and_record":      testUpdate,
+		"update/error_stores_nothing":          testUpdateError,
+		"update/compare_and_set_race":          testCompareAndSet,
+		"update/no_lost_updates":               testNoLostUpdates,
+		"update/different_approvals":           testDifferentApprovals,
+		"list/newest_first":                    testListNewestFirst,
+		"list/filters":                         testListFilters,
+		"list/pending_follows_updates":         testListPending,
+		"list/pages":                           testListPages,
+		"list/default_limit":                   testListDefaultLimit,
+		"audit/seal_and_chain":                 testAuditChain,
+		"audit/queries":                        testAuditQueries,
+		"audit/default_limit":                  testAuditDefaultLimit,
+		"audit/concurrent_appends":             testAuditConcurrent,
+		"audit/empty":                          testAuditEmpty,
+		"tools/first_wins":                     testToolFirstWins,
+		"tools/keys_do_not_collide":            testToolKeys,
+		"tools/concurrent_first_sightings":     testToolConcurrent,
+		"close/refuses_writes":                 testClose,
+		"close/concurrent_writers_finish":      testCloseWhileWriting,
+		"update/record_of_failed_fn_absent":    testFailedAmongMany,
+		"grant/create_get_update":              testGrantLifecycle,
+		"grant/list_active_and_filters":        testGrantList,
+		"grant/use_count_race":                 testGrantUseRace,
+		"watch/creates_and_updates":            testWatchChanges,
+		"watch/seen_before_the_writer_returns": testWatchBeforeReturn,
+		"watch/failures_announce_nothing":      testWatchFailures,
+		"watch/several_watchers":               testWatchSeveral,
+		"watch/cancel_stops_calls":             testWatchCancel,
+		"watch/order_of_one_approval":          testWatchOrder,
+		"watch/values_are_copies":              testWatchCopies,
+		"watch/two_users_of_one_store":         testWatchTwoUsers,
+		"watch/refused_when_closed_or_nil":     testWatchRefused,
 	}
 	for _, name := range slices.Sorted(maps.Keys(tests)) {
 		t.Run(name, func(t *testing.T) {
@@ -1227,4 +1237,410 @@ func testGrantUseRace(t *testing.T, s broker.Store) {
 	if ok.Load() != 5 || got.Uses != 5 || len(allAudit(t, s)) != 5 {
 		t.Errorf("%d uses granted, %d counted, %d audited; want 5 each", ok.Load(), got.Uses, len(allAudit(t, s)))
 	}
+}
+
+// recorder keeps what a WatchApprovals function was given, and signals each
+// call on calls when that is not nil.
+type recorder struct {
+	mu    sync.Mutex
+	seen  []*broker.Approval
+	calls chan *broker.Approval
+}
+
+func (r *recorder) f(a *broker.Approval) {
+	r.mu.Lock()
+	r.seen = append(r.seen, a)
+	r.mu.Unlock()
+	if r.calls != nil {
+		r.calls <- a
+	}
+}
+
+func (r *recorder) got() []*broker.Approval {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.seen)
+}
+
+func watch(t *testing.T, ctx context.Context, s broker.Store) *recorder {
+	t.Helper()
+	r := &recorder{}
+	if err := s.WatchApprovals(ctx, r.f); err != nil {
+		t.Fatalf("WatchApprovals: %v", err)
+	}
+	return r
+}
+
+// expectSeen checks that r was called exactly with want, in order, by the
+// values' encodings.
+func expectSeen(t *testing.T, what string, r *recorder, want ...*broker.Approval) {
+	t.Helper()
+	got := r.got()
+	if len(got) != len(want) {
+		t.Fatalf("%s: the watcher was called %d times, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		sameJSON(t, fmt.Sprintf("%s: call %d", what, i+1), got[i], want[i])
+	}
+}
+
+// A watcher sees every create and update with the approval as stored, and
+// has seen it by the time the method that made the change returns: no
+// waiting here. Grants, audit appends and tool sightings are not
+// approvals and are not announced.
+func testWatchChanges(t *testing.T, s broker.Store) {
+	ctx := t.Context()
+	r := watch(t, ctx, s)
+	a := newApproval(1)
+	create(t, s, a, heldRecord(a))
+	stored := get(t, s, a.ID)
+	expectSeen(t, "after CreateApproval", r, stored)
+
+	decided, err := s.UpdateApproval(ctx, a.ID, decide("bob", broker.StatusApproved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, "decided approval as stored", get(t, s, a.ID), decided)
+	expectSeen(t, "after UpdateApproval", r, stored, decided)
+
+	released, err := s.UpdateApproval(ctx, a.ID, func(a *broker.Approval) (*broker.AuditRecord, error) {
+		a.ReleasedAt = t0.Add(2 * time.Minute)
+		return nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectSeen(t, "after an update without a record", r, stored, decided, released)
+
+	g := newGrant(1, "write_file")
+	if err := s.CreateGrant(ctx, g, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateGrant(ctx, g.ID, func(g *broker.Grant) (*broker.AuditRecord, error) {
+		g.Uses++
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	appendAudit(t, s, &broker.AuditRecord{Time: t0, Event: broker.EventAllowed})
+	seen(t, s, "fs", "write_file", "sha256:1")
+	expectSeen(t, "after changes to other things than approvals", r, stored, decided, released)
+}
+
+// Writers racing on many approvals (which a store may commit together)
+// each find their change announced when their call returns.
+func testWatchBeforeReturn(t *testing.T, s broker.Store) {
+	const n = 24
+	var mu sync.Mutex
+	announced := map[string]string{} // approval id → who decided it, as announced
+	if err := s.WatchApprovals(t.Context(), func(a *broker.Approval) {
+		mu.Lock()
+		announced[a.ID] = a.DecidedBy
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		create(t, s, newApproval(i), nil)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			who := fmt.Sprint("approver-", i)
+			<-start
+			if _, err := s.UpdateApproval(t.Context(), approvalID(i), decide(who, broker.StatusApproved)); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			got := announced[approvalID(i)]
+			mu.Unlock()
+			if got != who {
+				t.Errorf("UpdateApproval(%s) returned before its change was announced (announced: decided by %q)", approvalID(i), got)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+}
+
+// A change that is not stored is announced to nobody: an fn that fails
+// (alone or among good updates), an unknown id, a duplicate create, a
+// compare-and-set that loses, a closed store.
+func testWatchFailures(t *testing.T, s broker.Store) {
+	ctx := t.Context()
+	r := watch(t, ctx, s)
+	a := newApproval(1)
+	create(t, s, a, nil)
+	want := []*broker.Approval{get(t, s, a.ID)}
+
+	errNo := errors.New("no")
+	if _, err := s.UpdateApproval(ctx, a.ID, func(a *broker.Approval) (*broker.AuditRecord, error) {
+		a.Status, a.DecidedBy = broker.StatusDenied, "mallory"
+		return &broker.AuditRecord{Time: t0, Event: broker.EventRejected, ApprovalID: a.ID}, errNo
+	}); !errors.Is(err, errNo) {
+		t.Fatalf("failing fn: %v", err)
+	}
+	if _, err := s.UpdateApproval(ctx, approvalID(99), decide("bob", broker.StatusApproved)); !errors.Is(err, broker.ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+	dup := newApproval(1)
+	dup.Tool = "delete_file"
+	if err := s.CreateApproval(ctx, dup, nil); err == nil {
+		t.Fatal("a duplicate create succeeded")
+	}
+	expectSeen(t, "after three failed changes", r, want...)
+
+	decided, err := s.UpdateApproval(ctx, a.ID, decide("bob", broker.StatusApproved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, decided)
+	if _, err := s.UpdateApproval(ctx, a.ID, decide("carol", broker.StatusDenied)); err == nil {
+		t.Fatal("a second decision succeeded")
+	}
+	expectSeen(t, "after a lost compare-and-set", r, want...)
+
+	// Failures among good updates, which a store may commit together.
+	const n = 24
+	for i := 2; i < n+2; i++ {
+		create(t, s, newApproval(i), nil)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 2; i < n+2; i++ {
+		wg.Go(func() {
+			<-start
+			s.UpdateApproval(ctx, approvalID(i), func(a *broker.Approval) (*broker.AuditRecord, error) {
+				rec, _ := decide(fmt.Sprint("approver-", i), broker.StatusApproved)(a)
+				if i%3 == 0 {
+					return rec, errNo
+				}
+				return rec, nil
+			})
+		})
+	}
+	close(start)
+	wg.Wait()
+	decisions := map[string]int{}
+	for _, a := range r.got()[len(want):] {
+		if a.Status != broker.StatusPending {
+			decisions[a.ID]++
+		}
+	}
+	for i := 2; i < n+2; i++ {
+		id, wantN := approvalID(i), 1
+		if i%3 == 0 {
+			wantN = 0
+		}
+		if decisions[id] != wantN {
+			t.Errorf("approval %s: its decision was announced %d times, want %d", id, decisions[id], wantN)
+		}
+	}
+
+	before := len(r.got())
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.CreateApproval(ctx, newApproval(100), nil)
+	s.UpdateApproval(ctx, approvalID(2), decide("bob", broker.StatusDenied))
+	if after := len(r.got()); after != before {
+		t.Errorf("writes to a closed store were announced %d times", after-before)
+	}
+}
+
+// Several watchers each see every change, each with its own copy.
+func testWatchSeveral(t *testing.T, s broker.Store) {
+	ctx := t.Context()
+	rs := []*recorder{watch(t, ctx, s), watch(t, ctx, s), watch(t, ctx, s)}
+	var want []*broker.Approval
+	for i := range 3 {
+		create(t, s, newApproval(i), nil)
+		want = append(want, get(t, s, approvalID(i)))
+	}
+	for i := range 3 {
+		a, err := s.UpdateApproval(ctx, approvalID(i), decide("bob", broker.StatusApproved))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, a)
+	}
+	for _, a := range rs[0].got() {
+		a.Status, a.Arguments[2], a.Messages["slack"] = broker.StatusWithdrawn, 'X', nil
+	}
+	for i, r := range rs[1:] {
+		expectSeen(t, fmt.Sprintf("watcher %d, after watcher 0 changed its copies", i+1), r, want...)
+	}
+}
+
+// Once its context is done, a watcher is called no more; the others go on.
+func testWatchCancel(t *testing.T, s broker.Store) {
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := watch(t, ctx, s)
+	goingOn := watch(t, t.Context(), s)
+	done, cancelDone := context.WithCancel(t.Context())
+	cancelDone()
+	never := watch(t, done, s)
+
+	create(t, s, newApproval(1), nil)
+	first := get(t, s, approvalID(1))
+	expectSeen(t, "before cancelling", stopped, first)
+	cancel()
+	create(t, s, newApproval(2), nil)
+	decided, err := s.UpdateApproval(t.Context(), approvalID(1), decide("bob", broker.StatusApproved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectSeen(t, "the cancelled watcher", stopped, first)
+	expectSeen(t, "the other watcher", goingOn, first, get(t, s, approvalID(2)), decided)
+	expectSeen(t, "a watcher whose context was done from the start", never)
+}
+
+// One approval's changes are announced in the order they were made, however
+// many writers race, on several approvals at once.
+func testWatchOrder(t *testing.T, s broker.Store) {
+	const approvals, votes = 3, 16
+	r := watch(t, t.Context(), s)
+	for i := range approvals {
+		a := newApproval(i)
+		a.Decision.Quorum = votes + 1
+		create(t, s, a, nil)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range approvals {
+		for v := range votes {
+			wg.Go(func() {
+				<-start
+				if _, err := s.UpdateApproval(t.Context(), approvalID(i), func(a *broker.Approval) (*broker.AuditRecord, error) {
+					a.Votes = append(a.Votes, broker.Vote{Approver: fmt.Sprint("approver-", v), Verdict: broker.Approve, At: t0})
+					return nil, nil
+				}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	close(start)
+	wg.Wait()
+	counts := map[string][]int{} // approval id → the number of votes, as announced
+	for _, a := range r.got() {
+		counts[a.ID] = append(counts[a.ID], len(a.Votes))
+	}
+	want := make([]int, votes+1)
+	for i := range want {
+		want[i] = i
+	}
+	for i := range approvals {
+		if got := counts[approvalID(i)]; !slices.Equal(got, want) {
+			t.Errorf("approval %s: announced with %v votes, want %v", approvalID(i), got, want)
+		}
+	}
+}
+
+// The value a watcher gets is its own: changing it, even in the bytes and
+// maps inside it, changes neither what is stored nor what the writer got.
+func testWatchCopies(t *testing.T, s broker.Store) {
+	ctx := t.Context()
+	r := watch(t, ctx, s)
+	a := newApproval(1)
+	create(t, s, a, nil)
+	updated, err := s.UpdateApproval(ctx, a.ID, func(a *broker.Approval) (*broker.AuditRecord, error) {
+		a.Note = "noted"
+		return nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := get(t, s, a.ID)
+	for _, got := range r.got() {
+		got.Arguments[2] = 'X'
+		got.Messages["slack"][1] = 'X'
+		got.Messages["web"] = json.RawMessage(`{}`)
+		got.Status, got.Note = broker.StatusDenied, "changed"
+		got.Votes = append(got.Votes, broker.Vote{Approver: "eve"})
+	}
+	sameJSON(t, "stored approval after changing the announced copies", get(t, s, a.ID), want)
+	sameJSON(t, "UpdateApproval's result after changing the announced copies", updated, want)
+	a.Note = "noted"
+	sameJSON(t, "CreateApproval's value after changing the announced copies", a, want)
+	again, err := s.UpdateApproval(ctx, a.ID, func(a *broker.Approval) (*broker.AuditRecord, error) { return nil, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, "what fn saw after changing the announced copies", again, want)
+}
+
+// Two users of one store, as two brokers sharing it would be (two
+// processes, once a store is shared): each learns of the other's changes.
+// A creates an approval and B, in a goroutine of its own, learns of it and
+// decides it; then the other way round. Since a change is announced before
+// the call that made it returns, nobody needs to wait for an announcement.
+func testWatchTwoUsers(t *testing.T, s broker.Store) {
+	type user struct {
+		name  string
+		calls chan *broker.Approval
+	}
+	users := []*user{{name: "a"}, {name: "b"}}
+	for _, u := range users {
+		u.calls = make(chan *broker.Approval, 16)
+		if err := s.WatchApprovals(t.Context(), (&recorder{calls: u.calls}).f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// next returns u's next announcement, or an empty approval if there
+	// is none yet.
+	next := func(u *user) *broker.Approval {
+		select {
+		case a := <-u.calls:
+			return a
+		default:
+			return &broker.Approval{}
+		}
+	}
+	for i, pair := range [][2]*user{{users[0], users[1]}, {users[1], users[0]}} {
+		asker, decider := pair[0], pair[1]
+		a := newApproval(i)
+		create(t, s, a, nil)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if got := next(decider); got.ID != a.ID || got.Status != broker.StatusPending {
+				t.Errorf("user %s was told of %q (%s), want pending %s", decider.name, got.ID, got.Status, a.ID)
+				return
+			}
+			if _, err := s.UpdateApproval(t.Context(), a.ID, decide(decider.name, broker.StatusApproved)); err != nil {
+				t.Error(err)
+			}
+			next(decider) // its own change
+		})
+		wg.Wait()
+		if got := next(asker); got.ID != a.ID || got.Status != broker.StatusPending {
+			t.Fatalf("user %s was told of %q (%s), want its own pending %s", asker.name, got.ID, got.Status, a.ID)
+		}
+		if got := next(asker); got.ID != a.ID || got.Status != broker.StatusApproved || got.DecidedBy != decider.name {
+			t.Errorf("user %s was told %q is %s by %q, want approved by %s", asker.name, got.ID, got.Status, got.DecidedBy, decider.name)
+		}
+		for _, u := range users {
+			if got := next(u); got.ID != "" {
+				t.Errorf("user %s was told of %s once more", u.name, got.ID)
+			}
+		}
+	}
+}
+
+// A nil function is refused, and so is a closed store; closing the store
+// ends the watches it had.
+func testWatchRefused(t *testing.T, s broker.Store) {
+	if err := s.WatchApprovals(t.Context(), nil); err == nil {
+		t.Error("WatchApprovals with a nil function succeeded")
+	}
+	r := watch(t, t.Context(), s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WatchApprovals(t.Context(), (&recorder{}).f); err == nil {
+		t.Error("WatchApprovals on a closed store succeeded")
+	}
+	expectSeen(t, "a watcher of a closed store", r)
 }

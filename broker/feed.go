@@ -1,0 +1,111 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// ApprovalFeed fans a store's approval changes out to the functions given
+// to WatchApprovals, so that every store keeps the contract's rules the
+// same way: each watcher gets its own copy, and one whose context is done
+// is called no more. A store calls Watch from WatchApprovals and Publish
+// for each change once it is stored, and Close when it closes. The zero
+// value is ready to use; it is safe for concurrent use.
+type ApprovalFeed struct {
+	mu       sync.Mutex
+	watchers []*approvalWatcher
+	closed   bool
+}
+
+type approvalWatcher struct {
+	ctx  context.Context
+	f    func(*Approval)
+	stop func() bool // unregisters the context.AfterFunc that removes it
+}
+
+// ErrFeedClosed is what Watch returns once the feed is closed.
+var ErrFeedClosed = errors.New("the approval feed is closed")
+
+// Watch adds f to the feed until ctx is done (so a ctx already done adds
+// nothing for long). A nil f, or a closed feed, is an error.
+func (fd *ApprovalFeed) Watch(ctx context.Context, f func(*Approval)) error {
+	if ctx == nil || f == nil {
+		return errors.New("WatchApprovals needs a context and a function")
+	}
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	if fd.closed {
+		return ErrFeedClosed
+	}
+	w := &approvalWatcher{ctx: ctx, f: f}
+	// Without changes to publish, nothing else would notice that ctx is
+	// done: the watcher and what f holds would stay until the store
+	// closes.
+	w.stop = context.AfterFunc(ctx, func() { fd.remove(w) })
+	fd.watchers = append(fd.watchers, w)
+	return nil
+}
+
+func (fd *ApprovalFeed) remove(w *approvalWatcher) {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	fd.watchers = slices.DeleteFunc(fd.watchers, func(x *approvalWatcher) bool { return x == w })
+}
+
+// Publish calls every watcher with its own copy of the approval whose
+// stored JSON encoding is data. It holds the feed's lock while the
+// watchers run, so a store that publishes one approval's changes in the
+// order it made them (under its own lock, or from its one committing
+// goroutine) delivers them in that order. A watcher whose context is done
+// is dropped without a call, so that none is called after its context
+// ended. Publish returns an error, having called nobody, only when data
+// does not decode.
+func (fd *ApprovalFeed) Publish(data []byte) error {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	if len(fd.watchers) == 0 {
+		return nil
+	}
+	first := new(Approval)
+	if err := json.Unmarshal(data, first); err != nil {
+		return fmt.Errorf("approval feed: decode: %w", err)
+	}
+	fd.watchers = slices.DeleteFunc(fd.watchers, func(w *approvalWatcher) bool {
+		if w.ctx.Err() != nil {
+			w.stop()
+			return true
+		}
+		// Each watcher gets a copy of its own: the first decoding, then
+		// fresh ones of the bytes that decoded without error.
+		a := first
+		if a == nil {
+			a = new(Approval)
+			json.Unmarshal(data, a)
+		}
+		first = nil
+		w.f(a)
+		return false
+	})
+	return nil
+}
+
+// Close drops every watcher; later Watch calls fail with ErrFeedClosed.
+func (fd *ApprovalFeed) Close() {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	for _, w := range fd.watchers {
+		w.stop()
+	}
+	fd.watchers, fd.closed = nil, true
+}
+
+// watching reports how many watchers the feed holds, for tests.
+func (fd *ApprovalFeed) watching() int {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	return len(fd.watchers)
+}
