@@ -86,6 +86,7 @@ type Broker struct {
 	audit  auditGuard
 
 	pool      pool.Pool     // goroutines for work on calls
+	stopWatch func()        // ends the watch of the store's changes
 	bg        background    // work that Close waits for
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -121,6 +122,14 @@ func New(opts Options) (*Broker, error) {
 		b.metrics = noMetrics{}
 	}
 	b.limits = newLimiter(opts.Limits, b.metrics)
+	// A held call learns its decision from the store, whoever made it:
+	// a vote here, or in another process sharing the store.
+	watch, stop := context.WithCancel(context.Background())
+	if err := opts.Store.WatchApprovals(watch, b.changed); err != nil {
+		stop()
+		return nil, fmt.Errorf("broker: watching the store's approvals: %w", err)
+	}
+	b.stopWatch = stop
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -201,6 +210,7 @@ func (b *Broker) Close() error {
 		}
 		b.live.mu.Unlock()
 		b.bg.Wait()
+		b.stopWatch()
 	})
 	return err
 }

@@ -287,7 +287,9 @@ func (b *Broker) end(id string, s Status, reason string, ev Event) {
 }
 
 // changed takes in an approval as the store now has it, whoever changed
-// it: when it has left pending, the calls waiting for it here wake up.
+// it: when it has left pending, the calls waiting for it here wake up. The
+// store's change feed calls it (Store.WatchApprovals), perhaps from its
+// writing goroutine with its locks held: it must not call the store.
 func (b *Broker) changed(a *Approval) {
 	b.live.mu.Lock()
 	defer b.live.mu.Unlock()
@@ -312,9 +314,8 @@ func (b *Broker) changed(a *Approval) {
 }
 
 // settled tells the channels (live views, notifiers' messages) about an
-// approval this broker changed.
+// approval this broker changed. Its waiters heard from the store already.
 func (b *Broker) settled(a *Approval) {
-	b.changed(a)
 	typ := "updated"
 	if a.Status != StatusPending {
 		typ = "decided"

@@ -340,3 +340,38 @@ func TestChangedToolCarriesFirstDefinition(t *testing.T) {
 		<-done
 	})
 }
+
+// A held call learns its decision from the store: a vote made by another
+// broker sharing the store (another process, as replicas will be) releases
+// it, and a denial there is what the caller reads.
+func TestDecisionThroughTheStoreReleases(t *testing.T) {
+	for _, tc := range []struct {
+		verdict broker.Verdict
+		want    string // the refusal; "" for released
+	}{
+		{broker.Approve, ""},
+		{broker.Deny, "The call to write was denied by bob: not today (ref "},
+	} {
+		t.Run(string(tc.verdict), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHoldHarness(t, broker.Options{HoldWait: -1})
+				other := brokertest.NewHarness(t, broker.Options{Store: h.Store})
+				done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+				a := h.Held()
+				other.Vote(a.ID, "bob", tc.verdict, "not today")
+				var o broker.Outcome
+				select {
+				case o = <-done:
+				case <-time.After(time.Hour): // fake time: passes only if nothing else can happen
+					t.Fatal("the held call never learnt of the decision made through the store")
+				}
+				if released(o) != (tc.want == "") || !strings.Contains(o.Refusal, tc.want) {
+					t.Fatalf("outcome %+v, want released %v, refusal %q", o, tc.want == "", tc.want)
+				}
+				if n := h.Broker.TrackedHolds(); n != 0 {
+					t.Errorf("%d decided approvals kept in memory", n)
+				}
+			})
+		})
+	}
+}
