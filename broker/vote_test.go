@@ -69,15 +69,6 @@ func (c *voteCore) get(id string) *broker.Approval {
 	return a
 }
 
-// failingGrants is a store that cannot store grants.
-type failingGrants struct{ broker.Store }
-
-var errDiskFull = errors.New("disk full")
-
-func (failingGrants) CreateGrant(context.Context, *broker.Grant, *broker.AuditRecord) error {
-	return errDiskFull
-}
-
 var exactGrant = &broker.GrantRequest{Scope: policy.ScopeExact, TTL: policy.Duration(time.Hour)}
 
 // Every refusal is one VoteError with its code, leaves the approval as it
@@ -181,11 +172,11 @@ func TestVoteQuorumCountsPeopleNotChannels(t *testing.T) {
 // When the grant cannot be stored, the vote still counted: the approval
 // comes back approved, with grant_not_stored, not a refusal.
 func TestVoteGrantNotStored(t *testing.T) {
-	c := newVoteCore(t, failingGrants{brokertest.NewMemStore()})
+	c := newVoteCore(t, brokertest.FailGrants(brokertest.NewMemStore()))
 	a := c.pending(nil)
 	got, err := c.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve, Grant: exactGrant})
 	ve, ok := errors.AsType[*broker.VoteError](err)
-	if !ok || ve.Code != broker.VoteGrantNotStored || ve.Ref == "" || !strings.Contains(ve.Msg, "approved, but the grant could not be stored (ref "+ve.Ref+")") || !errors.Is(err, errDiskFull) {
+	if !ok || ve.Code != broker.VoteGrantNotStored || ve.Ref == "" || !strings.Contains(ve.Msg, "approved, but the grant could not be stored (ref "+ve.Ref+")") || !errors.Is(err, brokertest.ErrDiskFull) {
 		t.Fatalf("err = %#v", err)
 	}
 	if got == nil || got.Status != broker.StatusApproved || got.GrantID != "" {
@@ -200,7 +191,7 @@ func TestVoteGrantNotStored(t *testing.T) {
 // The API maps each code to its status and says the code; a grant not
 // stored is a 500 that still carries the approved approval.
 func TestAPIVoteCodes(t *testing.T) {
-	store := &switchable{Store: brokertest.NewMemStore()}
+	store := &brokertest.FaultyStore{Store: brokertest.NewMemStore()}
 	c := newVoteCore(t, store)
 	srv := httptest.NewServer(c.b.APIHandler(testToken))
 	t.Cleanup(srv.Close)
@@ -245,24 +236,11 @@ func TestAPIVoteCodes(t *testing.T) {
 		})
 	}
 
-	store.failGrants.Store(true)
+	store.SetFailGrants(true)
 	a := c.pending(nil)
 	var body broker.VoteErrorBody
 	if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", `{"verdict":"approve","grant":{"scope":"exact","ttl":"1h"}}`, &body); code != 500 ||
 		body.Code != broker.VoteGrantNotStored || body.Approval == nil || body.Approval.Status != broker.StatusApproved || !strings.Contains(body.Error, "grant could not be stored") {
 		t.Errorf("grant not stored: %d %+v", code, body)
 	}
-}
-
-// switchable is a store whose grants can be made to fail.
-type switchable struct {
-	broker.Store
-	failGrants atomic.Bool
-}
-
-func (s *switchable) CreateGrant(ctx context.Context, g *broker.Grant, rec *broker.AuditRecord) error {
-	if s.failGrants.Load() {
-		return errDiskFull
-	}
-	return s.Store.CreateGrant(ctx, g, rec)
 }

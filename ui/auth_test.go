@@ -34,7 +34,7 @@ func TestPagesNeedSignIn(t *testing.T) {
 			t.Errorf("POST %s: %q", path, got)
 		}
 	}
-	if stored, _ := h.b.Approval(context.Background(), a.ID); stored.Status != broker.StatusPending {
+	if stored, _ := h.Broker.Approval(context.Background(), a.ID); stored.Status != broker.StatusPending {
 		t.Errorf("an anonymous post changed the approval: %s", stored.Status)
 	}
 	resp, doc := c.get("/login")
@@ -123,7 +123,7 @@ func TestSecureCookieBehindTLS(t *testing.T) {
 	if ck := resp.Cookies(); len(ck) != 1 || !ck[0].Secure || ck[0].Name != "airlock_session" {
 		t.Errorf("cookie = %+v", ck)
 	}
-	if _, err := ui.New(ui.Options{Broker: h.b, Policy: h.engine, PublicURL: "https://airlock.example.com/ui"}); err == nil {
+	if _, err := ui.New(ui.Options{Broker: h.Broker, Policy: h.engine, PublicURL: "https://airlock.example.com/ui"}); err == nil {
 		t.Error("a public URL with a path was accepted")
 	}
 }
@@ -253,7 +253,7 @@ func TestEvents(t *testing.T) {
 		return ""
 	}
 	a := h.addApproval(func(a *broker.Approval) { a.Arguments = json.RawMessage(`{"secret":"do-not-stream"}`) })
-	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
+	if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
 		t.Fatal(err)
 	}
 	if ev, data := next(), next(); ev != "event: decided" || !strings.Contains(data, `"id":"`+a.ID+`"`) ||

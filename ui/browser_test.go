@@ -108,8 +108,8 @@ func TestBrowserApproveLive(t *testing.T) {
 	// the refresh that follows the stream's start.
 	do(t, tab, chromedp.WaitReady(chromedp.CSS(`body[data-stream="open"]`)))
 
-	done := h.call("write", map[string]any{"path": "/srv/live.txt", "content": "hello"})
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/live.txt", "content": "hello"})
+	a := h.Held()
 	do(t, tab, chromedp.WaitVisible(chromedp.CSS(`#pending a.tool[href="/approvals/`+a.ID+`"]`)))
 	if got := run(t, tab, chromedp.Evaluate[int]("window.notReloaded")); got != 1 {
 		t.Error("the page reloaded to show the call")
@@ -127,8 +127,8 @@ func TestBrowserApproveLive(t *testing.T) {
 	if got := run(t, tab, chromedp.Text(chromedp.CSS("#outcome"))); !strings.HasPrefix(got, "You approved this call") {
 		t.Errorf("outcome = %q", got)
 	}
-	if got, isErr := resultText(t, done); isErr || got != "wrote /srv/live.txt" {
-		t.Errorf("the client got %q", got)
+	if o := outcome(t, done); !released(o) {
+		t.Errorf("the client got %+v, want it released", o)
 	}
 	do(t, tab, chromedp.Navigate(h.url("/")), chromedp.WaitVisible(chromedp.CSS("#pending .empty")))
 }
@@ -138,8 +138,8 @@ func TestBrowserDenyWithReason(t *testing.T) {
 	h := newHarness(t)
 	tab := newTab(t)
 	signInBrowser(t, h, tab)
-	done := h.call("write", map[string]any{"path": "/etc/passwd"})
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/etc/passwd"})
+	a := h.Held()
 	do(t, tab,
 		chromedp.Navigate(h.url("/approvals/"+a.ID)),
 		chromedp.WaitVisible(chromedp.CSS("#reason")),
@@ -147,9 +147,9 @@ func TestBrowserDenyWithReason(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#actions button.deny")),
 		chromedp.WaitVisible(chromedp.CSS("#outcome")),
 	)
-	got, isErr := resultText(t, done)
-	if !isErr || !strings.Contains(got, "denied by admin: not outside the project") {
-		t.Errorf("the client read %q", got)
+	o := outcome(t, done)
+	if o.Forward || !strings.Contains(o.Refusal, "denied by admin: not outside the project") {
+		t.Errorf("the client read %+v", o)
 	}
 }
 
@@ -162,7 +162,7 @@ func TestBrowserSeesAnotherDecision(t *testing.T) {
 	a := h.addApproval(nil)
 	do(t, tab, chromedp.Navigate(h.url("/approvals/"+a.ID)), chromedp.WaitVisible(chromedp.CSS("#actions")),
 		chromedp.WaitReady(chromedp.CSS(`body[data-stream="open"]`)))
-	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
+	if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
 		t.Fatal(err)
 	}
 	do(t, tab, chromedp.WaitVisible(chromedp.CSS("#outcome")), chromedp.WaitNotPresent(chromedp.CSS("#actions")))
@@ -177,8 +177,8 @@ func TestBrowserScriptInArgumentsIsInert(t *testing.T) {
 	tab := newTab(t)
 	signInBrowser(t, h, tab)
 	payload := `</pre><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">`
-	h.call("write", map[string]any{"path": payload, "content": "<svg onload=\"window.pwned = 3\"></svg>"})
-	a := h.held()
+	h.Call(context.Background(), "write", map[string]any{"path": payload, "content": "<svg onload=\"window.pwned = 3\"></svg>"})
+	a := h.Held()
 	do(t, tab, chromedp.Navigate(h.url("/approvals/"+a.ID)), chromedp.WaitVisible(chromedp.CSS("table.args")))
 	do(t, tab, chromedp.Navigate(h.url("/")), chromedp.WaitVisible(chromedp.CSS("#pending a.tool")),
 		chromedp.Click(chromedp.CSS("#pending a.tool")), chromedp.WaitVisible(chromedp.CSS("table.args")))
@@ -212,7 +212,7 @@ func TestBrowserCrossOriginPostIsRefused(t *testing.T) {
 	if got := run(t, tab, chromedp.Text(chromedp.CSS("h1"))); got != "Cross-origin request refused" {
 		t.Errorf("the forged post got %q", got)
 	}
-	if stored, _ := h.b.Approval(context.Background(), a.ID); stored.Status != broker.StatusPending {
+	if stored, _ := h.Broker.Approval(context.Background(), a.ID); stored.Status != broker.StatusPending {
 		t.Errorf("the forged post changed the approval: %s by %s", stored.Status, stored.DecidedBy)
 	}
 }

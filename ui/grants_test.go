@@ -19,8 +19,8 @@ import (
 func TestAlwaysAllowAndGrantsPage(t *testing.T) {
 	h := newHarness(t)
 	c := h.signIn("")
-	done := h.call("write", map[string]any{"path": "/srv/a", "content": "one"})
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/a", "content": "one"})
+	a := h.Held()
 
 	_, doc := c.get("/approvals/" + a.ID)
 	form := doc.Find("form.grant")
@@ -38,15 +38,15 @@ func TestAlwaysAllowAndGrantsPage(t *testing.T) {
 	wantStatus(t, resp, http.StatusForbidden)
 	resp, _ = c.post("/approvals/"+a.ID+"/decision", url.Values{"verdict": {"approve"}, "grant_scope": {"exact"}, "grant_ttl": {"1h0m0s"}})
 	wantStatus(t, resp, http.StatusSeeOther)
-	if text, isErr := resultText(t, done); isErr {
-		t.Fatalf("the approved call: %s", text)
+	if o := outcome(t, done); !released(o) {
+		t.Fatalf("the approved call: %+v, want it released", o)
 	}
-	got, _ := h.b.Approval(context.Background(), a.ID)
+	got, _ := h.Broker.Approval(context.Background(), a.ID)
 	if got.GrantID == "" {
 		t.Fatal("no grant was made")
 	}
-	if text, isErr := resultText(t, h.call("write", map[string]any{"path": "/srv/a", "content": "one"})); isErr {
-		t.Fatalf("the same call after the grant: %s", text)
+	if o := outcome(t, h.Call(context.Background(), "write", map[string]any{"path": "/srv/a", "content": "one"})); !released(o) {
+		t.Fatalf("the same call after the grant: %+v, want it released", o)
 	}
 
 	_, doc = c.get("/grants")
@@ -65,13 +65,13 @@ func TestAlwaysAllowAndGrantsPage(t *testing.T) {
 	if row := doc.Find("#grant-" + got.GrantID); !strings.Contains(text(row), "revoked") {
 		t.Errorf("every grant: %q", text(row))
 	}
-	recs, _ := h.b.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventGrantRevoked)})
+	recs, _ := h.Broker.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventGrantRevoked)})
 	if len(recs) != 1 || recs[0].Actor != broker.AdminIdentity {
 		t.Errorf("revocation audit: %+v", recs)
 	}
 	// The next such call waits again.
-	h.call("write", map[string]any{"path": "/srv/a", "content": "one"})
-	h.held()
+	h.Call(context.Background(), "write", map[string]any{"path": "/srv/a", "content": "one"})
+	h.Held()
 }
 
 // In a real browser: Always allow from the approval page makes the grant
@@ -80,23 +80,23 @@ func TestBrowserAlwaysAllowAndRevoke(t *testing.T) {
 	h := newHarness(t)
 	tab := newTab(t)
 	signInBrowser(t, h, tab)
-	done := h.call("write", map[string]any{"path": "/srv/b", "content": "two"})
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/b", "content": "two"})
+	a := h.Held()
 	do(t, tab, chromedp.Navigate(h.url("/approvals/"+a.ID)), chromedp.WaitVisible(chromedp.CSS("form.grant")),
 		chromedp.SetValue(chromedp.CSS("#grant_scope"), "tool"),
 		chromedp.Click(chromedp.CSS("form.grant button")),
 		chromedp.WaitVisible(chromedp.CSS(`#status[data-final="true"]`)))
-	if text, isErr := resultText(t, done); isErr {
-		t.Fatalf("the approved call: %s", text)
+	if o := outcome(t, done); !released(o) {
+		t.Fatalf("the approved call: %+v, want it released", o)
 	}
-	got, _ := h.b.Approval(context.Background(), a.ID)
+	got, _ := h.Broker.Approval(context.Background(), a.ID)
 	row := "#grant-" + got.GrantID
 	do(t, tab, chromedp.Click(chromedp.CSS(`nav a[href="/grants"]`)), chromedp.WaitVisible(chromedp.CSS(row)))
 	if txt := run(t, tab, chromedp.Text(chromedp.CSS(row))); !strings.Contains(txt, "any arguments") {
 		t.Errorf("grant row: %q", txt)
 	}
 	do(t, tab, chromedp.Click(chromedp.CSS(row+" button")), chromedp.WaitVisible(chromedp.CSS("p.empty")))
-	g, _ := h.b.Grants(context.Background(), broker.GrantQuery{Status: []broker.GrantStatus{broker.GrantRevoked}})
+	g, _ := h.Broker.Grants(context.Background(), broker.GrantQuery{Status: []broker.GrantStatus{broker.GrantRevoked}})
 	if len(g) != 1 || g[0].ID != got.GrantID {
 		t.Errorf("revoked grants: %+v", g)
 	}

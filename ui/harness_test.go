@@ -9,38 +9,30 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/PuerkitoBio/goquery"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/policy"
-	"github.com/airlock-mcp/airlock/relay"
-	"github.com/airlock-mcp/airlock/relay/relaytest"
 	"github.com/airlock-mcp/airlock/ui"
 )
 
-// harness is the UI in front of a real broker (in-memory store, the test
-// MCP server upstream as "test", a policy that holds calls to "write"),
-// with the broker's MCP endpoint on the same HTTP server, as `airlock
-// serve` has it. MCP callers are the principal "agent".
+// harness is the UI in front of the core harness (a broker on an
+// in-memory store, a policy that holds calls to "write"), on one HTTP
+// server with the login-link API, as `airlock serve` has it. Calls come
+// from the principal "agent" with the client "ui-test-agent", and are
+// held through the core as the relay would hand them over, without MCP.
 type harness struct {
+	*brokertest.Harness
 	t      *testing.T
-	store  *brokertest.MemStore
-	b      *relaytest.Airlock
 	engine *policy.Engine
 	ui     *ui.Server
 	srv    *httptest.Server
-	events <-chan broker.ApprovalEvent
 	clock  *clock
-
-	mcpOnce sync.Once
-	cs      *mcp.ClientSession
 }
 
 // holdWrites holds "write", offering exact and tool grants as the default
@@ -58,17 +50,18 @@ func holdWrites(in *policy.Input) policy.Decision {
 
 func newHarness(t *testing.T, configure ...func(*ui.Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, store: brokertest.NewMemStore(), clock: &clock{}}
+	h := &harness{t: t, clock: &clock{}}
 	h.clock.set(time.Now())
-	h.b = relaytest.New(t, broker.Options{Policy: brokertest.PolicyFunc(holdWrites), Store: h.store, HoldWait: -1},
-		relaytest.NewServer().Upstream("test"))
+	h.Harness = brokertest.NewHarness(t, broker.Options{Policy: brokertest.PolicyFunc(holdWrites), HoldWait: -1})
+	h.Principal = broker.Principal{ID: "agent", Source: "token"}
+	h.Client = broker.ClientInfo{Name: "ui-test-agent", Version: "1"}
 	var err error
 	h.engine, err = policy.New(context.Background(), policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.engine.Close)
-	opts := ui.Options{Broker: h.b.Broker, Policy: h.engine, Now: h.clock.now}
+	opts := ui.Options{Broker: h.Broker, Policy: h.engine, Now: h.clock.now}
 	for _, c := range configure {
 		c(&opts)
 	}
@@ -76,28 +69,14 @@ func newHarness(t *testing.T, configure ...func(*ui.Options)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stop func()
-	h.events, stop = h.b.Subscribe()
-	mcpHandler := h.b.HTTPHandler(relay.HTTPOptions{Loopback: true, Principal: func(*http.Request) (broker.Principal, error) {
-		return broker.Principal{ID: "agent", Source: "token"}, nil
-	}})
 	mux := http.NewServeMux()
 	mux.Handle("/", h.ui)
-	mux.Handle("/mcp/{server}", mcpHandler)
 	mux.Handle("POST /api/v1/login-links", h.ui.LoginLinkHandler(testToken))
 	h.srv = httptest.NewServer(mux)
-	// Cleanups run last first: live streams end, held calls are answered,
-	// sessions close, and then the server can stop.
+	// Cleanups run last first: live streams end, then the server stops,
+	// and then the harness's broker answers the calls still held.
 	t.Cleanup(h.srv.Close)
-	t.Cleanup(mcpHandler.Close)
-	t.Cleanup(func() {
-		if h.cs != nil {
-			h.cs.Close()
-		}
-	})
-	t.Cleanup(func() { h.b.Close() })
 	t.Cleanup(h.ui.Close)
-	t.Cleanup(stop)
 	return h
 }
 
@@ -111,65 +90,14 @@ func (c *clock) set(t time.Time)          { c.ns.Store(t.UnixNano()) }
 func (c *clock) add(d time.Duration)      { c.ns.Add(int64(d)) }
 func (h *harness) url(path string) string { return h.srv.URL + path }
 
-type callResult struct {
-	res *mcp.CallToolResult
-	err error
-}
-
-// call makes a tool call through the broker's MCP endpoint and returns
-// where its result will arrive.
-func (h *harness) call(tool string, args any) <-chan callResult {
-	h.t.Helper()
-	h.mcpOnce.Do(func() {
-		c := mcp.NewClient(&mcp.Implementation{Name: "ui-test-agent", Version: "1"}, nil)
-		cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: h.url("/mcp/test")}, nil)
-		if err != nil {
-			h.t.Fatalf("connect to the MCP endpoint: %v", err)
-		}
-		h.cs = cs
-	})
-	out := make(chan callResult, 1)
-	go func() {
-		res, err := h.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: tool, Arguments: args})
-		out <- callResult{res, err}
-	}()
-	return out
-}
-
-// held waits for the broker to hold a call.
-func (h *harness) held() *broker.Approval {
-	h.t.Helper()
-	for {
-		select {
-		case ev := <-h.events:
-			if ev.Type == "held" {
-				return ev.Approval
-			}
-		case <-time.After(10 * time.Second):
-			h.t.Fatal("no call was held")
-		}
-	}
-}
-
-func resultText(t *testing.T, ch <-chan callResult) (string, bool) {
+// outcome waits for a call's outcome.
+func outcome(t *testing.T, ch <-chan broker.Outcome) broker.Outcome {
 	t.Helper()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			t.Fatalf("call failed: %v", r.err)
-		}
-		var parts []string
-		for _, c := range r.res.Content {
-			if tc, ok := c.(*mcp.TextContent); ok {
-				parts = append(parts, tc.Text)
-			}
-		}
-		return strings.Join(parts, "\n"), r.res.IsError
-	case <-time.After(20 * time.Second):
-		t.Fatal("the call did not return")
-	}
-	return "", false
+	return brokertest.Wait(t, ch, "the call's outcome")
 }
+
+// released reports whether the core let the call go to the upstream.
+func released(o broker.Outcome) bool { return o.Forward && o.Refusal == "" }
 
 var approvalSeq atomic.Int64
 
@@ -198,7 +126,7 @@ func (h *harness) addApproval(edit func(*broker.Approval)) *broker.Approval {
 	if edit != nil {
 		edit(a)
 	}
-	if err := h.store.CreateApproval(context.Background(), a, &broker.AuditRecord{Time: now, Event: broker.EventHeld,
+	if err := h.Store.CreateApproval(context.Background(), a, &broker.AuditRecord{Time: now, Event: broker.EventHeld,
 		Server: a.Server, Tool: a.Tool, Principal: a.Principal.ID, ApprovalID: a.ID, Reason: a.Decision.Reason}); err != nil {
 		h.t.Fatal(err)
 	}

@@ -199,7 +199,7 @@ func TestOIDCSignIn(t *testing.T) {
 	}
 	// Decisions record the provider's identity.
 	resp, _ = c.post("/approvals/"+a.ID+"/decision", url.Values{"verdict": {"approve"}})
-	if stored, _ := h.b.Approval(t.Context(), a.ID); stored.DecidedBy != "alice@example.com" || stored.Votes[0].Channel != "web" {
+	if stored, _ := h.Broker.Approval(t.Context(), a.ID); stored.DecidedBy != "alice@example.com" || stored.Votes[0].Channel != "web" {
 		t.Errorf("decided by %q", stored.DecidedBy)
 	}
 }

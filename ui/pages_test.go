@@ -37,8 +37,8 @@ func TestPendingPage(t *testing.T) {
 		t.Error("the pending page does not ask for live updates")
 	}
 
-	done := h.call("write", map[string]any{"path": "/srv/report.txt"})
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/report.txt"})
+	a := h.Held()
 	later := h.addApproval(func(a *broker.Approval) { a.ExpiresAt = a.ExpiresAt.Add(time.Hour); a.Decision.Risk = policy.RiskLow })
 
 	resp, doc = c.get("/")
@@ -78,11 +78,11 @@ func TestPendingPage(t *testing.T) {
 		t.Errorf("fragment's data-title = %q", got)
 	}
 
-	if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
+	if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
 		t.Fatal(err)
 	}
-	if got, isErr := resultText(t, done); isErr || got != "wrote /srv/report.txt" {
-		t.Fatalf("released call returned %q", got)
+	if o := outcome(t, done); !released(o) {
+		t.Fatalf("released call returned %+v, want it released", o)
 	}
 	_, doc = c.get("/pending/table")
 	if n := doc.Find("tbody tr").Length(); n != 1 {
@@ -203,15 +203,15 @@ func TestVoteOnThePage(t *testing.T) {
 	c := h.signIn("")
 
 	t.Run("approve releases the call", func(t *testing.T) {
-		done := h.call("write", map[string]any{"path": "/srv/a"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/a"})
+		a := h.Held()
 		resp, _ := c.post("/approvals/"+a.ID+"/decision", url.Values{"verdict": {"approve"}})
 		wantStatus(t, resp, http.StatusSeeOther)
 		if loc := resp.Header.Get("Location"); loc != "/approvals/"+a.ID {
 			t.Errorf("redirected to %q", loc)
 		}
-		if got, isErr := resultText(t, done); isErr || got != "wrote /srv/a" {
-			t.Errorf("the call returned %q", got)
+		if o := outcome(t, done); !released(o) {
+			t.Errorf("the call returned %+v, want it released", o)
 		}
 		_, doc := c.get("/approvals/" + a.ID)
 		if got := text(doc.Find("#outcome")); !strings.HasPrefix(got, "You approved this call at ") {
@@ -220,15 +220,15 @@ func TestVoteOnThePage(t *testing.T) {
 		if doc.Find("#actions").Length() != 0 {
 			t.Error("a decided approval still offers actions")
 		}
-		recs, _ := h.b.Audit(context.Background(), broker.AuditQuery{ApprovalID: a.ID, Event: string(broker.EventApproved)})
+		recs, _ := h.Broker.Audit(context.Background(), broker.AuditQuery{ApprovalID: a.ID, Event: string(broker.EventApproved)})
 		if len(recs) != 1 || recs[0].Actor != "admin" || recs[0].Channel != "web" {
 			t.Errorf("audit of the approval: %+v", recs)
 		}
 	})
 
 	t.Run("deny needs a reason and the agent reads it", func(t *testing.T) {
-		done := h.call("write", map[string]any{"path": "/srv/b"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/b"})
+		a := h.Held()
 		resp, doc := c.post("/approvals/"+a.ID+"/decision", url.Values{"verdict": {"deny"}, "reason": {"  "}})
 		wantStatus(t, resp, http.StatusBadRequest)
 		if got := text(doc.Find("#error")); !strings.Contains(got, "Say why") {
@@ -236,9 +236,9 @@ func TestVoteOnThePage(t *testing.T) {
 		}
 		resp, _ = c.post("/approvals/"+a.ID+"/decision", url.Values{"verdict": {"deny"}, "reason": {"not on production"}})
 		wantStatus(t, resp, http.StatusSeeOther)
-		got, isErr := resultText(t, done)
-		if !isErr || !strings.Contains(got, "denied by admin: not on production") {
-			t.Errorf("the agent read %q", got)
+		o := outcome(t, done)
+		if o.Forward || !strings.Contains(o.Refusal, "denied by admin: not on production") {
+			t.Errorf("the agent read %+v", o)
 		}
 		_, doc = c.get("/approvals/" + a.ID)
 		if got := text(doc.Find("#outcome")); !strings.Contains(got, "You denied this call") || !strings.Contains(got, "not on production") {
@@ -248,7 +248,7 @@ func TestVoteOnThePage(t *testing.T) {
 
 	t.Run("a decided approval says who decided", func(t *testing.T) {
 		a := h.addApproval(nil)
-		if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
+		if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "slack", Verdict: broker.Approve}); err != nil {
 			t.Fatal(err)
 		}
 		_, doc := c.get("/approvals/" + a.ID)
@@ -312,7 +312,7 @@ func TestVoteOnThePage(t *testing.T) {
 		wantStatus(t, resp, http.StatusBadRequest)
 		resp, _ = c.post("/approvals/NOPE/decision", url.Values{"verdict": {"approve"}})
 		wantStatus(t, resp, http.StatusNotFound)
-		stored, _ := h.b.Approval(context.Background(), a.ID)
+		stored, _ := h.Broker.Approval(context.Background(), a.ID)
 		if stored.Status != broker.StatusPending {
 			t.Errorf("a bad request changed the approval: %s", stored.Status)
 		}
@@ -331,7 +331,7 @@ func TestVoteOnThePage(t *testing.T) {
 				t.Errorf("%v: page says %q", hdr, got)
 			}
 		}
-		stored, _ := h.b.Approval(context.Background(), a.ID)
+		stored, _ := h.Broker.Approval(context.Background(), a.ID)
 		if stored.Status != broker.StatusPending {
 			t.Errorf("a cross-origin post changed the approval: %s", stored.Status)
 		}
@@ -342,13 +342,13 @@ func TestHistoryPage(t *testing.T) {
 	h := newHarness(t)
 	c := h.signIn("")
 	ctx := context.Background()
-	resultText(t, h.call("echo", map[string]any{"text": "hi"}))
-	done := h.call("write", map[string]any{"path": "/srv/h"})
-	a := h.held()
-	if _, err := h.b.Vote(ctx, a.ID, broker.Vote{Approver: "bob", Channel: "cli", Verdict: broker.Deny, Reason: "no"}); err != nil {
+	outcome(t, h.Call(context.Background(), "echo", map[string]any{"text": "hi"}))
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/h"})
+	a := h.Held()
+	if _, err := h.Broker.Vote(ctx, a.ID, broker.Vote{Approver: "bob", Channel: "cli", Verdict: broker.Deny, Reason: "no"}); err != nil {
 		t.Fatal(err)
 	}
-	resultText(t, done)
+	outcome(t, done)
 
 	resp, doc := c.get("/history")
 	wantStatus(t, resp, http.StatusOK)
@@ -418,7 +418,7 @@ func TestHistoryPages(t *testing.T) {
 	h := newHarness(t)
 	c := h.signIn("")
 	for i := range 120 {
-		if err := h.store.AppendAudit(context.Background(), &broker.AuditRecord{Time: time.Now(), Event: broker.EventAllowed,
+		if err := h.Store.AppendAudit(context.Background(), &broker.AuditRecord{Time: time.Now(), Event: broker.EventAllowed,
 			Server: "test", Tool: "echo", Reason: "record " + strings.Repeat("i", i%3)}); err != nil {
 			t.Fatal(err)
 		}

@@ -37,7 +37,7 @@ func TestVoteRefusalsOnThePage(t *testing.T) {
 			form: url.Values{"verdict": {"approve"}}, status: http.StatusForbidden, told: "You asked for this call, so someone else must approve it."},
 		"the same person, in Slack and then here": {edit: func(a *broker.Approval) { a.Decision.Quorum = 2 },
 			before: func(a *broker.Approval) {
-				if _, err := h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "admin", Channel: "slack", Verdict: broker.Approve, Authorized: true}); err != nil {
+				if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "admin", Channel: "slack", Verdict: broker.Approve, Authorized: true}); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -57,13 +57,13 @@ func TestVoteRefusalsOnThePage(t *testing.T) {
 			if tc.as != "" {
 				c = h.signIn(tc.as)
 			}
-			before, _ := h.b.Approval(context.Background(), a.ID)
+			before, _ := h.Broker.Approval(context.Background(), a.ID)
 			resp, doc := c.post("/approvals/"+a.ID+"/decision", tc.form)
 			wantStatus(t, resp, tc.status)
 			if got := text(doc.Find("#error")); !strings.HasPrefix(got, tc.told) {
 				t.Errorf("told %q, want %q", got, tc.told)
 			}
-			if after, _ := h.b.Approval(context.Background(), a.ID); after.Status != broker.StatusPending || len(after.Votes) != len(before.Votes) {
+			if after, _ := h.Broker.Approval(context.Background(), a.ID); after.Status != broker.StatusPending || len(after.Votes) != len(before.Votes) {
 				t.Errorf("a refused vote changed the approval: %s with %d votes", after.Status, len(after.Votes))
 			}
 		})
@@ -101,15 +101,15 @@ func (b grantNotStored) Vote(ctx context.Context, id string, v broker.Vote) (*br
 func TestVoteGrantNotStoredOnThePage(t *testing.T) {
 	h := newHarness(t, func(o *ui.Options) { o.Broker = grantNotStored{o.Broker} })
 	c := h.signIn("")
-	done := h.call("write", map[string]any{"path": "/srv/a"})
-	a := h.held()
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/a"})
+	a := h.Held()
 	resp, doc := c.post("/approvals/"+a.ID+"/decision", url.Values{"verdict": {"approve"}, "grant_scope": {"exact"}, "grant_ttl": {"1h0m0s"}})
 	wantStatus(t, resp, http.StatusInternalServerError)
 	const want = `You approved the call and it goes ahead, but the "always allow" could not be stored, so calls like it will still ask (ref REF1).`
 	if got := text(doc.Find("#error")); got != want {
 		t.Errorf("told %q, want %q", got, want)
 	}
-	if got, isErr := resultText(t, done); isErr || got != "wrote /srv/a" {
-		t.Errorf("the call returned %q", got)
+	if o := outcome(t, done); !released(o) {
+		t.Errorf("the call returned %+v, want it released", o)
 	}
 }

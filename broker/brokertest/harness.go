@@ -3,6 +3,7 @@ package brokertest
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,19 +23,33 @@ type Harness struct {
 	Events <-chan broker.ApprovalEvent
 	// Principal is who makes the calls: "tester" from the OS by default.
 	Principal broker.Principal
+	// Client is what the calls' client said about itself in initialize:
+	// "harness" version "1" by default. Channels show it to approvers.
+	Client broker.ClientInfo
+
+	forwarded atomic.Int64
 }
 
 // NewHarness starts a broker with opts for the server "test" and closes
 // it at the end of the test. A nil store is a new MemStore; a nil policy
-// holds "write" for one approver.
+// holds "write" for one approver; a nil logger is Logger(). Store is the
+// MemStore opts.Store is or a FaultyStore wraps, nil for other stores.
 func NewHarness(t testing.TB, opts broker.Options) *Harness {
 	t.Helper()
-	h := &Harness{T: t, Caller: NewCaller(), Principal: broker.Principal{ID: "tester", Source: "os"}}
+	h := &Harness{T: t, Caller: NewCaller(), Principal: broker.Principal{ID: "tester", Source: "os"},
+		Client: broker.ClientInfo{Name: "harness", Version: "1"}}
 	if opts.Store == nil {
 		opts.Store = NewMemStore()
 	}
-	if ms, ok := opts.Store.(*MemStore); ok {
+	under := opts.Store
+	if f, ok := under.(*FaultyStore); ok {
+		under = f.Store
+	}
+	if ms, ok := under.(*MemStore); ok {
 		h.Store = ms
+	}
+	if opts.Logger == nil {
+		opts.Logger = Logger()
 	}
 	if opts.Policy == nil {
 		opts.Policy = HoldTools(1, "write")
@@ -61,7 +76,7 @@ func NewHarness(t testing.TB, opts broker.Options) *Harness {
 }
 
 // NewCall is a tools/call of tool with args (JSON) to the server "test"
-// from h.Principal, as the relay would hand it to Check.
+// from h.Principal and h.Client, as the relay would hand it to Check.
 func (h *Harness) NewCall(tool string, args any) *broker.Call {
 	params := map[string]any{"name": tool}
 	if args != nil {
@@ -73,14 +88,15 @@ func (h *Harness) NewCall(tool string, args any) *broker.Call {
 	}
 	return &broker.Call{
 		Server: "test", Transport: "stdio", TrustAnnotations: true,
-		Params: raw, Client: broker.ClientInfo{Name: "harness", Version: "1"},
+		Params: raw, Client: h.Client,
 		Session: "0123456789ab", Principal: h.Principal, Received: time.Now(),
 	}
 }
 
 // Check runs call through the gate on a goroutine of its own and returns
 // where its outcome will arrive. A forwarded call's audit write is
-// awaited first, as the relay does before it answers.
+// awaited first, as the relay does before it answers; a forwarded call
+// is counted (Forwarded) before its outcome arrives.
 func (h *Harness) Check(ctx context.Context, call *broker.Call) <-chan broker.Outcome {
 	out := make(chan broker.Outcome, 1)
 	go func() {
@@ -90,10 +106,17 @@ func (h *Harness) Check(ctx context.Context, call *broker.Call) <-chan broker.Ou
 				o = broker.Outcome{Refusal: "audit write failed: " + err.Error()}
 			}
 		}
+		if o.Forward {
+			h.forwarded.Add(1)
+		}
 		out <- o
 	}()
 	return out
 }
+
+// Forwarded counts the calls Check forwarded: those a relay would have
+// sent on to the upstream.
+func (h *Harness) Forwarded() int { return int(h.forwarded.Load()) }
 
 // Call is Check of NewCall(tool, args).
 func (h *Harness) Call(ctx context.Context, tool string, args any) <-chan broker.Outcome {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -120,17 +119,10 @@ func TestApproveRefusals(t *testing.T) {
 	}
 }
 
-// failingGrants is a store that cannot store grants.
-type failingGrants struct{ broker.Store }
-
-func (failingGrants) CreateGrant(context.Context, *broker.Grant, *broker.AuditRecord) error {
-	return errors.New("disk full")
-}
-
 // Approved, but the grant was not stored: the CLI says the call is
 // released, and fails naming the grant.
 func TestApproveGrantNotStored(t *testing.T) {
-	store := failingGrants{brokertest.NewMemStore()}
+	store := brokertest.FailGrants(brokertest.NewMemStore())
 	_, dir := voteBroker(t, store)
 	id := pendingIn(t, store, func(a *broker.Approval) {
 		a.Decision.Grantable = &policy.Grantable{Scopes: []string{policy.ScopeExact}, MaxTTL: policy.Duration(time.Hour)}

@@ -19,8 +19,8 @@ import (
 func TestApproveInSlack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x", "secret": "hunter2", "note": "<!channel>"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x", "secret": "hunter2", "note": "<!channel>"})
+		a := h.Held()
 		synctest.Wait()
 		m := h.message()
 		golden(t, "e2e-request", m, a.ID)
@@ -30,7 +30,7 @@ func TestApproveInSlack(t *testing.T) {
 			t.Fatalf("click answered %d", code)
 		}
 		r := <-done
-		if r.isError || r.text != "wrote /srv/x" {
+		if !released(r) {
 			t.Fatalf("the call returned %+v", r)
 		}
 		synctest.Wait()
@@ -53,8 +53,8 @@ func TestApproveInSlack(t *testing.T) {
 func TestDenyInSlack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.Held()
 		synctest.Wait()
 		if code := h.post(h.slack.Click(bob, h.message(), "airlock_deny")); code != http.StatusOK {
 			t.Fatalf("click answered %d", code)
@@ -71,7 +71,7 @@ func TestDenyInSlack(t *testing.T) {
 			t.Fatalf("submission answered %d", code)
 		}
 		r := <-done
-		if !r.isError || !strings.Contains(r.text, "denied by slack:U0BOB: not on a Friday") {
+		if r.Forward || !strings.Contains(r.Refusal, "denied by slack:U0BOB: not on a Friday") {
 			t.Fatalf("the call returned %+v", r)
 		}
 		synctest.Wait()
@@ -88,8 +88,8 @@ func TestDenyInSlack(t *testing.T) {
 func TestDenyDialogTooLate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.Held()
 		synctest.Wait()
 		h.slack.Fail("users.info", slacktest.Fault{Status: http.StatusTooManyRequests, RetryAfter: 5})
 		h.post(h.slack.Click(bob, h.message(), "airlock_deny"))
@@ -111,7 +111,7 @@ func TestDenyDialogTooLate(t *testing.T) {
 
 func (h *harness) decide(id, who string, v broker.Verdict) *broker.Approval {
 	h.t.Helper()
-	a, err := h.b.Vote(context.Background(), id, broker.Vote{Approver: who, Channel: "web", Verdict: v, Reason: "decided in the web UI"})
+	a, err := h.Broker.Vote(context.Background(), id, broker.Vote{Approver: who, Channel: "web", Verdict: v, Reason: "decided in the web UI"})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestOutcomesUpdateTheMessage(t *testing.T) {
 		},
 		"denied with the CLI": {
 			func(h *harness, a *broker.Approval, _ context.CancelFunc) {
-				h.b.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "cli", Verdict: broker.Deny, Reason: "use staging"})
+				h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "cli", Verdict: broker.Deny, Reason: "use staging"})
 			},
 			":no_entry: *Denied* by <@U0ALICE> (alice) with the CLI",
 		},
@@ -143,7 +143,7 @@ func TestOutcomesUpdateTheMessage(t *testing.T) {
 			":leftwards_arrow_with_hook: *Withdrawn* before anyone decided",
 		},
 		"abandoned": {
-			func(h *harness, _ *broker.Approval, _ context.CancelFunc) { h.b.Close() },
+			func(h *harness, _ *broker.Approval, _ context.CancelFunc) { h.Broker.Close() },
 			":black_square_for_stop: *Abandoned*",
 		},
 	}
@@ -153,8 +153,8 @@ func TestOutcomesUpdateTheMessage(t *testing.T) {
 				h := newHarness(t, harnessOptions{})
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
-				done := h.call(ctx, "write", map[string]any{"path": "/srv/x"})
-				a := h.held()
+				done := h.Call(ctx, "write", map[string]any{"path": "/srv/x"})
+				a := h.Held()
 				synctest.Wait()
 				tc.act(h, a, cancel)
 				<-done
@@ -176,8 +176,8 @@ func TestOutcomesUpdateTheMessage(t *testing.T) {
 func TestQuorumInSlack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, harnessOptions{policy: holdWrite(2)})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.Held()
 		synctest.Wait()
 		h.post(h.slack.Click(alice, h.message(), "airlock_approve"))
 		synctest.Wait()
@@ -192,7 +192,7 @@ func TestQuorumInSlack(t *testing.T) {
 			t.Errorf("alice was told %q", e)
 		}
 		h.post(h.slack.Click(bob, m, "airlock_approve"))
-		if r := <-done; r.text != "wrote /srv/x" {
+		if r := <-done; !released(r) {
 			t.Fatalf("the call returned %+v", r)
 		}
 		synctest.Wait()
@@ -209,8 +209,8 @@ func TestQuorumInSlack(t *testing.T) {
 func TestClickAfterDecision(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.Held()
 		synctest.Wait()
 		m := h.message()
 		h.decide(a.ID, "alice", broker.Approve)
@@ -239,8 +239,8 @@ func TestAlwaysAllowInSlack(t *testing.T) {
 				Grantable: &policy.Grantable{Scopes: []string{policy.ScopeExact, policy.ScopeTool}, MaxTTL: policy.Duration(8 * time.Hour)}}
 		}
 		h := newHarness(t, harnessOptions{policy: brokertest.PolicyFunc(grantable)})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.Held()
 		synctest.Wait()
 		if !strings.Contains(string(h.message().Blocks), "Always allow") {
 			t.Fatal("the message offers no \"Always allow\"")
@@ -261,16 +261,16 @@ func TestAlwaysAllowInSlack(t *testing.T) {
 			t.Error("the dialog offers more than the policy's max_ttl")
 		}
 		h.post(h.slack.Submit(bob, views[0], map[string]string{"scope": "exact"}))
-		if r := <-done; r.isError {
+		if r := <-done; !released(r) {
 			t.Fatalf("the call returned %+v", r)
 		}
 		got := h.approval(a.ID)
-		g, err := h.b.Grant(context.Background(), got.GrantID)
+		g, err := h.Broker.Grant(context.Background(), got.GrantID)
 		if err != nil || g.Scope != "exact" || g.CreatedBy != "slack:U0BOB" || g.ExpiresAt.Sub(g.CreatedAt) != time.Hour {
 			t.Fatalf("grant %+v, %v", g, err)
 		}
 		posted := len(h.slack.Messages())
-		if r := <-h.call(context.Background(), "write", map[string]any{"path": "/srv/x"}); r.isError {
+		if r := <-h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"}); !released(r) {
 			t.Fatalf("the identical call after the grant: %+v", r)
 		}
 		if len(h.slack.Messages()) != posted {

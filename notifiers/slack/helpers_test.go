@@ -5,23 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/notifiers/slack/slacktest"
 	"github.com/airlock-mcp/airlock/policy"
-	"github.com/airlock-mcp/airlock/relay/relaytest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -67,7 +62,7 @@ func config(s *slacktest.Server) slack.Config {
 		UIURL:         "https://airlock.example.com",
 		Identities:    map[string]string{"alice": alice, "tester": tester},
 		HTTPClient:    s.Client(),
-		Logger:        testLogger(),
+		Logger:        brokertest.Logger(),
 	}
 }
 
@@ -81,13 +76,6 @@ func newNotifier(t *testing.T, cfg slack.Config) *slack.Notifier {
 	return n
 }
 
-func testLogger() *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
 // holdWrite holds calls to "write" for the approvers group, with quorum q.
 func holdWrite(q int) brokertest.PolicyFunc {
 	return func(in *policy.Input) policy.Decision {
@@ -99,19 +87,16 @@ func holdWrite(q int) brokertest.PolicyFunc {
 	}
 }
 
-// harness is a broker holding calls to "write", posting them to the fake
-// Slack, a client over stdio pipes whose principal is "tester", and the
-// test server upstream; all in memory, so that synctest controls time.
+// harness is the core harness holding calls to "write" and posting them
+// to the fake Slack, with the notifier's interactivity endpoint. Calls
+// come from "tester" (the requester's Slack account is mapped to it) and
+// the client "slack-test"; all in memory, so that synctest controls time.
 type harness struct {
-	t      *testing.T
-	slack  *slacktest.Server
-	n      *slack.Notifier
-	b      *relaytest.Airlock
-	srv    *relaytest.Server
-	store  *brokertest.MemStore
-	cs     *mcp.ClientSession
-	events <-chan broker.ApprovalEvent
-	http   http.Handler // the interactivity endpoint
+	*brokertest.Harness
+	t     *testing.T
+	slack *slacktest.Server
+	n     *slack.Notifier
+	http  http.Handler // the interactivity endpoint
 }
 
 type harnessOptions struct {
@@ -124,7 +109,7 @@ type harnessOptions struct {
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
-	h := &harness{t: t, slack: newSlack(t), srv: relaytest.NewServer(), store: brokertest.NewMemStore()}
+	h := &harness{t: t, slack: newSlack(t)}
 	if o.listen {
 		h.slack.Listen()
 	}
@@ -136,67 +121,25 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if o.policy == nil {
 		o.policy = holdWrite(1)
 	}
-	var store broker.Store = h.store
+	var store broker.Store = brokertest.NewMemStore()
 	if o.store != nil {
 		store = o.store(store)
 	}
-	b := relaytest.New(t, broker.Options{
+	// The notifier closes after the broker, which answers the calls
+	// still held when it closes.
+	h.Harness = brokertest.NewHarness(t, broker.Options{
 		Policy:    o.policy,
 		Store:     store,
 		Notifiers: append([]broker.Notifier{h.n}, o.notifiers...),
-		Logger:    testLogger(),
 		HoldWait:  -1,
-	}, h.srv.Upstream("test"))
-	h.b = b
-	var stop func()
-	h.events, stop = b.Subscribe()
-	t.Cleanup(stop)
-	h.cs = relaytest.StdioClient(t, b, mcp.NewClient(&mcp.Implementation{Name: "slack-test", Version: "0.1"}, nil))
-	// Before the client goes: closing answers the calls still held.
-	t.Cleanup(func() { b.Close() })
-	h.http = h.n.InteractivityHandler(b.Broker)
+	})
+	h.Client = broker.ClientInfo{Name: "slack-test", Version: "0.1"}
+	h.http = h.n.InteractivityHandler(h.Broker)
 	return h
 }
 
-type callResult struct {
-	text    string
-	isError bool
-}
-
-// call starts a tool call and returns where its result will arrive.
-func (h *harness) call(ctx context.Context, tool string, args map[string]any) <-chan callResult {
-	out := make(chan callResult, 1)
-	go func() {
-		res, err := h.cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
-		if err != nil {
-			out <- callResult{text: "error: " + err.Error(), isError: true}
-			return
-		}
-		var parts []string
-		for _, c := range res.Content {
-			if tc, ok := c.(*mcp.TextContent); ok {
-				parts = append(parts, tc.Text)
-			}
-		}
-		out <- callResult{strings.Join(parts, "\n"), res.IsError}
-	}()
-	return out
-}
-
-// held waits for the next approval to be opened.
-func (h *harness) held() *broker.Approval {
-	h.t.Helper()
-	for {
-		select {
-		case ev := <-h.events:
-			if ev.Type == "held" {
-				return ev.Approval
-			}
-		case <-time.After(30 * time.Second):
-			h.t.Fatal("no call was held")
-		}
-	}
-}
+// released reports whether the core let the call go to the upstream.
+func released(o broker.Outcome) bool { return o.Forward && o.Refusal == "" }
 
 // message returns the one message in the channel.
 func (h *harness) message() slacktest.Message {
@@ -220,7 +163,7 @@ func (h *harness) post(payload []byte) int {
 // might.
 func (h *harness) edit(id string, fn func(*broker.Approval)) {
 	h.t.Helper()
-	if _, err := h.store.UpdateApproval(context.Background(), id, func(a *broker.Approval) (*broker.AuditRecord, error) {
+	if _, err := h.Store.UpdateApproval(context.Background(), id, func(a *broker.Approval) (*broker.AuditRecord, error) {
 		fn(a)
 		return nil, nil
 	}); err != nil {
@@ -230,7 +173,7 @@ func (h *harness) edit(id string, fn func(*broker.Approval)) {
 
 func (h *harness) approval(id string) *broker.Approval {
 	h.t.Helper()
-	a, err := h.b.Approval(context.Background(), id)
+	a, err := h.Broker.Approval(context.Background(), id)
 	if err != nil {
 		h.t.Fatal(err)
 	}

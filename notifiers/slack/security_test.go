@@ -38,8 +38,8 @@ func TestClicksRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				h := newHarness(t, harnessOptions{})
-				done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-				a := h.held()
+				done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+				a := h.Held()
 				synctest.Wait()
 				if tc.fault != "" {
 					h.slack.Fail("users.info", slacktest.Fault{Error: tc.fault})
@@ -57,7 +57,7 @@ func TestClicksRefused(t *testing.T) {
 				if e := h.ephemerals(tc.user); len(e) != 1 || !strings.HasPrefix(e[0], tc.told) {
 					t.Errorf("%s was told %q, want %q", tc.user, e, tc.told)
 				}
-				if h.srv.Count("tools/call") != 0 {
+				if h.Forwarded() != 0 {
 					t.Error("the call reached the upstream")
 				}
 				h.decide(a.ID, "carol", broker.Deny)
@@ -74,8 +74,8 @@ func TestRequesterNamedAsApprover(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		named := brokertestPolicy(policy.Approvers{SlackUsers: []string{tester, alice}})
 		h := newHarness(t, harnessOptions{policy: named})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.Held()
 		synctest.Wait()
 		h.post(h.slack.Click(tester, h.message(), "airlock_approve"))
 		synctest.Wait()
@@ -89,7 +89,7 @@ func TestRequesterNamedAsApprover(t *testing.T) {
 			t.Fatalf("the requester could not deny: %d dialogs", len(v))
 		}
 		h.post(h.slack.Submit(tester, h.slack.Views()[0], map[string]string{"reason": "changed my mind"}))
-		if r := <-done; !strings.Contains(r.text, "denied by tester: changed my mind") {
+		if r := <-done; r.Forward || !strings.Contains(r.Refusal, "denied by tester: changed my mind") {
 			t.Errorf("the call returned %+v", r)
 		}
 	})
@@ -113,8 +113,8 @@ func TestDefaultApprovers(t *testing.T) {
 					policy: brokertestPolicy(policy.Approvers{}),
 					config: func(c *slack.Config) { c.Approvers = tc.defaults },
 				})
-				done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-				a := h.held()
+				done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+				a := h.Held()
 				synctest.Wait()
 				h.post(h.slack.Click(tc.refused, h.message(), "airlock_approve"))
 				synctest.Wait()
@@ -122,7 +122,7 @@ func TestDefaultApprovers(t *testing.T) {
 					t.Fatalf("%s decided it", tc.refused)
 				}
 				h.post(h.slack.Click(tc.allowed, h.message(), "airlock_approve"))
-				if r := <-done; r.text != "wrote /srv/x" {
+				if r := <-done; !released(r) {
 					t.Errorf("%s's approval: %+v", tc.allowed, r)
 				}
 			})
@@ -151,8 +151,8 @@ func httpBody(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) 
 func TestInteractivityRefusesUnsigned(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, harnessOptions{policy: holdWrite(2)})
-		done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-		a := h.held()
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+		a := h.Held()
 		synctest.Wait()
 		click := h.slack.Click(alice, h.message(), "airlock_approve")
 		send := func(r *http.Request) int {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/notifiers/slack/slacktest"
 )
@@ -16,24 +17,12 @@ import (
 // These tests run in real time: Socket Mode is a WebSocket on a real
 // port, which a synctest bubble cannot hold.
 
-// waitFor polls cond for up to ten seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // runSocketMode runs the notifier's Socket Mode client until the test
 // ends, and checks that it stops when told to.
 func runSocketMode(t *testing.T, h *harness) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- h.n.RunSocketMode(ctx, h.b) }()
+	go func() { done <- h.n.RunSocketMode(ctx, h.Broker) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -76,27 +65,16 @@ func deliver(t *testing.T, h *harness, payload []byte) {
 	}
 }
 
-func result(t *testing.T, done <-chan callResult) callResult {
-	t.Helper()
-	select {
-	case r := <-done:
-		return r
-	case <-time.After(10 * time.Second):
-		t.Fatal("the call did not return")
-		panic("unreachable")
-	}
-}
-
 func TestSocketModeApprove(t *testing.T) {
 	h := socketHarness(t, nil)
-	done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-	a := h.held()
-	waitFor(t, "the request message", func() bool { return len(h.slack.Messages()) == 1 })
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+	a := h.Held()
+	brokertest.WaitFor(t, "the request message", func() bool { return len(h.slack.Messages()) == 1 })
 	deliver(t, h, h.slack.Click(alice, h.message(), "airlock_approve"))
-	if r := result(t, done); r.text != "wrote /srv/x" {
+	if r := brokertest.Wait(t, done, "the call's outcome"); !released(r) {
 		t.Fatalf("the call returned %+v", r)
 	}
-	waitFor(t, "the message to show the approval", func() bool {
+	brokertest.WaitFor(t, "the message to show the approval", func() bool {
 		return strings.Contains(h.message().Mrkdwn(), "*Approved* by <@U0ALICE> (alice)")
 	})
 	if got := h.approval(a.ID); got.Votes[0].Channel != "slack" {
@@ -114,15 +92,15 @@ func TestSocketModeReconnectsAndDenies(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.slack.Disconnect()
-	waitFor(t, "a second connection", func() bool { return h.slack.SocketConnections() == 2 })
+	brokertest.WaitFor(t, "a second connection", func() bool { return h.slack.SocketConnections() == 2 })
 
-	done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-	h.held()
-	waitFor(t, "the request message", func() bool { return len(h.slack.Messages()) == 1 })
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+	h.Held()
+	brokertest.WaitFor(t, "the request message", func() bool { return len(h.slack.Messages()) == 1 })
 	deliver(t, h, h.slack.Click(bob, h.message(), "airlock_deny"))
-	waitFor(t, "the deny dialog", func() bool { return len(h.slack.Views()) == 1 })
+	brokertest.WaitFor(t, "the deny dialog", func() bool { return len(h.slack.Views()) == 1 })
 	deliver(t, h, h.slack.Submit(bob, h.slack.Views()[0], map[string]string{"reason": "wrong host"}))
-	if r := result(t, done); !strings.Contains(r.text, "denied by slack:U0BOB: wrong host") {
+	if r := brokertest.Wait(t, done, "the call's outcome"); r.Forward || !strings.Contains(r.Refusal, "denied by slack:U0BOB: wrong host") {
 		t.Fatalf("the call returned %+v", r)
 	}
 }
@@ -137,7 +115,7 @@ func TestSocketModeBadToken(t *testing.T) {
 		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
 	}})
 	runSocketMode(t, h)
-	waitFor(t, "the error to be logged", func() bool {
+	brokertest.WaitFor(t, "the error to be logged", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return strings.Contains(logs.String(), "slack socket mode stopped; reconnecting")
@@ -176,13 +154,13 @@ func TestSocketModeNeedsAppToken(t *testing.T) {
 // Airlock reads the envelope itself and still takes the click.
 func TestSocketModeClickSlackGoCannotDecode(t *testing.T) {
 	h := socketHarness(t, nil)
-	done := h.call(context.Background(), "write", map[string]any{"path": "/srv/x"})
-	h.held()
-	waitFor(t, "the request message", func() bool { return len(h.slack.Messages()) == 1 })
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/x"})
+	h.Held()
+	brokertest.WaitFor(t, "the request message", func() bool { return len(h.slack.Messages()) == 1 })
 	click := string(h.slack.Click(alice, h.message(), "airlock_approve"))
 	click = strings.Replace(click, `"blocks":[`, `"blocks":[{"type":"input","block_id":"odd","element":42},`, 1)
 	deliver(t, h, []byte(click))
-	if r := result(t, done); r.text != "wrote /srv/x" {
+	if r := brokertest.Wait(t, done, "the call's outcome"); !released(r) {
 		t.Fatalf("the call returned %+v", r)
 	}
 }
