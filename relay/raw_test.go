@@ -35,6 +35,7 @@ type rawRelay struct {
 	toUp      chan string    // lines the relay wrote to the upstream
 	checks    chan *check    // tools/calls at the gate
 	served    chan error     // ServeConn's result
+	stop      func()         // ends ServeConn's context
 
 	closeOnce sync.Once
 }
@@ -99,8 +100,10 @@ func newRawRelay(t *testing.T) *rawRelay {
 	rr.clientW, rr.relayOut = clientOut, relayOut
 	go readLines(clientIn, rr.toClient)
 	conn := wire.NewLineConn(relayIn, relayOut, relayIn, 0)
+	ctx, stop := context.WithCancel(context.Background())
+	rr.stop = stop
 	go func() {
-		rr.served <- r.ServeConn(context.Background(), "test", conn, broker.Principal{ID: "tester", Source: "os"})
+		rr.served <- r.ServeConn(ctx, "test", conn, broker.Principal{ID: "tester", Source: "os"})
 	}()
 	t.Cleanup(rr.close)
 	return rr
@@ -189,6 +192,7 @@ func (rr *rawRelay) closeClient() {
 		rr.t.Fatal("timed out waiting for the session to end")
 	}
 	rr.relayOut.Close()
+	rr.stop()
 }
 
 func (rr *rawRelay) close() { rr.closeOnce.Do(rr.closeClient) }
