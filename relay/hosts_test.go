@@ -9,8 +9,6 @@ import (
 
 	"github.com/airlock-mcp/airlock/relay"
 	"github.com/airlock-mcp/airlock/relay/relaytest"
-
-	"github.com/airlock-mcp/airlock/broker"
 )
 
 func tcpAddr(s string) net.Addr {
@@ -90,7 +88,7 @@ func TestHostsOriginAllowed(t *testing.T) {
 // or without an Origin, and are refused.
 func TestHTTPRefusesRebindingThroughLoopbackName(t *testing.T) {
 	srv := relaytest.NewServer()
-	b := relaytest.New(t, broker.Options{}, srv.Upstream("test"))
+	b := relaytest.NewRelay(t, relay.Options{}, srv.Upstream("test"))
 	hosts := relay.NewHosts(relay.HostsConfig{Listen: "vm:7432", Bound: tcpAddr("127.0.0.1:7432")})
 	mcp := b.HTTPHandler(relay.HTTPOptions{Hosts: hosts})
 	t.Cleanup(mcp.Close)

@@ -13,7 +13,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
-	"github.com/airlock-mcp/airlock/broker/brokertest"
 )
 
 // children counts the upstream connections a test upstream has open: for
@@ -62,9 +61,9 @@ func (cc *countedConn) Close() error {
 
 // limitsServer is an HTTP endpoint for a broker with limits whose callers
 // name their principal in X-Principal.
-func limitsServer(t *testing.T, l relay.Limits) (url string, kids *children, b *relaytest.Airlock) {
+func limitsServer(t *testing.T, l relay.Limits) (url string, kids *children, b *relay.Relay) {
 	kids = &children{}
-	b = relaytest.NewWithLimits(t, broker.Options{Policy: brokertest.AllowAll()}, l, kids.wrap(relaytest.NewServer().Upstream("test")))
+	b = relaytest.NewRelay(t, relay.Options{Limits: l}, kids.wrap(relaytest.NewServer().Upstream("test")))
 	hs := relaytest.NewHTTPServer(t, b, relay.HTTPOptions{Loopback: true, Principal: func(r *http.Request) (broker.Principal, error) {
 		return broker.Principal{ID: r.Header.Get("X-Principal"), Source: "token"}, nil
 	}})
@@ -181,7 +180,7 @@ func TestChildrenPerServerLimit(t *testing.T) {
 // (wrap's one session) is refused too once the server has its share.
 func TestChildrenLimitOverStdio(t *testing.T) {
 	kids := &children{}
-	b := relaytest.NewWithLimits(t, broker.Options{Policy: brokertest.AllowAll()}, relay.Limits{ChildrenPerServer: 1},
+	b := relaytest.NewRelay(t, relay.Options{Limits: relay.Limits{ChildrenPerServer: 1}},
 		kids.wrap(relaytest.NewServer().Upstream("test")))
 	cs := relaytest.StdioClient(t, b, relaytest.NewClient(relaytest.NewEvents()))
 	if _, err := cs.ListTools(ctxT(t), nil); err != nil {

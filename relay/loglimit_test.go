@@ -15,8 +15,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/airlock-mcp/airlock/broker"
-	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
@@ -91,7 +89,7 @@ func floodUpstream(n int) *relay.Upstream {
 func TestFloodingUpstreamIsLoggedWithCounts(t *testing.T) {
 	const n = 5000
 	h := &countingHandler{lines: map[string]int{}, occs: map[string]int{}}
-	bk := relaytest.New(t, broker.Options{Policy: brokertest.AllowAll(), Store: brokertest.NewMemStore(), Logger: slog.New(h)}, floodUpstream(n))
+	bk := relaytest.NewRelay(t, relay.Options{Logger: slog.New(h)}, floodUpstream(n))
 	// Checked once the session has ended (cleanups run last first), which
 	// logs what is still counted.
 	t.Cleanup(func() {

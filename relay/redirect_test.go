@@ -16,7 +16,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
@@ -43,7 +42,7 @@ func TestHTTPUpstreamCrossOriginRedirectFailsTheCall(t *testing.T) {
 	up := &relay.Upstream{Name: "test", Transport: "http", Dial: func(ctx context.Context) (mcp.Connection, error) {
 		return (&wire.HTTPClient{URL: upstream.URL, Header: http.Header{"X-Api-Key": {"sekrit"}}}).Connect(ctx)
 	}}
-	cs := relaytest.StdioClient(t, relaytest.New(t, broker.Options{}, up), mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
+	cs := relaytest.StdioClient(t, relaytest.NewRelay(t, relay.Options{}, up), mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})

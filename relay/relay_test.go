@@ -14,7 +14,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
 )
 
@@ -22,7 +21,7 @@ import (
 // reaches the upstream.
 type path struct {
 	upstream   func(t *testing.T, s *relaytest.Server) *relay.Upstream
-	downstream func(t testing.TB, a *relaytest.Airlock, c *mcp.Client) *mcp.ClientSession
+	downstream func(t testing.TB, a relaytest.Relay, c *mcp.Client) *mcp.ClientSession
 }
 
 var paths = map[string]path{
@@ -37,16 +36,34 @@ func httpUpstream(t *testing.T, s *relaytest.Server) *relay.Upstream {
 	return s.HTTPUpstream(t, "test")
 }
 
-// eachPath runs fn once for every path through Airlock.
+// eachPath runs fn once for every path through a relay whose gate
+// forwards every call.
 func eachPath(t *testing.T, fn func(t *testing.T, srv *relaytest.Server, cs *mcp.ClientSession, ev *relaytest.Events)) {
+	eachPathGated(t, nil, func(t *testing.T, e *gated) { fn(t, e.srv, e.cs, e.ev) })
+}
+
+// gated is one path through a relay in front of a stub gate.
+type gated struct {
+	srv  *relaytest.Server
+	cs   *mcp.ClientSession
+	ev   *relaytest.Events
+	gate *relaytest.Gate
+}
+
+// eachPathGated runs fn once for every path through a relay whose gate
+// decides with the Decision decide makes for the path; nil decide, or a
+// nil Decision, forwards every call.
+func eachPathGated(t *testing.T, decide func() relaytest.Decision, fn func(t *testing.T, e *gated)) {
 	for name, p := range paths {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			srv := relaytest.NewServer()
-			b := relaytest.New(t, broker.Options{}, p.upstream(t, srv))
-			ev := relaytest.NewEvents()
-			cs := p.downstream(t, b, relaytest.NewClient(ev))
-			fn(t, srv, cs, ev)
+			e := &gated{srv: relaytest.NewServer(), ev: relaytest.NewEvents(), gate: &relaytest.Gate{}}
+			if decide != nil {
+				e.gate.Decide = decide()
+			}
+			r := relaytest.NewRelay(t, relay.Options{Gate: e.gate}, p.upstream(t, e.srv))
+			e.cs = p.downstream(t, r, relaytest.NewClient(e.ev))
+			fn(t, e)
 		})
 	}
 }
@@ -99,8 +116,8 @@ func TestClientCapabilitiesNotInflated(t *testing.T) {
 	for name, p := range paths {
 		t.Run(name, func(t *testing.T) {
 			srv := relaytest.NewServer()
-			b := relaytest.New(t, broker.Options{}, p.upstream(t, srv))
-			p.downstream(t, b, mcp.NewClient(&mcp.Implementation{Name: "bare", Version: "1"}, nil))
+			r := relaytest.NewRelay(t, relay.Options{}, p.upstream(t, srv))
+			p.downstream(t, r, mcp.NewClient(&mcp.Implementation{Name: "bare", Version: "1"}, nil))
 			caps := upstreamSession(t, srv).InitializeParams().Capabilities
 			if caps.Sampling != nil || caps.Elicitation != nil {
 				t.Errorf("upstream was told the client can sample or elicit: %+v", caps)
@@ -291,9 +308,9 @@ func TestRootsListChanged(t *testing.T) {
 	for name, p := range paths {
 		t.Run(name, func(t *testing.T) {
 			srv := relaytest.NewServer()
-			b := relaytest.New(t, broker.Options{}, p.upstream(t, srv))
+			r := relaytest.NewRelay(t, relay.Options{}, p.upstream(t, srv))
 			c := relaytest.NewClient(relaytest.NewEvents())
-			p.downstream(t, b, c)
+			p.downstream(t, r, c)
 			c.AddRoots(&mcp.Root{URI: "file:///work/root-b"})
 			brokertest.Wait(t, srv.RootsChanged, "roots/list_changed")
 		})

@@ -192,7 +192,11 @@ func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
 		case "tools/call":
 			// The gate may wait (for the tool list, later for a person),
 			// and must not stall the client's other messages meanwhile.
-			ctx, c.cancel = context.WithCancelCause(ctx)
+			// Its context ends only through c.cancel, whose cause says
+			// why (broker.ErrClientCancelled, ErrClientGone,
+			// ErrSessionClosed): ctx (an HTTP request's, or ServeConn's)
+			// ends when the client goes, before the relay can say so.
+			ctx, c.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
 			s.r.pool.Go(func() { s.toolsCall(ctx, c, m) })
 		case "initialize":
 			s.initialize(ctx, c, m)

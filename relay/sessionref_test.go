@@ -119,3 +119,34 @@ func TestSessionIDStaysWithItsClient(t *testing.T) {
 		t.Errorf("approval names session %q, want %q", held[0].Session, ref)
 	}
 }
+
+// The gate, and through it everything the core records (approvals, audit,
+// the policy input), learns a session only by its SessionRef; the relay's
+// INFO logs name it so too.
+func TestGateSeesOnlyTheSessionRef(t *testing.T) {
+	var logs lockedBuffer
+	srv := relaytest.NewServer()
+	g := &relaytest.Gate{}
+	r := relaytest.NewRelay(t, relay.Options{Gate: g, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))},
+		srv.Upstream("test"))
+	hs := relaytest.NewHTTPServer(t, r, relay.HTTPOptions{Loopback: true})
+	c := &rawClient{t: t, url: hs.URL + "/mcp/test"}
+	c.initialize()
+	if status, msgs := c.post(context.Background(), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`); status != 200 || len(msgs) != 1 {
+		t.Fatalf("echo: %d %v", status, msgs)
+	}
+	ref := relay.SessionRef(c.session)
+	calls := g.Calls()
+	if len(calls) != 1 || calls[0].Session != ref {
+		t.Fatalf("the gate saw %+v, want one call in session %s", calls, ref)
+	}
+	all, _ := json.Marshal(calls[0])
+	for what, text := range map[string]string{"call": string(all), "INFO logs": logs.String()} {
+		if strings.Contains(text, c.session) {
+			t.Errorf("the session id is in the %s: %s", what, text)
+		}
+		if !strings.Contains(text, ref) {
+			t.Errorf("the session's ref %s is not in the %s: %s", ref, what, text)
+		}
+	}
+}

@@ -85,11 +85,19 @@ func readMessages(t *testing.T, resp *http.Response) []map[string]any {
 	return []map[string]any{m}
 }
 
-func newRawClient(t *testing.T, opts relay.HTTPOptions) (*rawClient, *relaytest.Server, *relaytest.Airlock) {
+// newRawClient is a raw HTTP client of a relay whose gate forwards every
+// call.
+func newRawClient(t *testing.T, opts relay.HTTPOptions) (*rawClient, *relaytest.Server, *relaytest.Gate) {
+	return newRawClientGated(t, opts, nil)
+}
+
+// newRawClientGated is newRawClient with a gate that decides with decide.
+func newRawClientGated(t *testing.T, opts relay.HTTPOptions, decide relaytest.Decision) (*rawClient, *relaytest.Server, *relaytest.Gate) {
 	srv := relaytest.NewServer()
-	b := relaytest.New(t, broker.Options{}, srv.Upstream("test"))
-	hs := relaytest.NewHTTPServer(t, b, opts)
-	return &rawClient{t: t, url: hs.URL + "/mcp/test"}, srv, b
+	g := &relaytest.Gate{Decide: decide}
+	r := relaytest.NewRelay(t, relay.Options{Gate: g}, srv.Upstream("test"))
+	hs := relaytest.NewHTTPServer(t, r, opts)
+	return &rawClient{t: t, url: hs.URL + "/mcp/test"}, srv, g
 }
 
 func (c *rawClient) initialize() {
@@ -296,7 +304,7 @@ func TestHTTPRelatedMessagesUseRequestStream(t *testing.T) {
 // Garbage and oversized lines get an error each and the session goes on.
 func TestStdioBadInput(t *testing.T) {
 	srv := relaytest.NewServer()
-	b := relaytest.New(t, broker.Options{}, srv.Upstream("test"))
+	b := relaytest.NewRelay(t, relay.Options{}, srv.Upstream("test"))
 	cr, bw := io.Pipe()
 	br, cw := io.Pipe()
 	conn := wire.NewLineConn(br, bw, br, 1024)
@@ -336,7 +344,8 @@ func TestStdioCallWithoutIDDropped(t *testing.T) {
 		rec.Connection = c
 		return rec, err
 	}
-	b := relaytest.New(t, broker.Options{}, up)
+	g := &relaytest.Gate{}
+	b := relaytest.NewRelay(t, relay.Options{Gate: g}, up)
 	cr, bw := io.Pipe()
 	br, cw := io.Pipe()
 	conn := wire.NewLineConn(br, bw, br, 0)
@@ -354,6 +363,9 @@ func TestStdioCallWithoutIDDropped(t *testing.T) {
 	}
 	if sent := rec.sent(); slices.Contains(sent, "tools/call") {
 		t.Errorf("Airlock sent the upstream %v", sent)
+	}
+	if calls := g.Calls(); len(calls) != 0 {
+		t.Errorf("the gate was asked about %d calls without an id", len(calls))
 	}
 	cw.Close()
 	if err := <-done; err != nil {
@@ -389,7 +401,7 @@ func (c *recordingConn) sent() []string {
 var exactIDs = []string{`1.5`, `9007199254740993`, `9007199254740992`, `1e300`, `-1e300`, `"\u0041"`, `-0`}
 
 func TestStdioIDsKeepTheirBytes(t *testing.T) {
-	b := relaytest.New(t, broker.Options{}, relaytest.NewServer().Upstream("test"))
+	b := relaytest.NewRelay(t, relay.Options{}, relaytest.NewServer().Upstream("test"))
 	cr, bw := io.Pipe()
 	br, cw := io.Pipe()
 	conn := wire.NewLineConn(br, bw, br, 0)

@@ -1,7 +1,8 @@
 // Package relaytest holds shared test parts for the relay and for tests
 // that need the whole of Airlock: an MCP server with one of everything a
-// relay must carry, a broker core behind a relay put together as serve and
-// wrap do, and clients that reach it over stdio pipes and streamable HTTP.
+// relay must carry, a stub Gate to test the relay without an approval
+// core, a broker core behind a relay put together as serve and wrap do,
+// and clients that reach either over stdio pipes and streamable HTTP.
 package relaytest
 
 import (
@@ -79,10 +80,17 @@ func NewWithLimits(t testing.TB, opts broker.Options, rl relay.Limits, ups ...*r
 	return a
 }
 
+// Relay is what the client helpers need: a *relay.Relay, alone in front
+// of a Gate or with a broker core behind it (an *Airlock).
+type Relay interface {
+	ServeConn(ctx context.Context, server string, conn mcp.Connection, p broker.Principal) error
+	HTTPHandler(opts relay.HTTPOptions) *relay.HTTPHandler
+}
+
 // StdioClient connects c to the upstream named "test" over a pair of
 // pipes carrying newline-delimited JSON, as a stdio client would, with
 // the principal "tester".
-func StdioClient(t testing.TB, a *Airlock, c *mcp.Client) *mcp.ClientSession {
+func StdioClient(t testing.TB, a Relay, c *mcp.Client) *mcp.ClientSession {
 	t.Helper()
 	cr, bw := io.Pipe()
 	br, cw := io.Pipe()
@@ -107,7 +115,7 @@ func StdioClient(t testing.TB, a *Airlock, c *mcp.Client) *mcp.ClientSession {
 
 // HTTPClient connects c to the upstream named "test" over the relay's
 // streamable HTTP endpoint.
-func HTTPClient(t testing.TB, a *Airlock, c *mcp.Client) *mcp.ClientSession {
+func HTTPClient(t testing.TB, a Relay, c *mcp.Client) *mcp.ClientSession {
 	t.Helper()
 	srv := NewHTTPServer(t, a, relay.HTTPOptions{Loopback: true})
 	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: srv.URL + "/mcp/test"}, nil)
@@ -120,7 +128,7 @@ func HTTPClient(t testing.TB, a *Airlock, c *mcp.Client) *mcp.ClientSession {
 
 // NewHTTPServer serves the relay's streamable HTTP endpoint at
 // /mcp/{server} for the length of the test.
-func NewHTTPServer(t testing.TB, a *Airlock, opts relay.HTTPOptions) *httptest.Server {
+func NewHTTPServer(t testing.TB, a Relay, opts relay.HTTPOptions) *httptest.Server {
 	h := a.HTTPHandler(opts)
 	mux := http.NewServeMux()
 	mux.Handle("/mcp/{server}", h)
