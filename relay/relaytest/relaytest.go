@@ -36,15 +36,9 @@ func (a *Airlock) Close() error {
 
 // New starts a broker with opts in front of the upstreams, as serve and
 // wrap do, and closes it at the end of the test. A nil logger shows logs
-// as brokertest.Logger says; a nil store is an in-memory one; Servers are the
-// upstreams' names. Limits go to both: the broker's held-call limits, and
-// the relay's session and child limits through rl (zero for defaults).
+// as brokertest.Logger says; a nil store is an in-memory one; a nil
+// policy allows everything; Servers are the upstreams' names.
 func New(t testing.TB, opts broker.Options, ups ...*relay.Upstream) *Airlock {
-	return NewWithLimits(t, opts, relay.Limits{}, ups...)
-}
-
-// NewWithLimits is New with the relay's limits.
-func NewWithLimits(t testing.TB, opts broker.Options, rl relay.Limits, ups ...*relay.Upstream) *Airlock {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = brokertest.Logger()
@@ -71,7 +65,7 @@ func NewWithLimits(t testing.TB, opts broker.Options, rl relay.Limits, ups ...*r
 	if m, ok := opts.Metrics.(relay.Metrics); ok {
 		metrics = m
 	}
-	r, err := relay.New(relay.Options{Gate: b, Logger: opts.Logger, Metrics: metrics, Limits: rl}, ups...)
+	r, err := relay.New(relay.Options{Gate: b, Logger: opts.Logger, Metrics: metrics}, ups...)
 	if err != nil {
 		t.Fatal(err)
 	}
