@@ -35,8 +35,9 @@ type Gate interface {
 	Listed(server string, defs []*broker.ToolDefinition)
 }
 
-// Metrics is what the relay counts; *broker.Metrics implementations that
-// also count limit refusals satisfy it. Nil in Options means none.
+// Metrics is what the relay counts: refusals at its limits (cmd's
+// Prometheus metrics count them for the broker too). Nil in Options means
+// none.
 type Metrics interface {
 	LimitRefused(limit string)
 }
