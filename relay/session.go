@@ -85,6 +85,7 @@ type Session struct {
 
 // inflight is one request a session is relaying, or one of Airlock's own.
 type inflight struct {
+	session  *Session   // the session it is relayed in
 	clientID jsonrpc.ID // invalid for Airlock's own requests
 	upID     int64      // 0 until forwarded
 	method   string
@@ -212,7 +213,7 @@ func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
 // accept registers a client request, refusing a second request with the id
 // of one still in flight.
 func (s *Session) accept(m *jsonrpc.Request) (*inflight, bool) {
-	c := &inflight{clientID: m.ID, method: m.Method, token: progressToken(m.Params), started: time.Now()}
+	c := &inflight{session: s, clientID: m.ID, method: m.Method, token: progressToken(m.Params), started: time.Now()}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -25,7 +25,7 @@ func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request
 		Principal:        s.principal,
 		Received:         c.started,
 		Progress:         c.token != "",
-	}, caller{s, c})
+	}, c)
 	switch {
 	case o.Forward:
 		c.audited = o.Audited
@@ -37,29 +37,26 @@ func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request
 	}
 }
 
-// caller is the broker.Caller of one tools/call.
-type caller struct {
-	s *Session
-	c *inflight
-}
-
-func (cl caller) Definition(ctx context.Context, tool string, fresh bool) (*broker.ToolDefinition, error) {
+// Definition makes a client's tools/call in flight the broker.Caller the
+// gate asks while it decides: the tool as the session's cache has it, or as
+// the upstream lists it now.
+func (c *inflight) Definition(ctx context.Context, tool string, fresh bool) (*broker.ToolDefinition, error) {
 	if fresh {
-		return cl.s.freshDefinition(ctx, tool)
+		return c.session.freshDefinition(ctx, tool)
 	}
-	return cl.s.toolDefinition(ctx, tool)
+	return c.session.toolDefinition(ctx, tool)
 }
 
 // Waiting sends a progress notification with the client's token; the
 // upstream's own progress for the call is shifted past these later.
-func (cl caller) Waiting(message string) {
-	n := cl.c.heartbeats.Add(1)
+func (c *inflight) Waiting(message string) {
+	n := c.heartbeats.Add(1)
 	params, _ := json.Marshal(map[string]any{
-		"progressToken": json.RawMessage(cl.c.token),
+		"progressToken": json.RawMessage(c.token),
 		"progress":      n,
 		"message":       message,
 	})
-	cl.s.send(&jsonrpc.Request{Method: "notifications/progress", Params: params}, cl.c.clientID)
+	c.session.send(&jsonrpc.Request{Method: "notifications/progress", Params: params}, c.clientID)
 }
 
 // toolError is a tool result the model reads: refusals are results with
