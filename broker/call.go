@@ -10,7 +10,7 @@ import (
 // one Call per tools/call and a Caller, and carries out the Outcome.
 
 // Call is one tools/call as the relay hands it to the core. The relay
-// fills in the fields down to Received; Check reads the tool and its
+// fills in the fields down to Progress; Check reads the tool and its
 // arguments from Params and fills in the rest.
 type Call struct {
 	Server    string
