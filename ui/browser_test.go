@@ -34,7 +34,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := brokertest.Main(m)
 	stopBrowser()
 	os.Exit(code)
 }

@@ -2,9 +2,11 @@ package brokertest
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -14,14 +16,66 @@ import (
 const RequireToolsEnv = "AIRLOCK_REQUIRE_TOOLS"
 
 // Missing skips the test because a tool is absent, saying how to get it, or
-// fails it when tools are required.
+// fails it when tools are required. Main reports the skips of a package.
 func Missing(t testing.TB, what, how string) {
 	t.Helper()
 	msg := fmt.Sprintf("%s is not available; %s", what, how)
 	if os.Getenv(RequireToolsEnv) == "1" {
 		t.Fatalf("%s (%s=1 requires it)", msg, RequireToolsEnv)
 	}
+	missing.add(msg)
 	t.Skip(msg)
+}
+
+// missing counts the tests Missing skipped, by reason.
+var missing = &skips{}
+
+type skips struct {
+	mu    sync.Mutex
+	order []string
+	count map[string]int
+}
+
+func (s *skips) add(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.count == nil {
+		s.count = map[string]int{}
+	}
+	if s.count[msg] == 0 {
+		s.order = append(s.order, msg)
+	}
+	s.count[msg]++
+}
+
+// report writes one line per reason, or nothing when no test was skipped.
+func (s *skips) report(w io.Writer, pkg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, msg := range s.order {
+		fmt.Fprintf(w, "%s: skipped %d test(s): %s\n", pkg, s.count[msg], msg)
+	}
+}
+
+// Main runs a package's tests (call it from TestMain) and then says which
+// were skipped for a missing tool and how to install it. go test shows
+// nothing of a passing package but its "ok" line, so the summary goes to
+// the terminal when there is one, and to stderr otherwise (shown when the
+// package fails, or with -v).
+func Main(m interface{ Run() int }) int {
+	code := m.Run()
+	var w io.Writer = os.Stderr
+	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+		defer tty.Close()
+		w = tty
+	}
+	missing.report(w, packageName())
+	return code
+}
+
+// packageName is the test binary's package, from its name (pkg.test).
+func packageName() string {
+	return strings.TrimSuffix(filepath.Base(os.Args[0]), ".test")
 }
 
 // RepoRoot is the module's root directory.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/airlock-mcp/airlock/broker/brokertest"
 )
 
 // The test binary doubles as airlock itself and as a small upstream MCP
@@ -30,7 +32,7 @@ func TestMain(m *testing.M) {
 		runTestServer(os.Getenv("AIRLOCK_TEST_SERVER"))
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(brokertest.Main(m))
 }
 
 // runTestServer is an upstream for subprocess tests. Modes:
