@@ -165,7 +165,10 @@ when something is missing. See docs/slack.md.`,
 			failed := 0
 			for _, c := range n.SelfTest(ctx) {
 				mark := "ok  "
-				if !c.OK {
+				switch {
+				case c.Skipped:
+					mark = "skip"
+				case !c.OK:
 					mark = "FAIL"
 					failed++
 				}

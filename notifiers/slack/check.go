@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	slackgo "github.com/slack-go/slack"
 )
@@ -18,10 +19,17 @@ var RequiredScopes = []string{"chat:write", "users:read", "usergroups:read"}
 
 // Check is one finding of SelfTest.
 type Check struct {
-	Name   string // what was checked
-	OK     bool
-	Detail string // what Slack said, and what to do about it
+	Name string // what was checked
+	OK   bool
+	// Skipped says the check could not be made (Detail says why): it is
+	// neither passed nor failed.
+	Skipped bool
+	Detail  string // what Slack said, and what to do about it
 }
+
+// selfTestReach bounds SelfTest's first call: a Slack that cannot be
+// reached is said once, quickly, rather than after every retry.
+const selfTestReach = 5 * time.Second
 
 // SelfTest checks the configuration against Slack as far as Slack lets it
 // be checked: the tokens, the bot's scopes, the channel (by posting a test
@@ -37,15 +45,29 @@ func (n *Notifier) SelfTest(ctx context.Context) []Check {
 		out = append(out, c)
 	}
 
-	var auth *slackgo.AuthTestResponse
-	err := n.call(ctx, "auth.test", func(ctx context.Context) error {
-		var err error
-		auth, err = n.api.AuthTestContext(ctx)
-		return err
-	})
+	// One attempt, not the notifier's retries: the person running the
+	// test waits for this answer.
+	reach, cancel := context.WithTimeout(ctx, selfTestReach)
+	auth, err := n.api.AuthTestContext(reach)
+	cancel()
 	if err != nil {
+		err = fmt.Errorf("slack: auth.test: %w", err)
 		add("bot token", err, "", "; use the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page")
-		return append(out, n.appTokenCheck(ctx)...)
+		_, answered := errors.AsType[slackgo.SlackErrorResponse](err)
+		why := "not checked: needs a working bot token"
+		if !answered {
+			why = "not checked: Slack could not be reached"
+		}
+		for _, name := range n.checkNames() {
+			out = append(out, Check{Name: name, Skipped: true, Detail: why})
+		}
+		if answered {
+			return append(out, n.appTokenCheck(ctx)...) // the app token is checked on its own
+		}
+		if n.hasAppToken {
+			out = append(out, Check{Name: "socket mode", Skipped: true, Detail: why})
+		}
+		return append(out, n.secretCheck()...)
 	}
 	add("bot token", nil, fmt.Sprintf("works: bot @%s in workspace %s", auth.User, auth.Team), "")
 	out = append(out, n.scopeCheck())
@@ -77,6 +99,22 @@ func (n *Notifier) SelfTest(ctx context.Context) []Check {
 		out = append(out, n.personCheck(ctx, "identity "+who, n.slackUser[who]))
 	}
 	return append(out, n.appTokenCheck(ctx)...)
+}
+
+// checkNames are the names of the checks that need a working bot token,
+// in the order SelfTest makes them.
+func (n *Notifier) checkNames() []string {
+	names := []string{"scopes", "channel " + n.channel}
+	for _, u := range n.defaults.Users {
+		names = append(names, "approver "+u)
+	}
+	for _, g := range n.defaults.Groups {
+		names = append(names, "approver group "+g)
+	}
+	for _, who := range sortedKeys(n.slackUser) {
+		names = append(names, "identity "+who)
+	}
+	return names
 }
 
 func (n *Notifier) scopeCheck() Check {
@@ -134,6 +172,12 @@ func (n *Notifier) appTokenCheck(ctx context.Context) []Check {
 		}
 		out = append(out, c)
 	}
+	return append(out, n.secretCheck()...)
+}
+
+// secretCheck checks the signing secret's form; it needs no call to Slack.
+func (n *Notifier) secretCheck() []Check {
+	var out []Check
 	if n.secret != "" {
 		c := Check{Name: "signing secret", OK: true, Detail: "set; Slack's requests to /slack/interactivity are checked against it"}
 		if !signingSecretPattern.MatchString(n.secret) {

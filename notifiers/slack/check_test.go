@@ -13,7 +13,7 @@ func TestSelfTest(t *testing.T) {
 	tests := map[string]struct {
 		setup func(s *slacktest.Server, c *slack.Config)
 		// want maps a check's name to the start of its detail; a "!"
-		// prefix means the check must fail.
+		// prefix means the check must fail, a "?" that it was skipped.
 		want map[string]string
 	}{
 		"all good": {
@@ -28,8 +28,24 @@ func TestSelfTest(t *testing.T) {
 			},
 		},
 		"wrong bot token": {
-			func(_ *slacktest.Server, c *slack.Config) { c.BotToken = "xoxb-wrong" },
-			map[string]string{"bot token": "!Slack said invalid_auth; use the Bot User OAuth Token", "socket mode": "Slack offered"},
+			func(_ *slacktest.Server, c *slack.Config) {
+				c.BotToken = "xoxb-wrong"
+				c.Approvers = slack.Approvers{Users: []string{bob}, Groups: []string{approvers}}
+			},
+			map[string]string{"bot token": "!Slack said invalid_auth; use the Bot User OAuth Token", "socket mode": "Slack offered",
+				"scopes": "?not checked: needs a working bot token", "channel C0APPROVALS": "?not checked: needs a working bot token",
+				"approver U0BOB": "?not checked", "approver group S0APPROVERS": "?not checked", "identity alice": "?not checked",
+				"signing secret": "set;"},
+		},
+		"Slack unreachable": {
+			// Slack answers auth.test with a server error, which the
+			// notifier would retry: the self test asks once and says so.
+			func(s *slacktest.Server, c *slack.Config) {
+				s.Fail("auth.test", slacktest.Fault{Status: 503}, slacktest.Fault{Status: 503}, slacktest.Fault{Status: 503})
+			},
+			map[string]string{"bot token": "!slack: auth.test:", "scopes": "?not checked: Slack could not be reached",
+				"channel C0APPROVALS": "?not checked: Slack could not be reached", "socket mode": "?not checked: Slack could not be reached",
+				"signing secret": "set;"},
 		},
 		"missing scope": {
 			func(s *slacktest.Server, c *slack.Config) {
@@ -72,10 +88,15 @@ func TestSelfTest(t *testing.T) {
 			}
 			for name, want := range tc.want {
 				c, ok := got[name]
-				fail := strings.HasPrefix(want, "!")
-				want = strings.TrimPrefix(want, "!")
-				if !ok || c.OK == fail || !strings.HasPrefix(c.Detail, want) {
-					t.Errorf("check %q = %+v, want ok=%v and detail starting %q", name, c, !fail, want)
+				fail, skip := strings.HasPrefix(want, "!"), strings.HasPrefix(want, "?")
+				want = strings.TrimLeft(want, "!?")
+				if !ok || c.Skipped != skip || (!skip && c.OK == fail) || !strings.HasPrefix(c.Detail, want) {
+					t.Errorf("check %q = %+v, want ok=%v skipped=%v and detail starting %q", name, c, !fail && !skip, skip, want)
+				}
+			}
+			if name == "Slack unreachable" {
+				if n := len(s.Calls("auth.test")); n != 1 {
+					t.Errorf("auth.test was tried %d times, want once", n)
 				}
 			}
 			if name == "all good" {
