@@ -31,7 +31,7 @@ logs and the server's stderr go to stderr.
 When the client closes stdin, the server is stopped (stdin closed, then
 SIGTERM, then SIGKILL) and airlock exits 0. If the server dies, calls in
 flight get an error and airlock exits 1, naming the server's exit status.`,
-		Example: `  airlock wrap -- npx -y @modelcontextprotocol/server-filesystem /srv/data
+		Example: `  airlock wrap --name filesystem -- npx -y @modelcontextprotocol/server-filesystem /srv/data
   airlock wrap --name github -c airlock.yaml -- github-mcp-server stdio`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,8 +39,9 @@ flight get an error and airlock exits 1, naming the server's exit status.`,
 			if err != nil {
 				return err
 			}
+			named := "--name"
 			if name == "" {
-				name = guessName(args)
+				name, named = guessName(args), "its command; --name sets another"
 			}
 			sc := cfg.Servers[name]
 			if sc == nil {
@@ -50,6 +51,8 @@ flight get an error and airlock exits 1, naming the server's exit status.`,
 			// cwd and trust settings for a server of the same name.
 			sc.Command, sc.Args, sc.URL = args[0], args[1:], ""
 			log := newLogger(os.Stderr, cfg.LogLevel)
+			// Policies match servers by name: say which one this is.
+			log.Info("wrapping server "+name, "server", name, "named_from", named)
 			dir, err := stateDirFor(stateDir, cfg.StateDir, name)
 			if err != nil {
 				return err
@@ -59,7 +62,7 @@ flight get an error and airlock exits 1, naming the server's exit status.`,
 	}
 	// Everything after CMD belongs to CMD, even without "--".
 	cmd.Flags().SetInterspersed(false)
-	cmd.Flags().StringVar(&name, "name", "", "the server's name in policy, logs and approvals (default: derived from CMD)")
+	cmd.Flags().StringVar(&name, "name", "", "the server's name in policy, logs and approvals (default: derived from CMD, e.g. filesystem for server-filesystem)")
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "config file (airlock.yaml); optional")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory (env AIRLOCK_STATE_DIR; default ~/.local/state/airlock/wrap-NAME)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address of the approval API (and web UI); port 0 picks a free one")
@@ -99,8 +102,14 @@ func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen s
 
 var versionSuffix = regexp.MustCompile(`@[^/@]*$`)
 
+// mcpAffixes are what MCP servers' package names add to what they serve:
+// server-filesystem, mcp-server-git and github-mcp-server are filesystem,
+// git and github, the names policies (and rego/examples) use.
+var mcpAffixes = regexp.MustCompile(`^(mcp-server-|server-|mcp-)|(-mcp-server|-server-mcp|-mcp)$`)
+
 // guessName derives a server name from its command line: the package a
-// launcher like npx or uvx runs, or the program itself.
+// launcher like npx or uvx runs, or the program itself, without the affixes
+// that say it is an MCP server.
 func guessName(args []string) string {
 	prog := filepath.Base(args[0])
 	if prog == "env" {
@@ -130,6 +139,9 @@ func guessName(args []string) string {
 		return '-'
 	}, prog)
 	clean = strings.TrimLeft(clean, "-_.")
+	if short := mcpAffixes.ReplaceAllString(clean, ""); short != "" && short != "server" {
+		clean = short
+	}
 	if clean == "" {
 		return "server"
 	}

@@ -50,6 +50,10 @@ func TestWrapUpstreamCrash(t *testing.T) {
 	if !strings.Contains(stderr.String(), "airlock: upstream airlock.test exited with status 3") {
 		t.Errorf("stderr does not name the exit status:\n%s", stderr)
 	}
+	// Without --name, the name chosen for the policy is said at start.
+	if !strings.Contains(stderr.String(), "wrapping server airlock.test") || !strings.Contains(stderr.String(), "--name sets another") {
+		t.Errorf("stderr does not say the server's name:\n%s", stderr)
+	}
 }
 
 func TestWrapUpstreamNeverInitializes(t *testing.T) {
@@ -122,10 +126,13 @@ func TestWrapNPMServerEverything(t *testing.T) {
 
 func TestGuessName(t *testing.T) {
 	tests := map[string]string{
-		"npx -y @modelcontextprotocol/server-filesystem /tmp": "server-filesystem",
+		"npx -y @modelcontextprotocol/server-filesystem /tmp": "filesystem",
 		"npx @scope/pkg@1.2.3":                                "pkg",
-		"uvx mcp-server-git --repository .":                   "mcp-server-git",
-		"/usr/local/bin/github-mcp-server stdio":              "github-mcp-server",
+		"uvx mcp-server-git --repository .":                   "git",
+		"/usr/local/bin/github-mcp-server stdio":              "github",
+		"npx -y @modelcontextprotocol/server-everything":      "everything",
+		"python3 mcp-postgres.py":                             "postgres",
+		"/opt/mcp-server":                                     "mcp-server",
 		"node build/index.js":                                 "index",
 		"docker run -i --rm ghcr.io/org/img":                  "img",
 	}
