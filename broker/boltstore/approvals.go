@@ -44,6 +44,9 @@ func (s *Store) publish(data []byte) {
 // The file is locked to one process, so every writer goes through this
 // Store value and every change reaches f.
 func (s *Store) WatchApprovals(ctx context.Context, f func(*broker.Approval)) error {
+	if s.readOnly {
+		return errReadOnly // nothing writes, so nothing would be announced
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {

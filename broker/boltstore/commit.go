@@ -132,6 +132,9 @@ func (s *Store) submit(ctx context.Context, w *write) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("boltstore: %w", err)
 	}
+	if s.readOnly {
+		return errReadOnly
+	}
 	switch s.mode {
 	case updateEach, boltBatch:
 		// Baselines for the benchmarks: stored runs in the caller, so

@@ -86,7 +86,26 @@ func openJournal(path string) (j *journal, recs []entry, lost *journalCut, err e
 		f.Close()
 		return nil, nil, nil, err
 	}
-	off := 0
+	recs, off := readFrames(data)
+	j = &journal{f: f, size: int64(off)}
+	if off < len(data) {
+		cut := data[off:]
+		saved, err := saveCut(path, cut)
+		if err != nil {
+			f.Close()
+			return nil, nil, nil, err
+		}
+		lost = intactRecords(cut)
+		lost.File, lost.Bytes = saved, len(cut)
+		return j, recs, lost, nil
+	}
+	return j, recs, nil, nil
+}
+
+// readFrames reads the records of a journal's contents up to the first
+// frame that is torn or damaged, and returns them with the length of the
+// intact part.
+func readFrames(data []byte) (recs []entry, off int) {
 	for len(data)-off >= frameHeader {
 		n := int(binary.LittleEndian.Uint32(data[off:]))
 		sum := binary.LittleEndian.Uint32(data[off+4:])
@@ -104,19 +123,7 @@ func openJournal(path string) (j *journal, recs []entry, lost *journalCut, err e
 		recs = append(recs, entry{r, payload})
 		off += frameHeader + n
 	}
-	j = &journal{f: f, size: int64(off)}
-	if off < len(data) {
-		cut := data[off:]
-		saved, err := saveCut(path, cut)
-		if err != nil {
-			f.Close()
-			return nil, nil, nil, err
-		}
-		lost = intactRecords(cut)
-		lost.File, lost.Bytes = saved, len(cut)
-		return j, recs, lost, nil
-	}
-	return j, recs, nil, nil
+	return recs, off
 }
 
 // journalCut describes bytes cut off the journal, kept in File. Records

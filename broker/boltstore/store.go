@@ -78,6 +78,12 @@ type Options struct {
 	Timeout time.Duration
 	// Logger receives the store's logs; nil discards them.
 	Logger *slog.Logger
+	// ReadOnly opens an existing file to read only, beside other readers
+	// and once its writer is gone: no writer starts, every write fails,
+	// and neither the file nor its journal is changed. Records the
+	// journal holds that the database does not are read from the
+	// journal (see Unmoved).
+	ReadOnly bool
 }
 
 // Store is a broker.Store in a bbolt file. It is safe for concurrent use.
@@ -102,6 +108,13 @@ type Store struct {
 	journaled atomic.Int64 // records in the journal, for readers
 
 	feed broker.ApprovalFeed // published to by the writer goroutine
+
+	// readOnly is set by Options.ReadOnly. unmoved are then the
+	// journal's records past the database's last, and torn the bytes
+	// after the journal's last intact record.
+	readOnly bool
+	unmoved  []entry
+	torn     *journalCut
 }
 
 var _ broker.Store = (*Store)(nil)
@@ -117,6 +130,9 @@ func Open(path string, opts Options) (*Store, error) {
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = time.Second
+	}
+	if opts.ReadOnly {
+		return openReadOnly(path, timeout, log)
 	}
 	// The free-page list is not written at every commit but rebuilt when
 	// the file is opened: one page write less per commit (the commits
@@ -199,6 +215,9 @@ var errNotAirlock = errors.New("a bbolt database, but not Airlock's (it has no m
 // Close waits for the writes already queued to commit, then closes the
 // file. Later writes fail; calling Close again does nothing.
 func (s *Store) Close() error {
+	if s.readOnly {
+		return s.closeReadOnly()
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

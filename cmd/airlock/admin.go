@@ -38,16 +38,9 @@ func (f *adminFlags) register(cmd *cobra.Command, withJSON bool) {
 // brokers finds the running brokers the command talks to: the one in
 // --state-dir (or AIRLOCK_STATE_DIR), or every one under the state home.
 func (f *adminFlags) brokers() ([]*apiClient, error) {
-	dir, explicit := f.stateDir, true
-	if dir == "" {
-		dir = os.Getenv("AIRLOCK_STATE_DIR")
-	}
-	if dir == "" {
-		home, err := stateHome()
-		if err != nil {
-			return nil, err
-		}
-		dir, explicit = home, false
+	dir, explicit, err := f.dir()
+	if err != nil {
+		return nil, err
 	}
 	refs, err := findBrokers(dir, !explicit)
 	if err != nil {
@@ -58,6 +51,18 @@ func (f *adminFlags) brokers() ([]*apiClient, error) {
 		clients[i] = &apiClient{ref: r, http: &http.Client{Timeout: 30 * time.Second}}
 	}
 	return clients, nil
+}
+
+// dir is the state directory the command names (--state-dir, then
+// AIRLOCK_STATE_DIR), or the state home when it names none.
+func (f *adminFlags) dir() (dir string, explicit bool, err error) {
+	for _, d := range []string{f.stateDir, os.Getenv("AIRLOCK_STATE_DIR")} {
+		if d != "" {
+			return d, true, nil
+		}
+	}
+	home, err := stateHome()
+	return home, false, err
 }
 
 // one returns the single broker a command about one audit log needs.
@@ -145,38 +150,66 @@ func newPendingCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pending [--json]",
 		Short: "List calls waiting for approval",
-		Args:  cobra.NoArgs,
+		Long: `pending lists the calls waiting for approval at every running broker (or
+the one of --state-dir), with the broker each waits at when there are
+several. A call waits only while its broker runs: with none running,
+pending says so and lists nothing.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			clients, err := f.brokers()
+			srcs, err := f.sources(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			var all []*broker.Approval
-			for _, c := range clients {
-				var res struct{ Approvals []*broker.Approval }
-				if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/approvals?status=pending&limit=1000", nil, &res); err != nil {
+			defer closeSources(srcs)
+			type pendingAt struct {
+				a      *broker.Approval
+				broker string
+			}
+			var all []pendingAt
+			running := false
+			for _, s := range srcs {
+				as, err := s.pending(cmd.Context())
+				if err != nil {
 					return err
 				}
-				all = append(all, res.Approvals...)
+				running = running || s.api != nil
+				for _, a := range as {
+					all = append(all, pendingAt{a, s.label})
+				}
 			}
-			slices.SortFunc(all, func(a, b *broker.Approval) int { return strings.Compare(a.ID, b.ID) })
+			slices.SortFunc(all, func(a, b pendingAt) int { return strings.Compare(a.a.ID, b.a.ID) })
 			if f.jsonOut {
 				views := make([]pendingView, len(all))
-				for i, a := range all {
-					views[i] = newPendingView(a)
+				for i, p := range all {
+					views[i] = newPendingView(p.a)
+					views[i].Broker = p.broker
 				}
 				return printJSON(cmd.OutOrStdout(), views)
 			}
 			if len(all) == 0 {
+				if !running {
+					fmt.Fprintln(cmd.OutOrStdout(), "No calls are waiting for approval: no broker is running, and a call waits only while its broker runs.")
+					return nil
+				}
 				fmt.Fprintln(cmd.OutOrStdout(), "No calls are waiting for approval.")
 				return nil
 			}
 			now := time.Now()
+			multi := len(srcs) > 1
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			row(tw, "ID", "SERVER", "TOOL", "REQUESTER", "RISK", "WAITING", "EXPIRES IN", "REASON")
-			for _, a := range all {
-				row(tw, a.ID, a.Server, a.Tool, a.Principal.ID, a.Decision.Risk,
-					now.Sub(a.RequestedAt).Round(time.Second), a.ExpiresAt.Sub(now).Round(time.Second), a.Decision.Reason)
+			head := []any{"ID", "SERVER", "TOOL", "REQUESTER", "RISK", "WAITING", "EXPIRES IN", "REASON"}
+			if multi {
+				head = append([]any{"BROKER"}, head...)
+			}
+			row(tw, head...)
+			for _, p := range all {
+				a := p.a
+				cells := []any{a.ID, a.Server, a.Tool, a.Principal.ID, a.Decision.Risk,
+					now.Sub(a.RequestedAt).Round(time.Second), a.ExpiresAt.Sub(now).Round(time.Second), a.Decision.Reason}
+				if multi {
+					cells = append([]any{p.broker}, cells...)
+				}
+				row(tw, cells...)
 			}
 			return tw.Flush()
 		},
@@ -200,6 +233,8 @@ type pendingView struct {
 	Approvals   int             `json:"approvals"`
 	RequestedAt time.Time       `json:"requested_at"`
 	ExpiresAt   time.Time       `json:"expires_at"`
+	// Broker is the state directory's label (see brokerLabel).
+	Broker string `json:"broker"`
 }
 
 func newPendingView(a *broker.Approval) pendingView {
@@ -343,21 +378,22 @@ See docs/grants.md.`,
 }
 
 func listGrants(cmd *cobra.Command, f *adminFlags, all bool) error {
-	clients, err := f.brokers()
+	srcs, err := f.sources(cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
-	path := "/api/v1/grants?limit=1000"
-	if !all {
-		path += "&status=active"
-	}
+	defer closeSources(srcs)
 	var grants []*broker.Grant
-	for _, c := range clients {
-		var res struct{ Grants []*broker.Grant }
-		if err := c.do(cmd.Context(), http.MethodGet, path, nil, &res); err != nil {
+	at := map[*broker.Grant]string{}
+	for _, s := range srcs {
+		gs, err := s.grants(cmd.Context(), all)
+		if err != nil {
 			return err
 		}
-		grants = append(grants, res.Grants...)
+		for _, g := range gs {
+			at[g] = s.label
+		}
+		grants = append(grants, gs...)
 	}
 	slices.SortFunc(grants, func(a, b *broker.Grant) int { return strings.Compare(b.ID, a.ID) })
 	if f.jsonOut {
@@ -372,7 +408,12 @@ func listGrants(cmd *cobra.Command, f *adminFlags, all bool) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-	row(tw, "ID", "STATUS", "SERVER", "TOOL", "SCOPE", "COVERS", "FOR", "BY", "EXPIRES IN", "USES")
+	multi := len(srcs) > 1
+	head := []any{"ID", "STATUS", "SERVER", "TOOL", "SCOPE", "COVERS", "FOR", "BY", "EXPIRES IN", "USES"}
+	if multi {
+		head = append([]any{"BROKER"}, head...)
+	}
+	row(tw, head...)
 	for _, g := range grants {
 		covers := "any arguments"
 		switch g.Scope {
@@ -396,8 +437,15 @@ func listGrants(cmd *cobra.Command, f *adminFlags, all bool) error {
 		left := "-"
 		if g.Status == broker.GrantActive {
 			left = g.ExpiresAt.Sub(now).Round(time.Second).String()
+			if !g.ExpiresAt.After(now) {
+				left = "expired" // read from a stopped broker, which has not ended it yet
+			}
 		}
-		row(tw, g.ID, g.Status, g.Server, g.Tool, g.Scope, covers, who, g.CreatedBy, left, uses)
+		cells := []any{g.ID, g.Status, g.Server, g.Tool, g.Scope, covers, who, g.CreatedBy, left, uses}
+		if multi {
+			cells = append([]any{at[g]}, cells...)
+		}
+		row(tw, cells...)
 	}
 	return tw.Flush()
 }
@@ -511,55 +559,20 @@ func newAuditCmd() *cobra.Command {
 		Long: `audit prints the broker's audit log: every tools/call (allowed, denied,
 held) and what became of each held call, with who decided. --follow keeps
 printing new records as they are written. "audit verify" checks the log's
-hash chain.`,
+hash chain.
+
+With several brokers running (serve and wraps) and no --state-dir, it
+shows all of their logs merged by time, each line labelled with its
+broker. With none running, it reads the state directories directly,
+read-only, and says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.one()
+			srcs, err := f.sources(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			params := url.Values{}
-			for k, v := range map[string]string{"server": q.Server, "tool": q.Tool, "event": q.Event, "actor": q.Actor} {
-				if v != "" {
-					params.Set(k, v)
-				}
-			}
-			params.Set("limit", fmt.Sprint(max(q.Limit, 1)))
-			var res struct{ Records []*broker.AuditRecord }
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit?"+params.Encode(), nil, &res); err != nil {
-				return err
-			}
-			slices.Reverse(res.Records) // oldest first, like a log
-			tw := auditPrinter(out, f.jsonOut)
-			var last uint64
-			for _, r := range res.Records {
-				tw(r)
-				last = r.Seq
-			}
-			if !follow {
-				return nil
-			}
-			params.Set("limit", "1000")
-			for {
-				select {
-				case <-cmd.Context().Done():
-					return nil
-				case <-time.After(time.Second):
-				}
-				params.Set("after", fmt.Sprint(last))
-				res.Records = nil
-				if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit?"+params.Encode(), nil, &res); err != nil {
-					if cmd.Context().Err() != nil {
-						return nil
-					}
-					return err
-				}
-				for _, r := range res.Records {
-					tw(r)
-					last = r.Seq
-				}
-			}
+			defer closeSources(srcs)
+			return followAudit(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), srcs, q, follow, f.jsonOut)
 		},
 	}
 	f.register(cmd, true)
@@ -575,11 +588,22 @@ hash chain.`,
 
 // auditPrinter returns a function that prints one record per line, as
 // text or as JSON lines (which --follow can stream).
-func auditPrinter(w io.Writer, jsonOut bool) func(*broker.AuditRecord) {
+// With labels, each line starts with its broker's label (in JSON, a
+// "broker" field).
+func auditPrinter(w io.Writer, jsonOut, labels bool) func(label string, r *broker.AuditRecord) {
 	if jsonOut {
-		return func(r *broker.AuditRecord) { writeJSON(w, r, "") }
+		return func(label string, r *broker.AuditRecord) {
+			if !labels {
+				writeJSON(w, r, "")
+				return
+			}
+			writeJSON(w, struct {
+				Broker string `json:"broker"`
+				*broker.AuditRecord
+			}{label, r}, "")
+		}
 	}
-	return func(r *broker.AuditRecord) {
+	return func(label string, r *broker.AuditRecord) {
 		who := r.Principal
 		if r.Actor != "" && r.Actor != "policy" {
 			who = r.Actor
@@ -587,7 +611,11 @@ func auditPrinter(w io.Writer, jsonOut bool) func(*broker.AuditRecord) {
 		if r.ActorAs != "" {
 			who += " (as " + r.ActorAs + ")"
 		}
-		line := fmt.Sprintf("%6d  %s  %-18s  %-12s  %-16s  %-10s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), r.Event, r.Server, r.Tool, who)
+		line := ""
+		if labels {
+			line = fmt.Sprintf("%-16s  ", label)
+		}
+		line += fmt.Sprintf("%6d  %s  %-18s  %-12s  %-16s  %-10s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), r.Event, r.Server, r.Tool, who)
 		if r.Reason != "" {
 			line += "  " + r.Reason
 		}
@@ -607,22 +635,42 @@ func newAuditVerifyCmd() *cobra.Command {
 		Use:   "verify",
 		Short: "Check the audit log's hash chain and name the first broken record",
 		Args:  cobra.NoArgs,
+		Long: `verify checks the audit log of the running broker (or of --state-dir's),
+or, with several running, of each. With none running it reads the state
+directory directly, read-only, and says so.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.one()
+			srcs, err := f.sources(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			var v broker.AuditVerification
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/verify", nil, &v); err != nil {
-				return err
+			defer closeSources(srcs)
+			multi := len(srcs) > 1
+			var broken []string
+			for _, s := range srcs {
+				v, err := s.verify(cmd.Context())
+				if err != nil {
+					return err
+				}
+				prefix := ""
+				if multi {
+					prefix = termSafe(s.label) + ": "
+				}
+				if f.jsonOut && multi {
+					printJSON(cmd.OutOrStdout(), struct {
+						Broker string `json:"broker"`
+						broker.AuditVerification
+					}{s.label, v})
+				} else if f.jsonOut {
+					printJSON(cmd.OutOrStdout(), v)
+				} else if v.OK {
+					fmt.Fprintf(cmd.OutOrStdout(), "%sThe audit log verifies: %d records, each chained to the one before.\n", prefix, v.Records)
+				}
+				if !v.OK {
+					broken = append(broken, fmt.Sprintf("%sthe audit log is broken at record %d: %s (%d records before it verify)", prefix, v.BrokenSeq, termSafe(v.Problem), v.Records))
+				}
 			}
-			if f.jsonOut {
-				printJSON(cmd.OutOrStdout(), v)
-			} else if v.OK {
-				fmt.Fprintf(cmd.OutOrStdout(), "The audit log verifies: %d records, each chained to the one before.\n", v.Records)
-			}
-			if !v.OK {
-				return &exitError{code: 1, msg: fmt.Sprintf("the audit log is broken at record %d: %s (%d records before it verify)", v.BrokenSeq, termSafe(v.Problem), v.Records)}
+			if len(broken) > 0 {
+				return &exitError{code: 1, msg: strings.Join(broken, "\n")}
 			}
 			return nil
 		},

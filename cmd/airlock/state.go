@@ -185,14 +185,37 @@ type brokerRef struct {
 }
 
 // findBrokers returns the brokers whose state is in dir, and, when dir is
-// the default state home, those of every `wrap` beneath it.
+// the default state home, those of every `wrap` beneath it; none is an
+// error saying where it looked.
 func findBrokers(dir string, includeWraps bool) ([]brokerRef, error) {
+	refs, err := runningBrokers(brokerDirs(dir, includeWraps))
+	if err != nil {
+		return nil, err
+	}
+	if len(refs) == 0 {
+		if !includeWraps {
+			// The directory was named: never suggest naming it.
+			return nil, fmt.Errorf("no Airlock broker is running for %s; start `airlock serve` or `airlock wrap` on it", dir)
+		}
+		return nil, fmt.Errorf("no running Airlock broker found in %s or its wrap-* directories; start `airlock serve` or `airlock wrap`, or name another state directory with --state-dir", dir)
+	}
+	return refs, nil
+}
+
+// brokerDirs is dir and, with includeWraps, the wrap-* directories in it.
+func brokerDirs(dir string, includeWraps bool) []string {
 	dirs := []string{dir}
 	if includeWraps {
 		wraps, _ := filepath.Glob(filepath.Join(dir, "wrap-*"))
 		sort.Strings(wraps)
 		dirs = append(dirs, wraps...)
 	}
+	return dirs
+}
+
+// runningBrokers returns the brokers running on dirs: those whose api.json
+// names a live process.
+func runningBrokers(dirs []string) ([]brokerRef, error) {
 	var refs []brokerRef
 	for _, d := range dirs {
 		data, err := os.ReadFile(filepath.Join(d, apiInfoFile))
@@ -209,9 +232,6 @@ func findBrokers(dir string, includeWraps bool) ([]brokerRef, error) {
 			return nil, fmt.Errorf("reading the admin token of the broker in %s: %w", d, err)
 		}
 		refs = append(refs, brokerRef{Dir: d, Info: info, Token: tok})
-	}
-	if len(refs) == 0 {
-		return nil, fmt.Errorf("no running Airlock broker found in %s; start `airlock serve` or `airlock wrap`, or pass --state-dir", dir)
 	}
 	return refs, nil
 }
