@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -197,14 +198,14 @@ pending says so and lists nothing.`,
 			now := time.Now()
 			multi := len(srcs) > 1
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			head := []any{"ID", "SERVER", "TOOL", "REQUESTER", "RISK", "WAITING", "EXPIRES IN", "REASON"}
+			head := []any{"ID", "SERVER", "TOOL", "ARGUMENTS", "REQUESTER", "RISK", "WAITING", "EXPIRES IN", "REASON"}
 			if multi {
 				head = append([]any{"BROKER"}, head...)
 			}
 			row(tw, head...)
 			for _, p := range all {
 				a := p.a
-				cells := []any{a.ID, a.Server, a.Tool, a.Principal.ID, a.Decision.Risk,
+				cells := []any{a.ID, a.Server, a.Tool, argumentsSummary(a, summaryWidth), a.Principal.ID, a.Decision.Risk,
 					now.Sub(a.RequestedAt).Round(time.Second), a.ExpiresAt.Sub(now).Round(time.Second), a.Decision.Reason}
 				if multi {
 					cells = append([]any{p.broker}, cells...)
@@ -235,6 +236,26 @@ type pendingView struct {
 	ExpiresAt   time.Time       `json:"expires_at"`
 	// Broker is the state directory's label (see brokerLabel).
 	Broker string `json:"broker"`
+}
+
+// summaryWidth bounds the ARGUMENTS column of pending, in characters.
+const summaryWidth = 60
+
+// argumentsSummary is a call's arguments on one line for a table: as
+// approvers may see them (what the policy redacts is hidden, as in Slack
+// and the web UI), compact, and cut at width characters with "…". The
+// whole arguments are in pending --json.
+func argumentsSummary(a *broker.Approval, width int) string {
+	shown, _ := a.ShowArguments()
+	var b bytes.Buffer
+	if json.Compact(&b, shown) != nil || b.Len() == 0 {
+		return "{}"
+	}
+	r := []rune(b.String())
+	if len(r) <= width {
+		return string(r)
+	}
+	return string(r[:width-1]) + "…"
 }
 
 func newPendingView(a *broker.Approval) pendingView {

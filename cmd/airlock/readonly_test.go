@@ -216,7 +216,7 @@ func TestSeveralBrokers(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "BROKER ") {
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "BROKER ") || !strings.Contains(lines[0], " ARGUMENTS ") {
 		t.Fatalf("pending:\n%s\nwant a BROKER column and two rows", out)
 	}
 	for _, want := range []string{home + " " + serveID, "wrap-filesystem " + wrapID} {
