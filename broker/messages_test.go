@@ -31,7 +31,7 @@ var messageReasons = []struct{ name, text string }{
 
 // messageTexts renders every user-visible message template that embeds free
 // text, for every reason, plus the policy-error denial.
-func messageTexts() []struct{ name, text string } {
+func messageTexts(t *testing.T) []struct{ name, text string } {
 	now := time.Date(2026, 12, 7, 6, 6, 40, 0, time.UTC)
 	var out []struct{ name, text string }
 	add := func(name, text string) { out = append(out, struct{ name, text string }{name, text}) }
@@ -61,13 +61,33 @@ func messageTexts() []struct{ name, text string } {
 	}
 	a := &Approval{ID: "01JAPPROVAL", Tool: "write_file", Status: StatusExpired, RequestedAt: now, ExpiresAt: now.Add(10 * time.Minute)}
 	add("outcome-expired", outcomeText(a, now))
-	// The engine's fail-closed reason names its reference, as the
-	// policy package writes it.
-	add("denied/policy-error", deniedText("write_file", policy.Decision{ID: "01JREF", Action: policy.Deny, Reason: "policy error (ref 01JREF)"}))
+	// The engine's fail-closed reason names its reference: take it from
+	// a real engine whose policy decides nothing.
+	d := policyError(t)
+	add("denied/policy-error", strings.ReplaceAll(deniedText("write_file", d), d.ID, "01JREF"))
 	add("denied/other-ref", deniedText("write_file", policy.Decision{ID: "01JREF", Action: policy.Deny, Reason: "see incident (ref 01JOTHER)."}))
 	add("granted", grantedReason(&Grant{ID: "01JGRANT", CreatedBy: "alice", ApprovalID: "01JAPPROVAL"}))
 	add("granted/no-approval", grantedReason(&Grant{ID: "01JGRANT", CreatedBy: "alice"}))
 	return out
+}
+
+// policyError is the decision of an engine whose policy fails.
+func policyError(t *testing.T) policy.Decision {
+	dir := t.TempDir()
+	rego := "package airlock\n\ndecision := {\"action\": \"allow\", \"reason\": \"never\"} if input.tool.name == \"never\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "airlock.rego"), []byte(rego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := policy.New(t.Context(), policy.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	d := e.Decide(t.Context(), &policy.Input{Tool: policy.Tool{Name: "write_file"}, Time: time.Now()})
+	if d.Action != policy.Deny || d.ID == "" || !strings.Contains(d.Reason, d.ID) {
+		t.Fatalf("a failing policy decided %+v, want a deny whose reason names its id", d)
+	}
+	return d
 }
 
 // badPunctuation is what a template joining free text carelessly writes.
@@ -77,7 +97,7 @@ var refRE = regexp.MustCompile(`\(ref [^)]*\)`)
 
 func TestMessageTexts(t *testing.T) {
 	var sb strings.Builder
-	for _, m := range messageTexts() {
+	for _, m := range messageTexts(t) {
 		if loc := badPunctuation.FindStringIndex(m.text); loc != nil {
 			t.Errorf("%s: broken punctuation at %q in %q", m.name, m.text[loc[0]:loc[1]], m.text)
 		}
