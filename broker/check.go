@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/airlock-mcp/airlock/policy"
 )
@@ -193,12 +195,12 @@ func holdSuspicious(def *ToolDefinition, d policy.Decision) policy.Decision {
 	if def == nil || def.Suspicious == "" || d.Action == policy.Deny {
 		return d
 	}
-	why := "Airlock holds every call to this tool: " + def.Suspicious
+	why := "Airlock holds every call to this tool" + colon(def.Suspicious)
 	switch d.Action {
 	case policy.Allow:
-		d.Action, d.Reason = policy.Hold, why+" (the policy alone would have allowed it: "+d.Reason+")"
+		d.Action, d.Reason = policy.Hold, why+" (the policy alone would have allowed it"+colon(d.Reason)+")"
 	case policy.Hold:
-		d.Reason = why + " (the policy holds it too: " + d.Reason + ")"
+		d.Reason = why + " (the policy holds it too" + colon(d.Reason) + ")"
 	default:
 		return d
 	}
@@ -230,12 +232,67 @@ func grantByID(gs []*Grant, id string) *Grant {
 	return nil
 }
 
+// deniedText tells a caller that the policy denied its call. A reason that
+// already names the decision's reference (a policy error's does) does not
+// name it twice.
 func deniedText(tool string, d policy.Decision) string {
-	reason := d.Reason
+	reason := clause(d.Reason)
+	if d.ID != "" {
+		reason = clause(strings.TrimSuffix(reason, "(ref "+d.ID+")"))
+	}
 	if reason == "" {
 		reason = "no reason given"
 	}
 	return fmt.Sprintf("The call to %s was denied by policy: %s (ref %s).", tool, reason, d.ID)
+}
+
+// The message templates embed free text (a policy's reason, an approver's
+// note) written with or without a final full stop, or left empty. These
+// helpers fit it into a sentence so that the result reads right either way:
+// never "it.." or "it.;" or a colon followed by nothing.
+
+// clause readies free text to sit inside a sentence: surrounding space and
+// the final punctuation the template supplies itself (. , ; :) go.
+func clause(s string) string {
+	return strings.TrimRightFunc(strings.TrimSpace(s), func(r rune) bool {
+		return r == '.' || r == ',' || r == ';' || r == ':' || unicode.IsSpace(r)
+	})
+}
+
+// colon introduces free text after a colon, or is empty when there is none.
+func colon(s string) string {
+	if c := clause(s); c != "" {
+		return ": " + c
+	}
+	return ""
+}
+
+// paren puts free text in parentheses after a space, or is empty when
+// there is none.
+func paren(s string) string {
+	if c := clause(s); c != "" {
+		return " (" + c + ")"
+	}
+	return ""
+}
+
+// colonSentence ends a sentence with free text after a colon, or just ends
+// it when there is none.
+func colonSentence(s string) string {
+	if c := sentence(s); c != "" {
+		return ": " + c
+	}
+	return "."
+}
+
+// sentence ends free text as a sentence: it keeps a final '!' or '?' and
+// otherwise ends with one full stop. Empty text stays empty.
+func sentence(s string) string {
+	c := clause(s)
+	if c == "" || strings.HasSuffix(c, "!") || strings.HasSuffix(c, "?") {
+		return c
+	}
+	return c + "."
 }
 
 // toolInput describes the called tool to the policy: its definition as

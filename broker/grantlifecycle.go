@@ -91,7 +91,7 @@ func grantRecord(ev Event, g *Grant, actor string, at time.Time) *AuditRecord {
 	return &AuditRecord{
 		Time: at, Event: ev, Server: g.Server, Tool: g.Tool, ArgumentsDigest: g.ArgumentsDigest,
 		Principal: g.Principal, GrantID: g.ID, ApprovalID: g.ApprovalID, Actor: actor, Ref: g.ID,
-		Reason: fmt.Sprintf("%s grant until %s: %s", g.Scope, g.ExpiresAt.UTC().Format(time.RFC3339), g.Reason),
+		Reason: fmt.Sprintf("%s grant until %s%s", g.Scope, g.ExpiresAt.UTC().Format(time.RFC3339), colon(g.Reason)),
 	}
 }
 

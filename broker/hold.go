@@ -218,8 +218,14 @@ func (b *Broker) refuseHeld(hc *heldCall, le *LimitError) string {
 	rec := callRecord(EventRefused, hc.call, hc.in, hc.decision)
 	rec.Time, rec.Reason, rec.Ref, rec.Actor = b.now(), le.Error(), ref, Airlock
 	b.record(rec)
-	return fmt.Sprintf("Airlock refused the call to %s: the policy holds it for approval (%s), but %s. "+
-		"The call was not run; call again once pending calls are decided (ref %s).", hc.call.Tool, hc.decision.Reason, le, ref)
+	return heldRefusedText(hc.call.Tool, hc.decision.Reason, le, ref)
+}
+
+// heldRefusedText tells a caller that a call the policy held was refused at
+// a limit.
+func heldRefusedText(tool, reason string, le *LimitError, ref string) string {
+	return fmt.Sprintf("Airlock refused the call to %s: the policy holds it for approval%s, but %s. "+
+		"The call was not run; call again once pending calls are decided (ref %s).", tool, paren(reason), clause(le.Error()), ref)
 }
 
 // joinable says whether a retry may use an approval: still pending, or
@@ -376,33 +382,29 @@ var errAlreadyReleased = errors.New("broker: approval already released")
 // notification.
 func (b *Broker) waitingText(a *Approval) string {
 	left := a.ExpiresAt.Sub(b.now()).Round(time.Second)
-	return fmt.Sprintf("Waiting for approval of %s (ref %s): %s; %s left.", a.Tool, a.ID, a.Decision.Reason, left)
+	return fmt.Sprintf("Waiting for approval of %s (ref %s)%s %s left.", a.Tool, a.ID, colonSentence(a.Decision.Reason), left)
 }
 
 // pendingText tells a caller that could not be kept waiting to call
 // again; the retry joins the same approval.
 func pendingText(a *Approval, now time.Time) string {
-	return fmt.Sprintf("Approval pending (ref %s): %s. A person has been asked to approve this call to %s; it expires in %s. "+
+	return fmt.Sprintf("Approval pending (ref %s)%s A person has been asked to approve this call to %s; it expires in %s. "+
 		"Call the tool again with the same arguments to wait for the decision.",
-		a.ID, a.Decision.Reason, a.Tool, a.ExpiresAt.Sub(now).Round(time.Second))
+		a.ID, colonSentence(a.Decision.Reason), a.Tool, a.ExpiresAt.Sub(now).Round(time.Second))
 }
 
 // outcomeText says honestly why an approval did not release its call.
 func outcomeText(a *Approval, now time.Time) string {
 	switch a.Status {
 	case StatusDenied:
-		why := ""
-		if a.Note != "" {
-			why = ": " + a.Note
-		}
-		return fmt.Sprintf("The call to %s was denied by %s%s (ref %s).", a.Tool, a.DecidedBy, why, a.ID)
+		return fmt.Sprintf("The call to %s was denied by %s%s (ref %s).", a.Tool, a.DecidedBy, colon(a.Note), a.ID)
 	case StatusExpired:
 		return fmt.Sprintf("The call to %s was not approved: nobody decided within %s, so the request expired (ref %s).",
 			a.Tool, a.ExpiresAt.Sub(a.RequestedAt).Round(time.Second), a.ID)
 	case StatusWithdrawn:
-		return fmt.Sprintf("The call to %s was withdrawn before anyone decided: %s (ref %s).", a.Tool, a.Note, a.ID)
+		return fmt.Sprintf("The call to %s was withdrawn before anyone decided%s (ref %s).", a.Tool, colon(a.Note), a.ID)
 	case StatusAbandoned:
-		return fmt.Sprintf("The call to %s was abandoned: %s (ref %s).", a.Tool, a.Note, a.ID)
+		return fmt.Sprintf("The call to %s was abandoned%s (ref %s).", a.Tool, colon(a.Note), a.ID)
 	}
 	return fmt.Sprintf("The call to %s was not approved (%s, ref %s).", a.Tool, a.Status, a.ID)
 }

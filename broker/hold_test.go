@@ -171,7 +171,7 @@ func TestHoldHeartbeats(t *testing.T) {
 			t.Fatalf("progress messages = %q, want 4", got)
 		}
 		for i, want := range []string{"10m0s left", "9m50s left", "9m40s left", "9m30s left"} {
-			if !strings.Contains(got[i], "Waiting for approval of slow (ref "+a.ID+"): tests hold slow; "+want) {
+			if !strings.Contains(got[i], "Waiting for approval of slow (ref "+a.ID+"): tests hold slow. "+want) {
 				t.Errorf("message %d = %q, want it to say %s", i, got[i], want)
 			}
 		}

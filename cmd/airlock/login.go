@@ -48,7 +48,7 @@ of the admin token's holder, as the CLI does.`,
 					fmt.Fprintf(cmd.OutOrStdout(), "%s (%s):\n", termSafe(name), termSafe(clients[i].ref.Dir))
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n  signs in as %s; works once, until %s\n",
-					termSafe(link.URL), termSafe(link.Approver), link.ExpiresAt.Local().Format(time.Kitchen))
+					termSafe(link.URL), termSafe(link.Approver), clockTime(link.ExpiresAt))
 			}
 			return nil
 		},
@@ -56,3 +56,8 @@ of the admin token's holder, as the CLI does.`,
 	f.register(cmd, true)
 	return cmd
 }
+
+// clockTime is how the CLI shows a moment to people, as the approvals page
+// does: date and 24-hour time in UTC, saying so, so that it reads the same
+// on every machine and beside the page.
+func clockTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }

@@ -96,6 +96,9 @@ func TestServePrintsLoginLinkAndLoginMakesMore(t *testing.T) {
 	if !strings.HasPrefix(link, base+"/login?token=") || !strings.Contains(out, "signs in as carol") {
 		t.Fatalf("airlock login printed:\n%s", out)
 	}
+	if !regexp.MustCompile(`signs in as carol; works once, until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\n`).MatchString(out) {
+		t.Errorf("airlock login does not say until when in 24-hour UTC:\n%s", out)
+	}
 	if who := signedInAs(t, link); who != "carol" {
 		t.Errorf("airlock login's link signs in as %q", who)
 	}
@@ -161,5 +164,12 @@ func TestWrapPrintsLoginLink(t *testing.T) {
 	waitLink(stderr, regexp.MustCompile(`Approvals UI: http://127\.0\.0\.1:\d+ \(sign in with https://idp\.example`))
 	if loginURL.MatchString(stderr.String()) {
 		t.Errorf("with OIDC, a login link was printed:\n%s", stderr)
+	}
+}
+
+func TestClockTime(t *testing.T) {
+	evening := time.Date(2026, 12, 7, 13, 10, 0, 0, time.FixedZone("EST", -5*3600))
+	if got, want := clockTime(evening), "2026-12-07 18:10:00 UTC"; got != want {
+		t.Errorf("clockTime = %q, want %q", got, want)
 	}
 }
