@@ -277,7 +277,7 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	cmd.Flags().StringVar(&as, "as", "", "a name to record with the decision; it decides as ui.approver (default \""+broker.AdminIdentity+"\"), the admin token's one identity, whatever it says")
 	if verdict == broker.Approve {
 		cmd.Flags().StringVar(&grant.Scope, "grant", "", "also allow such calls from now on: exact (same arguments), arguments (same key arguments), or tool (any arguments)")
-		cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")
+		durationVar(cmd, &ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")
 		cmd.Flags().BoolVar(&grant.Anyone, "anyone", false, "the grant covers every caller, not only this call's requester")
 		cmd.Flags().IntVar(&grant.MaxUses, "max-uses", 0, "the grant allows at most this many calls (0: no limit)")
 	}
@@ -488,7 +488,7 @@ JSON; a bare word is taken as a string).`,
 	cmd.Flags().StringVar(&spec.Server, "server", "", "the server's name")
 	cmd.Flags().StringVar(&spec.Tool, "tool", "", "the tool's name")
 	cmd.Flags().StringVar(&spec.Scope, "scope", "", "exact, arguments or tool")
-	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long it lasts (at most 30 days)")
+	durationVar(cmd, &ttl, "ttl", time.Hour, "how long it lasts (at most 30 days)")
 	cmd.Flags().StringArrayVar(&args, "args", nil, "the full arguments, as JSON, for an exact grant")
 	cmd.Flags().StringArrayVar(&keyArgs, "arg", nil, "KEY=VALUE for an arguments grant; repeat for more keys")
 	cmd.Flags().StringVar(&spec.Principal, "principal", "", "whom it covers (default: anyone)")
