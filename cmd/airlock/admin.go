@@ -262,7 +262,14 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 				case broker.StatusApproved:
 					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, tool, server)
 					if g := termSafe(a.GrantID); g != "" && err == nil {
-						fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls until it expires or is revoked (airlock grants revoke %s).\n", g, g)
+						// The vote's answer is the approval; the grant says
+						// how long it lasts and whether it was capped.
+						var gr broker.Grant
+						if gerr := c.do(cmd.Context(), http.MethodGet, "/api/v1/grants/"+url.PathEscape(a.GrantID), nil, &gr); gerr != nil {
+							fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls until it expires or is revoked (airlock grants revoke %s); reading how long it lasts failed: %s.\n", g, g, termSafe(gerr.Error()))
+						} else {
+							fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls %s (airlock grants revoke %s).\n", g, grantLasts(&gr), g)
+						}
 					}
 				default:
 					fmt.Fprintf(cmd.OutOrStdout(), "Denied %s: the call to %s on %s will not run.\n", id, tool, server)
@@ -480,7 +487,7 @@ JSON; a bare word is taken as a string).`,
 			if f.jsonOut {
 				return printJSON(cmd.OutOrStdout(), &g)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows %s on %s (%s scope) until %s.\n", termSafe(g.ID), termSafe(g.Tool), termSafe(g.Server), termSafe(string(g.Scope)), g.ExpiresAt.Local().Format(time.RFC3339))
+			fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows %s on %s (%s scope) %s.\n", termSafe(g.ID), termSafe(g.Tool), termSafe(g.Server), termSafe(string(g.Scope)), grantLasts(&g))
 			return nil
 		},
 	}
