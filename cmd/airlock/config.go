@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -90,6 +92,7 @@ type Config struct {
 	Slack *SlackConfig `yaml:"slack"`
 
 	path string // the file this came from; "" for the defaults
+	dir  string // the absolute directory of path, which relative paths are read against
 	// Limits bound what callers can make Airlock keep (docs/config.md).
 	Limits LimitsConfig `yaml:"limits"`
 }
@@ -233,6 +236,11 @@ var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 func loadConfig(path string) (*Config, error) {
 	cfg := &Config{path: path}
 	if path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		cfg.dir = filepath.Dir(abs)
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
@@ -473,9 +481,19 @@ func (c *Config) resolve() error {
 	if err := c.Limits.validate(); err != nil {
 		return err
 	}
+	policyDir := c.Policy.Dir
+	c.resolvePaths()
 	if c.Policy.Dir != "" {
 		if st, err := os.Stat(c.Policy.Dir); err != nil || !st.IsDir() {
-			return fmt.Errorf("config: policy.dir: %q is not a directory", c.Policy.Dir)
+			why := "is not a directory"
+			if err != nil {
+				why = "is not there"
+				var pe *fs.PathError
+				if !errors.Is(err, fs.ErrNotExist) && errors.As(err, &pe) {
+					why = "cannot be read: " + pe.Err.Error()
+				}
+			}
+			return fmt.Errorf("config: policy.dir: %s %s%s", c.Policy.Dir, why, c.relNote(policyDir))
 		}
 	}
 	if err := c.UI.resolve(); err != nil {
@@ -500,6 +518,53 @@ func (c *Config) resolve() error {
 		return c.Slack.validate()
 	}
 	return nil
+}
+
+// resolvePaths makes every relative path in the config relative to the
+// config file's directory rather than the working directory, which for
+// wrap is wherever the MCP client happened to start it. Only paths are
+// resolved: a command without a slash is looked up in PATH, and args are
+// the server's own business.
+func (c *Config) resolvePaths() {
+	c.StateDir = c.atConfig(c.StateDir)
+	c.Policy.Dir = c.atConfig(c.Policy.Dir)
+	if s := c.Slack; s != nil {
+		s.BotTokenFile = c.atConfig(s.BotTokenFile)
+		s.AppTokenFile = c.atConfig(s.AppTokenFile)
+		s.SigningSecretFile = c.atConfig(s.SigningSecretFile)
+	}
+	if o := c.UI.OIDC; o != nil {
+		o.ClientSecretFile = c.atConfig(o.ClientSecretFile)
+	}
+	for _, servers := range []map[string]*ServerConfig{c.Servers, c.MCPServers} {
+		for _, s := range servers {
+			if s == nil {
+				continue
+			}
+			s.Cwd = c.atConfig(s.Cwd)
+			if strings.ContainsRune(s.Command, '/') {
+				s.Command = c.atConfig(s.Command)
+			}
+		}
+	}
+}
+
+// atConfig resolves p against the config file's directory.
+func (c *Config) atConfig(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// relNote says, in an error about a path written as written, that a
+// relative path was read against the config file's directory, so that the
+// user sees why the path checked is not the one they typed.
+func (c *Config) relNote(written string) string {
+	if c.dir == "" || filepath.IsAbs(written) {
+		return ""
+	}
+	return " (relative paths in the config are read from the config file's directory, " + c.dir + ")"
 }
 
 // validate checks the slack section, naming the first bad key. The secret
