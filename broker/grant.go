@@ -60,7 +60,25 @@ type Grant struct {
 
 	EndedBy string    `json:"ended_by,omitempty"` // who revoked it, or "airlock"
 	EndedAt time.Time `json:"ended_at,omitzero"`  // revoked, expired or used up
+
+	// Capped says the grant is shorter than asked for, and why, so that
+	// whoever asked can be told; nil when it lasts what was asked.
+	Capped *GrantCap `json:"capped,omitempty"`
 }
+
+// GrantCap is how a grant's TTL was cut short.
+type GrantCap struct {
+	Requested policy.Duration `json:"requested"` // the TTL asked for
+	Max       policy.Duration `json:"max"`       // the TTL it got
+	By        string          `json:"by"`        // whose cap: one of the CapBy… values
+}
+
+// Whose cap shortened a grant.
+const (
+	CapByPolicy  = "policy"  // the policy's grantable.max_ttl
+	CapByDefault = "default" // DefaultGrantTTL: the policy names no max_ttl
+	CapByDirect  = "direct"  // MaxDirectGrantTTL: a grant made without an approval
+)
 
 // Grant scopes.
 const (
@@ -116,7 +134,7 @@ const DefaultGrantTTL = 24 * time.Hour
 
 // grantFrom builds the grant an approver asked for when approving a,
 // checking it against what the policy allows. The TTL is capped by the
-// policy's max_ttl.
+// policy's max_ttl, and the grant's Capped says so.
 func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant, *VoteError) {
 	if req.MaxUses < 0 {
 		return nil, refusal(VoteBad, errors.New("max_uses must not be negative"))
@@ -159,9 +177,12 @@ func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant,
 		g.KeyArguments = keys
 	}
 	ttl := time.Duration(req.TTL)
-	maxTTL := time.Duration(ga.MaxTTL)
+	maxTTL, by := time.Duration(ga.MaxTTL), CapByPolicy
 	if maxTTL <= 0 {
-		maxTTL = DefaultGrantTTL
+		maxTTL, by = DefaultGrantTTL, CapByDefault
+	}
+	if ttl > maxTTL {
+		g.Capped = &GrantCap{Requested: req.TTL, Max: policy.Duration(maxTTL), By: by}
 	}
 	if ttl <= 0 || ttl > maxTTL {
 		ttl = maxTTL

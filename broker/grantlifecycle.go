@@ -155,6 +155,9 @@ func (b *Broker) CreateGrant(ctx context.Context, spec GrantSpec) (*Grant, error
 		ToolFingerprint: fp, Principal: spec.Principal, CreatedBy: spec.CreatedBy, CreatedAt: now,
 		ExpiresAt: now.Add(min(ttl, MaxDirectGrantTTL)), Reason: spec.Reason, MaxUses: spec.MaxUses,
 	}
+	if ttl > MaxDirectGrantTTL {
+		g.Capped = &GrantCap{Requested: spec.TTL, Max: policy.Duration(MaxDirectGrantTTL), By: CapByDirect}
+	}
 	if g.CreatedBy == "" {
 		g.CreatedBy = AdminIdentity
 	}

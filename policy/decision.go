@@ -87,8 +87,9 @@ type Grantable struct {
 	KeyArguments []string `json:"key_arguments,omitempty"` // argument names an "arguments" grant matches on
 }
 
-// Duration is a time.Duration written in JSON and Rego as a Go duration
-// string such as "10m" or "24h". Anything else is refused.
+// Duration is a time.Duration written in JSON and Rego as a duration
+// string such as "10m", "24h" or "7d" (ParseDuration). Anything else is
+// refused.
 type Duration time.Duration
 
 // String formats d compactly: "10m", "1h30m", "24h".
@@ -121,12 +122,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 func parseDuration(s string) (Duration, error) {
-	v, err := time.ParseDuration(s)
+	v, err := ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("policy: duration %q: %w", s, err)
-	}
-	if v < 0 {
-		return 0, fmt.Errorf("policy: duration %q is negative", s)
+		return 0, fmt.Errorf("policy: %w", err)
 	}
 	return Duration(v), nil
 }

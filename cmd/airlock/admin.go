@@ -318,7 +318,14 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 				case broker.StatusApproved:
 					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, tool, server)
 					if g := termSafe(a.GrantID); g != "" && err == nil {
-						fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls until it expires or is revoked (airlock grants revoke %s).\n", g, g)
+						// The vote's answer is the approval; the grant says
+						// how long it lasts and whether it was capped.
+						var gr broker.Grant
+						if gerr := c.do(cmd.Context(), http.MethodGet, "/api/v1/grants/"+url.PathEscape(a.GrantID), nil, &gr); gerr != nil {
+							fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls until it expires or is revoked (airlock grants revoke %s); reading how long it lasts failed: %s.\n", g, g, termSafe(gerr.Error()))
+						} else {
+							fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows such calls %s (airlock grants revoke %s).\n", g, grantLasts(&gr), g)
+						}
 					}
 				default:
 					fmt.Fprintf(cmd.OutOrStdout(), "Denied %s: the call to %s on %s will not run.\n", id, tool, server)
@@ -333,7 +340,7 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	cmd.Flags().StringVar(&as, "as", "", "a name to record with the decision; it decides as ui.approver (default \""+broker.AdminIdentity+"\"), the admin token's one identity, whatever it says")
 	if verdict == broker.Approve {
 		cmd.Flags().StringVar(&grant.Scope, "grant", "", "also allow such calls from now on: exact (same arguments), arguments (same key arguments), or tool (any arguments)")
-		cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")
+		durationVar(cmd, &ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")
 		cmd.Flags().BoolVar(&grant.Anyone, "anyone", false, "the grant covers every caller, not only this call's requester")
 		cmd.Flags().IntVar(&grant.MaxUses, "max-uses", 0, "the grant allows at most this many calls (0: no limit)")
 	}
@@ -549,7 +556,7 @@ JSON; a bare word is taken as a string).`,
 			if f.jsonOut {
 				return printJSON(cmd.OutOrStdout(), &g)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows %s on %s (%s scope) until %s.\n", termSafe(g.ID), termSafe(g.Tool), termSafe(g.Server), termSafe(string(g.Scope)), g.ExpiresAt.Local().Format(time.RFC3339))
+			fmt.Fprintf(cmd.OutOrStdout(), "Grant %s allows %s on %s (%s scope) %s.\n", termSafe(g.ID), termSafe(g.Tool), termSafe(g.Server), termSafe(string(g.Scope)), grantLasts(&g))
 			return nil
 		},
 	}
@@ -557,7 +564,7 @@ JSON; a bare word is taken as a string).`,
 	cmd.Flags().StringVar(&spec.Server, "server", "", "the server's name")
 	cmd.Flags().StringVar(&spec.Tool, "tool", "", "the tool's name")
 	cmd.Flags().StringVar(&spec.Scope, "scope", "", "exact, arguments or tool")
-	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long it lasts (at most 30 days)")
+	durationVar(cmd, &ttl, "ttl", time.Hour, "how long it lasts (at most 30 days)")
 	cmd.Flags().StringArrayVar(&args, "args", nil, "the full arguments, as JSON, for an exact grant")
 	cmd.Flags().StringArrayVar(&keyArgs, "arg", nil, "KEY=VALUE for an arguments grant; repeat for more keys")
 	cmd.Flags().StringVar(&spec.Principal, "principal", "", "whom it covers (default: anyone)")

@@ -109,7 +109,7 @@ API and reports how long each approval took to become the caller's result.`,
 			return runBench(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
-	cmd.Flags().DurationVar(&o.duration, "duration", 3*time.Second, "measuring time for each case")
+	durationVar(cmd, &o.duration, "duration", 3*time.Second, "measuring time for each case")
 	cmd.Flags().StringVar(&callers, "callers", "1,8,64", "numbers of concurrent callers, comma-separated")
 	cmd.Flags().StringVar(&transports, "transports", "stdio,http", "transports: stdio, http")
 	cmd.Flags().StringVar(&workloads, "workloads", strings.Join(benchWorkloads, ","), "workloads, comma-separated")

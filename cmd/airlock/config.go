@@ -1,23 +1,26 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
+	"github.com/airlock-mcp/airlock/policy"
 	"github.com/airlock-mcp/airlock/relay"
 	"github.com/airlock-mcp/airlock/ui"
 )
@@ -89,6 +92,7 @@ type Config struct {
 	Slack *SlackConfig `yaml:"slack"`
 
 	path string // the file this came from; "" for the defaults
+	dir  string // the absolute directory of path, which relative paths are read against
 	// Limits bound what callers can make Airlock keep (docs/config.md).
 	Limits LimitsConfig `yaml:"limits"`
 }
@@ -232,6 +236,11 @@ var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 func loadConfig(path string) (*Config, error) {
 	cfg := &Config{path: path}
 	if path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		cfg.dir = filepath.Dir(abs)
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
@@ -251,21 +260,128 @@ func decodeConfig(data []byte, cfg *Config) error {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return err
 	}
-	if root.Kind == 0 { // an empty file is fine
+	if root.Kind == 0 || len(root.Content) == 0 { // an empty file is fine
 		return nil
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+	// The walk does what the decoder's KnownFields would, and reads
+	// durations with policy.ParseDuration (days, and a clear word for a
+	// bare number) instead of the decoder's time.ParseDuration.
+	var errs []string
+	checkNode(&root, reflect.TypeFor[Config](), "", &errs)
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	if err := root.Decode(cfg); err != nil {
 		return friendlyYAMLError(err, &root)
 	}
 	return nil
 }
 
-var (
-	unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
-	lineError    = regexp.MustCompile(`^line (\d+): (.*)$`)
-)
+var durationType = reflect.TypeFor[time.Duration]()
+
+// checkNode walks n as the value of a t, naming unknown keys and rewriting
+// each duration to the Go form the decoder reads. What is of the wrong
+// shape is left to the decoder, which names it.
+func checkNode(n *yaml.Node, t reflect.Type, path string, errs *[]string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			checkNode(c, t, path, errs)
+		}
+		return
+	}
+	if t == durationType {
+		if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+			return
+		}
+		d, err := policy.ParseDuration(n.Value)
+		if err != nil {
+			*errs = append(*errs, durationError(n, path))
+			return
+		}
+		n.Value, n.Tag, n.Style = d.String(), "!!str", 0
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			if key.Tag == "!!merge" {
+				checkNode(val, t, path, errs)
+				continue
+			}
+			f, ok := fields[key.Value]
+			if !ok {
+				*errs = append(*errs, fmt.Sprintf("line %d: unknown key %q", key.Line, key.Value))
+				continue
+			}
+			checkNode(val, f.Type, joinKey(path, key.Value), errs)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			checkNode(n.Content[i+1], t.Elem(), joinKey(path, n.Content[i].Value), errs)
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return
+		}
+		for i, c := range n.Content {
+			checkNode(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+		}
+	}
+}
+
+// durationError says what a duration key wants, using the number the user
+// wrote when it lacks only a unit ("hold_wait: 50").
+func durationError(n *yaml.Node, key string) string {
+	example := "50s, 10m, 24h or 7d"
+	if _, err := strconv.ParseFloat(n.Value, 64); err == nil && n.Tag != "!!str" {
+		example = n.Value + "s"
+	}
+	return fmt.Sprintf("line %d: %s: %q is not a duration; write a duration such as %s (units: ms, s, m, h, d)", n.Line, key, n.Value, example)
+}
+
+// yamlFields maps the keys of struct t to its fields, as the decoder
+// names them.
+func yamlFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch name {
+		case "-":
+			continue
+		case "":
+			name = strings.ToLower(f.Name)
+		}
+		out[name] = f
+	}
+	return out
+}
+
+func joinKey(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return prefix + "." + key
+}
+
+var lineError = regexp.MustCompile(`^line (\d+): (.*)$`)
 
 // friendlyYAMLError rewrites the decoder's Go-flavoured messages so that
 // they name the key the user wrote.
@@ -276,9 +392,7 @@ func friendlyYAMLError(err error, root *yaml.Node) error {
 	}
 	msgs := make([]string, 0, len(te.Errors))
 	for _, e := range te.Errors {
-		if m := unknownField.FindStringSubmatch(e); m != nil {
-			msgs = append(msgs, fmt.Sprintf("line %s: unknown key %q", m[1], m[2]))
-		} else if m := lineError.FindStringSubmatch(e); m != nil {
+		if m := lineError.FindStringSubmatch(e); m != nil {
 			line, _ := strconv.Atoi(m[1])
 			msgs = append(msgs, fmt.Sprintf("line %d: %s: %s", line, keyAtLine(root, line, ""), m[2]))
 		} else {
@@ -367,9 +481,19 @@ func (c *Config) resolve() error {
 	if err := c.Limits.validate(); err != nil {
 		return err
 	}
+	policyDir := c.Policy.Dir
+	c.resolvePaths()
 	if c.Policy.Dir != "" {
 		if st, err := os.Stat(c.Policy.Dir); err != nil || !st.IsDir() {
-			return fmt.Errorf("config: policy.dir: %q is not a directory", c.Policy.Dir)
+			why := "is not a directory"
+			if err != nil {
+				why = "is not there"
+				var pe *fs.PathError
+				if !errors.Is(err, fs.ErrNotExist) && errors.As(err, &pe) {
+					why = "cannot be read: " + pe.Err.Error()
+				}
+			}
+			return fmt.Errorf("config: policy.dir: %s %s%s", c.Policy.Dir, why, c.relNote(policyDir))
 		}
 	}
 	if err := c.UI.resolve(); err != nil {
@@ -394,6 +518,53 @@ func (c *Config) resolve() error {
 		return c.Slack.validate()
 	}
 	return nil
+}
+
+// resolvePaths makes every relative path in the config relative to the
+// config file's directory rather than the working directory, which for
+// wrap is wherever the MCP client happened to start it. Only paths are
+// resolved: a command without a slash is looked up in PATH, and args are
+// the server's own business.
+func (c *Config) resolvePaths() {
+	c.StateDir = c.atConfig(c.StateDir)
+	c.Policy.Dir = c.atConfig(c.Policy.Dir)
+	if s := c.Slack; s != nil {
+		s.BotTokenFile = c.atConfig(s.BotTokenFile)
+		s.AppTokenFile = c.atConfig(s.AppTokenFile)
+		s.SigningSecretFile = c.atConfig(s.SigningSecretFile)
+	}
+	if o := c.UI.OIDC; o != nil {
+		o.ClientSecretFile = c.atConfig(o.ClientSecretFile)
+	}
+	for _, servers := range []map[string]*ServerConfig{c.Servers, c.MCPServers} {
+		for _, s := range servers {
+			if s == nil {
+				continue
+			}
+			s.Cwd = c.atConfig(s.Cwd)
+			if strings.ContainsRune(s.Command, '/') {
+				s.Command = c.atConfig(s.Command)
+			}
+		}
+	}
+}
+
+// atConfig resolves p against the config file's directory.
+func (c *Config) atConfig(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// relNote says, in an error about a path written as written, that a
+// relative path was read against the config file's directory, so that the
+// user sees why the path checked is not the one they typed.
+func (c *Config) relNote(written string) string {
+	if c.dir == "" || filepath.IsAbs(written) {
+		return ""
+	}
+	return " (relative paths in the config are read from the config file's directory, " + c.dir + ")"
 }
 
 // validate checks the slack section, naming the first bad key. The secret
@@ -614,3 +785,27 @@ func loopbackListen(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// durationValue is a duration flag read by policy.ParseDuration, so that
+// flags take what config keys and policies take ("90d").
+type durationValue time.Duration
+
+// durationVar defines a duration flag, as pflag's DurationVar but with
+// Airlock's one duration syntax.
+func durationVar(cmd *cobra.Command, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	cmd.Flags().Var((*durationValue)(p), name, usage)
+}
+
+func (d *durationValue) Set(s string) error {
+	v, err := policy.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = durationValue(v)
+	return nil
+}
+
+func (d *durationValue) Type() string { return "duration" }
+
+func (d *durationValue) String() string { return policy.Duration(*d).String() }

@@ -104,7 +104,7 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	var err error
 	rt.store, err = boltstore.Open(filepath.Join(stateDir, dbFile), boltstore.Options{Timeout: time.Second, Logger: log})
 	if err != nil {
-		return nil, err
+		return nil, lockedError(stateDir, err)
 	}
 	if rt.token, err = adminToken(stateDir); err != nil {
 		return nil, err

@@ -66,7 +66,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	}
 	defer rt.close()
 	if err := rt.listen(cfg.Listen, ""); err != nil {
-		return err
+		return listenError(cfg.Listen, err)
 	}
 	mcpHandler := rt.relay.HTTPHandler(relay.HTTPOptions{
 		IdleTimeout: cfg.SessionIdle,

@@ -50,6 +50,9 @@ flight get an error and airlock exits 1, naming the server's exit status.`,
 			// The command line decides what runs; the config may add env,
 			// cwd and trust settings for a server of the same name.
 			sc.Command, sc.Args, sc.URL = args[0], args[1:], ""
+			if err := checkCommand(sc); err != nil {
+				return err
+			}
 			log := newLogger(os.Stderr, cfg.LogLevel)
 			// Policies match servers by name: say which one this is.
 			log.Info("wrapping server "+name, "server", name, "named_from", named)
@@ -79,7 +82,7 @@ func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen s
 	}
 	defer rt.close()
 	if err := rt.listen(listen, up.Name); err != nil {
-		return err
+		return listenError(listen, err)
 	}
 	go func() {
 		if err := rt.serve(); err != nil {
