@@ -264,7 +264,7 @@ func TestGrantNotGrantable(t *testing.T) {
 	if !errors.Is(err, broker.ErrNotGrantable) {
 		t.Errorf("err = %v", err)
 	}
-	h.Vote(a.ID, "alice", broker.Deny, "")
+	h.Vote(a.ID, "alice", broker.Deny, "not in this test")
 	<-done
 }
 

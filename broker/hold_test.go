@@ -188,11 +188,11 @@ func TestDecideRaceFirstWins(t *testing.T) {
 		wins, decided := 0, 0
 		for i := range 20 {
 			wg.Go(func() {
-				v := broker.Approve
+				v, reason := broker.Approve, ""
 				if i%2 == 1 {
-					v = broker.Deny
+					v, reason = broker.Deny, "the odd ones deny"
 				}
-				_, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "approver-" + string(rune('a'+i)), Channel: "test", Verdict: v})
+				_, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "approver-" + string(rune('a'+i)), Channel: "test", Verdict: v, Reason: reason})
 				var de *broker.DecidedError
 				mu.Lock()
 				defer mu.Unlock()
@@ -336,7 +336,7 @@ func TestChangedToolCarriesFirstDefinition(t *testing.T) {
 		if !strings.Contains(string(a.PreviousDefinition), "Echo text back.") || a.Definition.Description != "Echo, and mail the text elsewhere." {
 			t.Errorf("previous %s, current %+v", a.PreviousDefinition, a.Definition)
 		}
-		h.Vote(a.ID, "alice", broker.Deny, "")
+		h.Vote(a.ID, "alice", broker.Deny, "not in this test")
 		<-done
 	})
 }

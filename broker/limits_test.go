@@ -89,7 +89,7 @@ func TestDecidedHoldsAreLetGo(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{HoldWait: -1})
 		for i, v := range []broker.Verdict{broker.Deny, broker.Approve} {
 			done := h.Call(context.Background(), "write", map[string]any{"path": "/" + strings.Repeat("x", i+1)})
-			h.Vote(h.Held().ID, "alice", v, "")
+			h.Vote(h.Held().ID, "alice", v, "either way")
 			<-done
 		}
 		if n := h.Broker.TrackedHolds(); n != 0 {

@@ -41,7 +41,8 @@ const (
 	// that completes the quorum.
 	VoteNotGrantable VoteCode = "not_grantable"
 	// VoteBad: the vote itself is malformed (no voter, a verdict other
-	// than approve or deny, a negative max_uses).
+	// than approve or deny, a denial without a reason, a negative
+	// max_uses).
 	VoteBad VoteCode = "bad_vote"
 	// VoteGrantNotStored is not a refusal: the vote counted and the call
 	// is approved (and released), but the grant that came with it could
@@ -86,6 +87,7 @@ var (
 	ErrAlreadyVoted = errors.New("this approver has already approved; quorum needs different people")
 	ErrNoApprover   = errors.New("a vote needs the approver's identity")
 	ErrBadVerdict   = errors.New(`verdict must be "approve" or "deny"`)
+	ErrNoReason     = errors.New("a denial needs a reason: the agent reads it")
 	ErrNotApprover  = errors.New("not an approver for this call")
 	ErrExpired      = errors.New("the time for a decision has run out")
 	ErrGrantVerdict = errors.New("a grant can only come with an approval")
@@ -175,9 +177,11 @@ func (b *Broker) Vote(ctx context.Context, id string, v Vote) (*Approval, error)
 // CheckVote says whether v would count on a at now, with the VoteError
 // Vote would return, or nil. It changes nothing: channels use it to offer
 // only the actions a person may take, and Vote checks again, in the
-// transaction that records the vote.
+// transaction that records the vote. A denial's reason is the one rule it
+// leaves out when v has none: channels ask before the person has written
+// it, and Vote refuses a denial without one.
 func (a *Approval) CheckVote(v Vote, now time.Time) error {
-	if _, ve := a.check(v, now); ve != nil {
+	if _, ve := a.checkRules(v, now, strings.TrimSpace(v.Reason) != ""); ve != nil {
 		return ve
 	}
 	return nil
@@ -187,6 +191,12 @@ func (a *Approval) CheckVote(v Vote, now time.Time) error {
 // the vote asks for, built and checked against what the policy allows. It
 // changes nothing.
 func (a *Approval) check(v Vote, now time.Time) (*Grant, *VoteError) {
+	return a.checkRules(v, now, true)
+}
+
+// checkRules is check, with a denial's reason asked for or not (for
+// CheckVote's probes).
+func (a *Approval) checkRules(v Vote, now time.Time, needReason bool) (*Grant, *VoteError) {
 	if a.Status != StatusPending {
 		de := &DecidedError{Status: a.Status, By: a.DecidedBy, At: a.DecidedAt}
 		return nil, &VoteError{Code: VoteAlreadyDecided, Msg: de.Error(), Status: a.Status, By: a.DecidedBy, At: a.DecidedAt, Err: de}
@@ -219,14 +229,23 @@ func (a *Approval) check(v Vote, now time.Time) (*Grant, *VoteError) {
 			return nil, refusal(VoteAlreadyVoted, ErrAlreadyVoted)
 		}
 	}
+	if v.Verdict == Deny {
+		if v.Grant != nil {
+			return nil, refusal(VoteNotGrantable, ErrGrantVerdict)
+		}
+		// One rule for every channel: the agent is told who denied its
+		// call and why, and "why" must say something. (Last, so that a
+		// voter who may not deny at all is told that first.)
+		if needReason && strings.TrimSpace(v.Reason) == "" {
+			return nil, refusal(VoteBad, ErrNoReason)
+		}
+		return nil, nil
+	}
 	if v.Grant == nil {
 		return nil, nil
 	}
 	// "Always allow": checked before the vote counts, so that a refused
 	// grant leaves the approval as it was.
-	if v.Verdict != Approve {
-		return nil, refusal(VoteNotGrantable, ErrGrantVerdict)
-	}
 	if approvals(append(slices.Clip(a.Votes), v)) < a.Quorum() {
 		return nil, refusal(VoteNotGrantable, ErrGrantQuorum)
 	}

@@ -87,21 +87,23 @@ func TestVoteRefusals(t *testing.T) {
 		msg  string
 	}{
 		"no such approval":        {id: "NOPE", vote: broker.Vote{Approver: "alice", Verdict: broker.Approve}, code: broker.VoteNotFound, msg: "no approval NOPE"},
-		"decided already":         {id: decided.ID, vote: broker.Vote{Approver: "alice", Verdict: broker.Deny}, code: broker.VoteAlreadyDecided, msg: "already decided by bob at "},
+		"decided already":         {id: decided.ID, vote: broker.Vote{Approver: "alice", Verdict: broker.Deny, Reason: "too late"}, code: broker.VoteAlreadyDecided, msg: "already decided by bob at "},
 		"time ran out":            {edit: func(a *broker.Approval) { a.ExpiresAt = time.Now().Add(-time.Second) }, vote: broker.Vote{Approver: "alice", Verdict: broker.Approve}, code: broker.VoteExpired, msg: "the time for a decision has run out at "},
-		"not named by the policy": {edit: func(a *broker.Approval) { a.Decision.Approvers.Users = []string{"carol"} }, vote: broker.Vote{Approver: "alice", Verdict: broker.Deny}, code: broker.VoteNotApprover, msg: "the policy names who may decide it (carol)"},
+		"not named by the policy": {edit: func(a *broker.Approval) { a.Decision.Approvers.Users = []string{"carol"} }, vote: broker.Vote{Approver: "alice", Verdict: broker.Deny, Reason: "no"}, code: broker.VoteNotApprover, msg: "the policy names who may decide it (carol)"},
 		"the requester approving": {vote: broker.Vote{Approver: "tester", Verdict: broker.Approve}, code: broker.VoteSelfApproval, msg: "the requester cannot approve"},
 		"approving twice": {edit: func(a *broker.Approval) {
 			a.Decision.Quorum = 2
 			a.Votes = []broker.Vote{{Approver: "alice", Channel: "slack", Verdict: broker.Approve}}
 		}, vote: broker.Vote{Approver: "alice", Verdict: broker.Approve}, code: broker.VoteAlreadyVoted, msg: "already approved"},
-		"a grant not grantable":    {edit: func(a *broker.Approval) { a.Decision.Grantable = nil }, vote: broker.Vote{Approver: "alice", Verdict: broker.Approve, Grant: exactGrant}, code: broker.VoteNotGrantable, msg: "does not allow an \"always allow\""},
-		"a scope not offered":      {vote: broker.Vote{Approver: "alice", Verdict: broker.Approve, Grant: &broker.GrantRequest{Scope: policy.ScopeTool}}, code: broker.VoteNotGrantable, msg: "does not allow that scope here: \"tool\" (allowed: exact)"},
-		"a grant before quorum":    {edit: func(a *broker.Approval) { a.Decision.Quorum = 2 }, vote: broker.Vote{Approver: "alice", Verdict: broker.Approve, Grant: exactGrant}, code: broker.VoteNotGrantable, msg: "completes the quorum"},
-		"a grant with a denial":    {vote: broker.Vote{Approver: "alice", Verdict: broker.Deny, Grant: exactGrant}, code: broker.VoteNotGrantable, msg: "a grant can only come with an approval"},
-		"a verdict that is none":   {vote: broker.Vote{Approver: "alice", Verdict: "maybe"}, code: broker.VoteBad, msg: `verdict must be "approve" or "deny"`},
-		"nobody voting":            {vote: broker.Vote{Approver: " ", Verdict: broker.Approve}, code: broker.VoteBad, msg: "the approver's identity"},
-		"a negative number of use": {vote: broker.Vote{Approver: "alice", Verdict: broker.Approve, Grant: &broker.GrantRequest{Scope: policy.ScopeExact, MaxUses: -1}}, code: broker.VoteBad, msg: "max_uses must not be negative"},
+		"a grant not grantable":     {edit: func(a *broker.Approval) { a.Decision.Grantable = nil }, vote: broker.Vote{Approver: "alice", Verdict: broker.Approve, Grant: exactGrant}, code: broker.VoteNotGrantable, msg: "does not allow an \"always allow\""},
+		"a scope not offered":       {vote: broker.Vote{Approver: "alice", Verdict: broker.Approve, Grant: &broker.GrantRequest{Scope: policy.ScopeTool}}, code: broker.VoteNotGrantable, msg: "does not allow that scope here: \"tool\" (allowed: exact)"},
+		"a grant before quorum":     {edit: func(a *broker.Approval) { a.Decision.Quorum = 2 }, vote: broker.Vote{Approver: "alice", Verdict: broker.Approve, Grant: exactGrant}, code: broker.VoteNotGrantable, msg: "completes the quorum"},
+		"a grant with a denial":     {vote: broker.Vote{Approver: "alice", Verdict: broker.Deny, Reason: "no", Grant: exactGrant}, code: broker.VoteNotGrantable, msg: "a grant can only come with an approval"},
+		"a verdict that is none":    {vote: broker.Vote{Approver: "alice", Verdict: "maybe"}, code: broker.VoteBad, msg: `verdict must be "approve" or "deny"`},
+		"a denial without a reason": {vote: broker.Vote{Approver: "alice", Verdict: broker.Deny}, code: broker.VoteBad, msg: "a denial needs a reason"},
+		"a reason of white space":   {vote: broker.Vote{Approver: "alice", Verdict: broker.Deny, Reason: " \t\n"}, code: broker.VoteBad, msg: "a denial needs a reason"},
+		"nobody voting":             {vote: broker.Vote{Approver: " ", Verdict: broker.Approve}, code: broker.VoteBad, msg: "the approver's identity"},
+		"a negative number of use":  {vote: broker.Vote{Approver: "alice", Verdict: broker.Approve, Grant: &broker.GrantRequest{Scope: policy.ScopeExact, MaxUses: -1}}, code: broker.VoteBad, msg: "max_uses must not be negative"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -136,7 +138,7 @@ func TestVoteRefusals(t *testing.T) {
 	}
 
 	// Who decided first, and when, travel with already_decided.
-	_, err := c.b.Vote(context.Background(), decided.ID, broker.Vote{Approver: "alice", Verdict: broker.Deny, Channel: "test"})
+	_, err := c.b.Vote(context.Background(), decided.ID, broker.Vote{Approver: "alice", Verdict: broker.Deny, Reason: "too late", Channel: "test"})
 	ve, _ := errors.AsType[*broker.VoteError](err)
 	var de *broker.DecidedError
 	if ve == nil || ve.By != "bob" || ve.Status != broker.StatusApproved || ve.At.IsZero() || !errors.As(err, &de) {
@@ -146,6 +148,29 @@ func TestVoteRefusals(t *testing.T) {
 	_, err = c.b.Vote(context.Background(), c.pending(nil).ID, broker.Vote{Approver: "tester", Verdict: broker.Approve, Channel: "test"})
 	if !errors.Is(err, broker.ErrSelfApproval) {
 		t.Errorf("self approval: %v", err)
+	}
+	_, err = c.b.Vote(context.Background(), c.pending(nil).ID, broker.Vote{Approver: "alice", Verdict: broker.Deny, Channel: "test"})
+	if !errors.Is(err, broker.ErrNoReason) {
+		t.Errorf("a denial without a reason: %v", err)
+	}
+}
+
+// CheckVote, which channels ask before a person has written a reason,
+// offers a denial without one, still refusing what the reason cannot
+// change; Vote then asks for the reason.
+func TestCheckVoteDenialProbe(t *testing.T) {
+	c := newVoteCore(t, nil)
+	a := c.pending(nil)
+	now := time.Now()
+	if err := a.CheckVote(broker.Vote{Approver: "alice", Verdict: broker.Deny}, now); err != nil {
+		t.Errorf("a denial, before its reason is written: %v", err)
+	}
+	a.Decision.Approvers.Users = []string{"carol"}
+	if err := a.CheckVote(broker.Vote{Approver: "alice", Verdict: broker.Deny}, now); broker.VoteCodeOf(err) != broker.VoteNotApprover {
+		t.Errorf("a non-approver's denial: %v", err)
+	}
+	if err := a.CheckVote(broker.Vote{Approver: "carol", Verdict: broker.Deny, Reason: "  "}, now); err != nil {
+		t.Errorf("a probe with a blank reason is a probe: %v", err)
 	}
 }
 
@@ -214,8 +239,9 @@ func TestAPIVoteCodes(t *testing.T) {
 			a.Decision.Quorum = 2
 			a.Votes = []broker.Vote{{Approver: "admin", Verdict: broker.Approve}}
 		}, body: `{"verdict":"approve"}`, status: 403, code: broker.VoteAlreadyVoted},
-		"not_grantable": {body: `{"verdict":"deny","grant":{"scope":"exact"}}`, status: 403, code: broker.VoteNotGrantable},
+		"not_grantable": {body: `{"verdict":"deny","reason":"no","grant":{"scope":"exact"}}`, status: 403, code: broker.VoteNotGrantable},
 		"bad_vote":      {body: `{"verdict":"maybe"}`, status: 400, code: broker.VoteBad},
+		"no reason":     {body: `{"verdict":"deny","reason":"  "}`, status: 400, code: broker.VoteBad},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

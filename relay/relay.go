@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -99,6 +100,7 @@ type Relay struct {
 	initTimeout time.Duration
 	limits      *limiter
 	pool        pool.Pool // goroutines for tools/calls, which may wait
+	atGate      gateCount // tools/calls the gate has not let go of yet
 	done        chan struct{}
 }
 
@@ -144,6 +146,51 @@ func (r *Relay) Upstreams() []*Upstream {
 		out = append(out, u)
 	}
 	return out
+}
+
+// AwaitGate waits until every tools/call at the gate has been answered or
+// forwarded, or ctx ends. On shutdown it comes after the gate has answered
+// its held calls and before the sessions close: closing first would answer
+// a held call "session closed" just before its own result was written.
+func (r *Relay) AwaitGate(ctx context.Context) error {
+	r.atGate.mu.Lock()
+	idle := r.atGate.idle
+	r.atGate.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// gateCount counts tools/calls at the gate, for AwaitGate. (A WaitGroup
+// may not be waited on while calls still arrive.)
+type gateCount struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; nil before the first call
+}
+
+func (g *gateCount) enter() {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.idle = make(chan struct{})
+	}
+	g.n++
+	g.mu.Unlock()
+}
+
+func (g *gateCount) leave() {
+	g.mu.Lock()
+	g.n--
+	if g.n == 0 {
+		close(g.idle)
+	}
+	g.mu.Unlock()
 }
 
 // Close lets the relay's idle goroutines go. Sessions end with their

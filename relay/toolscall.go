@@ -15,6 +15,15 @@ import (
 // people, and the client's other messages must not wait meanwhile.
 func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request) {
 	defer c.cancel(nil)
+	s.r.atGate.enter()
+	atGate := true
+	leaveGate := func() {
+		if atGate {
+			atGate = false
+			s.r.atGate.leave()
+		}
+	}
+	defer leaveGate()
 	o := s.r.gate.Check(ctx, &broker.Call{
 		Server:           s.up.Name,
 		Transport:        s.up.Transport,
@@ -28,6 +37,7 @@ func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request
 	}, c)
 	switch {
 	case o.Forward:
+		leaveGate() // a forwarded call waits for its upstream, not the gate
 		c.audited = o.Audited
 		s.forward(ctx, c, m)
 	case o.Malformed != "":

@@ -180,10 +180,6 @@ func (s *Server) vote(w http.ResponseWriter, r *http.Request, who string) {
 		v.Error, v.Reason = msg, reason
 		s.render(w, r, status, approvalPage(approvalPageFor(v), v))
 	}
-	if verdict == broker.Deny && reason == "" {
-		refuse(http.StatusBadRequest, "Say why you deny the call: the agent reads the reason.", a)
-		return
-	}
 	now, err := s.broker.Vote(r.Context(), a.ID, broker.Vote{Approver: who, Channel: "web", Verdict: verdict, Reason: reason, Grant: grant})
 	if err == nil {
 		http.Redirect(w, r, "/approvals/"+url.PathEscape(a.ID), http.StatusSeeOther)
@@ -233,6 +229,10 @@ func refusalText(ve *broker.VoteError, a *broker.Approval, user string) string {
 	case broker.VoteBad:
 		if errors.Is(ve, broker.ErrBadVerdict) {
 			return `The verdict must be "approve" or "deny".`
+		}
+		if errors.Is(ve, broker.ErrNoReason) {
+			// The broker's rule for every channel, in this page's words.
+			return "Say why you deny the call: the agent reads the reason."
 		}
 		return "Nothing was decided: " + sentence(ve.Msg)
 	case broker.VoteGrantNotStored:

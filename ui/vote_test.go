@@ -45,7 +45,8 @@ func TestVoteRefusalsOnThePage(t *testing.T) {
 		"a scope the policy does not offer": {edit: grantable,
 			form:   url.Values{"verdict": {"approve"}, "grant_scope": {"everything"}, "grant_ttl": {"1h"}},
 			status: http.StatusForbidden, told: `Nothing was decided: The policy does not allow that scope here: "everything" (allowed: exact, tool).`},
-		"a verdict that is none": {form: url.Values{"verdict": {"maybe"}}, status: http.StatusBadRequest, told: `The verdict must be "approve" or "deny".`},
+		"a verdict that is none":    {form: url.Values{"verdict": {"maybe"}}, status: http.StatusBadRequest, told: `The verdict must be "approve" or "deny".`},
+		"a denial without a reason": {form: url.Values{"verdict": {"deny"}, "reason": {" \n "}}, status: http.StatusBadRequest, told: "Say why you deny the call: the agent reads the reason."},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -273,15 +273,24 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	var reason, as string
 	var grant broker.GrantRequest
 	var ttl time.Duration
-	use, short := "approve ID", "Approve a held call, which is then released"
+	use, short := "approve ID [--reason TEXT]", "Approve a held call, which is then released"
+	reasonHelp, example := "why, for the audit log", "  airlock approve 06FHQ2B0Y5CJ3ZKM"
 	if verdict == broker.Deny {
-		use, short = "deny ID", "Deny a held call; the agent reads the reason"
+		use, short = "deny ID --reason TEXT", "Deny a held call, saying why; the agent reads the reason"
+		reasonHelp = "why the call is denied (required: the agent reads it)"
+		example = `  airlock deny 06FHQ2B0Y5CJ3ZKM --reason "not on production"`
 	}
 	cmd := &cobra.Command{
-		Use:   use + " [--reason TEXT]",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// The broker refuses a denial without a reason too (bad_vote);
+			// saying so here spares the round trip.
+			if verdict == broker.Deny && strings.TrimSpace(reason) == "" {
+				return errors.New(`deny needs --reason "TEXT": the agent is told why its call was denied`)
+			}
 			clients, err := f.brokers()
 			if err != nil {
 				return err
@@ -336,7 +345,7 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 		},
 	}
 	f.register(cmd, true)
-	cmd.Flags().StringVar(&reason, "reason", "", "why (the agent reads a denial's reason)")
+	cmd.Flags().StringVar(&reason, "reason", "", reasonHelp)
 	cmd.Flags().StringVar(&as, "as", "", "a name to record with the decision; it decides as ui.approver (default \""+broker.AdminIdentity+"\"), the admin token's one identity, whatever it says")
 	if verdict == broker.Approve {
 		cmd.Flags().StringVar(&grant.Scope, "grant", "", "also allow such calls from now on: exact (same arguments), arguments (same key arguments), or tool (any arguments)")

@@ -236,6 +236,27 @@ func (rt *runtime) serve() error {
 	return nil
 }
 
+// answerHeld answers every held call on a graceful shutdown, before the
+// sessions close: the broker abandons the approvals, which gives each
+// waiting call its "abandoned" tool error, and the relay waits until every
+// call has left the gate and its answer is written. Both waits are bounded,
+// so that a stuck store or upstream cannot hold up the shutdown.
+func (rt *runtime) answerHeld() {
+	if err := rt.broker.Close(); err != nil {
+		rt.log.Error("abandoning the pending approvals failed", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), gateDrainTimeout)
+	defer cancel()
+	if err := rt.relay.AwaitGate(ctx); err != nil {
+		rt.log.Warn("calls still at the gate when the sessions closed", "err", err)
+	}
+}
+
+// gateDrainTimeout bounds answerHeld's wait for the relay, after the broker
+// has answered: enough to write the answers, and for a call that was
+// fetching the tool list to be refused.
+const gateDrainTimeout = 5 * time.Second
+
 // close shuts everything down in order: Slack stops taking decisions, the
 // broker answers waiting calls and abandons their approvals, the listener
 // stops, the store closes last.

@@ -94,7 +94,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	log.Info("shutting down")
 	// Held calls are answered first, then the sessions end, which lets the
 	// HTTP server's shutdown finish.
-	rt.broker.Close()
+	rt.answerHeld()
 	mcpHandler.Close()
 	return nil
 }

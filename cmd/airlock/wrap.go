@@ -92,7 +92,20 @@ func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen s
 	log.Info("approval API ready", "url", rt.baseURL()+"/api/v1/", "state_dir", stateDir)
 	rt.announceUI(os.Stderr, true)
 	conn := wire.NewLineConn(os.Stdin, os.Stdout, os.Stdin, 0)
-	err = rt.relay.ServeConn(ctx, up.Name, conn, osPrincipal())
+	// The session outlives ctx (a signal) until the held calls have had
+	// their answers: ending it first would answer them "session closed".
+	sessionCtx, endSession := context.WithCancel(context.WithoutCancel(ctx))
+	defer endSession()
+	go func() {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			rt.answerHeld()
+			endSession()
+		case <-sessionCtx.Done():
+		}
+	}()
+	err = rt.relay.ServeConn(sessionCtx, up.Name, conn, osPrincipal())
 	if err != nil {
 		var ee *wire.ExitError
 		if errors.As(err, &ee) {

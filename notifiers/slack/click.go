@@ -143,8 +143,10 @@ func parseInteraction(data []byte) (*interaction, error) {
 		if field == nil {
 			return nil, errors.New("slack: deny dialog without a reason")
 		}
+		// A blank reason is no malformed payload: the broker refuses a
+		// denial without one, on every channel, and the denier is told.
 		in.reason = strings.TrimSpace(*field)
-		if in.reason == "" || len([]rune(in.reason)) > maxReason {
+		if len([]rune(in.reason)) > maxReason {
 			return nil, fmt.Errorf("slack: deny reason of %d characters", len([]rune(in.reason)))
 		}
 	default:
@@ -314,6 +316,9 @@ func (n *Notifier) refusalText(ve *broker.VoteError, a *broker.Approval) string 
 		return fmt.Sprintf("You have already approved this call; it needs %d different approvers.", a.Quorum())
 	case broker.VoteGrantNotStored:
 		return "You approved the call and it goes ahead, but the \"always allow\" could not be stored, so calls like it will still ask (ref " + ve.Ref + ")."
+	}
+	if errors.Is(ve, broker.ErrNoReason) {
+		return "Nothing was decided: say why you deny the call, the agent reads the reason. Click Deny again (ref " + a.ID + ")."
 	}
 	// not_grantable, bad_vote
 	return "Nothing was decided: " + escape(ve.Msg) + " (ref " + a.ID + ")."
