@@ -79,6 +79,18 @@ func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 	return uitest.Run(t, ctx, a)
 }
 
+// clickNow clicks the first element sel finds, looked up in the page at
+// the moment of the click: the live pending list is redrawn when an event
+// arrives (and when its stream opens), and a node found a moment earlier
+// may be gone by the time chromedp clicks it.
+func clickNow(t *testing.T, tab context.Context, sel string) {
+	t.Helper()
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false; e.click(); return true })()`, sel)
+	if !run(t, tab, chromedp.Evaluate[bool](js)) {
+		t.Fatalf("nothing in the page matches %s", sel)
+	}
+}
+
 // signInBrowser opens a login link, as a person opens the one the broker
 // printed, and lands on the pending page.
 func signInBrowser(t *testing.T, h *harness, tab context.Context) {
@@ -118,8 +130,8 @@ func TestBrowserApproveLive(t *testing.T) {
 		t.Errorf("title with one call waiting = %q", got)
 	}
 
+	clickNow(t, tab, "#pending a.tool")
 	do(t, tab,
-		chromedp.Click(chromedp.CSS("#pending a.tool")),
 		chromedp.WaitVisible(chromedp.CSS("#actions button.approve")),
 		chromedp.Click(chromedp.CSS("#actions button.approve")),
 		chromedp.WaitVisible(chromedp.CSS("#outcome")),
@@ -180,8 +192,9 @@ func TestBrowserScriptInArgumentsIsInert(t *testing.T) {
 	h.Call(context.Background(), "write", map[string]any{"path": payload, "content": "<svg onload=\"window.pwned = 3\"></svg>"})
 	a := h.Held()
 	do(t, tab, chromedp.Navigate(h.url("/approvals/"+a.ID)), chromedp.WaitVisible(chromedp.CSS("table.args")))
-	do(t, tab, chromedp.Navigate(h.url("/")), chromedp.WaitVisible(chromedp.CSS("#pending a.tool")),
-		chromedp.Click(chromedp.CSS("#pending a.tool")), chromedp.WaitVisible(chromedp.CSS("table.args")))
+	do(t, tab, chromedp.Navigate(h.url("/")), chromedp.WaitVisible(chromedp.CSS("#pending a.tool")))
+	clickNow(t, tab, "#pending a.tool")
+	do(t, tab, chromedp.WaitVisible(chromedp.CSS("table.args")))
 	checks := map[string]string{
 		"typeof window.pwned":                                  "undefined",
 		"String(document.scripts.length)":                      "1",
