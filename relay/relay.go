@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -153,9 +154,7 @@ func (r *Relay) Upstreams() []*Upstream {
 // its held calls and before the sessions close: closing first would answer
 // a held call "session closed" just before its own result was written.
 func (r *Relay) AwaitGate(ctx context.Context) error {
-	r.atGate.mu.Lock()
-	idle := r.atGate.idle
-	r.atGate.mu.Unlock()
+	idle := r.atGate.idle()
 	if idle == nil {
 		return nil
 	}
@@ -167,30 +166,42 @@ func (r *Relay) AwaitGate(ctx context.Context) error {
 	}
 }
 
-// gateCount counts tools/calls at the gate, for AwaitGate. (A WaitGroup
-// may not be waited on while calls still arrive.)
+// gateCount counts tools/calls at the gate, for AwaitGate. Counting is an
+// atomic add on every call; only a call that leaves the gate empty takes
+// the lock, to wake an AwaitGate. (A WaitGroup may not be waited on while
+// calls still arrive.)
 type gateCount struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to 0; nil before the first call
+	n      atomic.Int64
+	mu     sync.Mutex
+	waiter chan struct{} // made by idle, closed when n drops to 0
 }
 
-func (g *gateCount) enter() {
-	g.mu.Lock()
-	if g.n == 0 {
-		g.idle = make(chan struct{})
-	}
-	g.n++
-	g.mu.Unlock()
-}
+func (g *gateCount) enter() { g.n.Add(1) }
 
 func (g *gateCount) leave() {
-	g.mu.Lock()
-	g.n--
-	if g.n == 0 {
-		close(g.idle)
+	if g.n.Add(-1) != 0 {
+		return
 	}
-	g.mu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.waiter != nil && g.n.Load() == 0 {
+		close(g.waiter)
+		g.waiter = nil
+	}
+}
+
+// idle returns a channel closed once no call is at the gate, or nil when
+// none is now.
+func (g *gateCount) idle() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n.Load() == 0 {
+		return nil
+	}
+	if g.waiter == nil {
+		g.waiter = make(chan struct{})
+	}
+	return g.waiter
 }
 
 // Close lets the relay's idle goroutines go. Sessions end with their
