@@ -250,15 +250,12 @@ func recoverJournal(db *bolt.DB, path string, log *slog.Logger) (*journal, error
 		}
 		b := tx.Bucket(bucketAudit)
 		for _, e := range recs {
-			if e.rec.Seq <= head.Seq {
-				var have auditHead
-				if json.Unmarshal(b.Get(seqKey(e.rec.Seq)), &have) != nil || have.Hash != e.rec.Hash {
-					return fmt.Errorf("audit journal %s: record %d is not the audit log's record %d; move the journal aside to open the store without it", path, e.rec.Seq, e.rec.Seq)
-				}
-				continue
+			fresh, err := continues(b, head, e)
+			if err != nil {
+				return fmt.Errorf("audit journal %s: %w; move the journal aside to open the store without it", path, err)
 			}
-			if e.rec.Seq != head.Seq+1 || e.rec.PrevHash != head.Hash {
-				return fmt.Errorf("audit journal %s: record %d does not follow record %d of the audit log; move the journal aside to open the store without it", path, e.rec.Seq, head.Seq)
+			if !fresh {
+				continue
 			}
 			if err := b.Put(seqKey(e.rec.Seq), e.data); err != nil {
 				return err
@@ -280,6 +277,23 @@ func recoverJournal(db *bolt.DB, path string, log *slog.Logger) (*journal, error
 		return nil, err
 	}
 	return j, nil
+}
+
+// continues checks that journal record e fits the audit log whose last
+// record is head: either the log has it already, with the same hash, or it
+// is the log's next record. It reports whether e is new to the log.
+func continues(b *bolt.Bucket, head auditHead, e entry) (fresh bool, err error) {
+	if e.rec.Seq <= head.Seq {
+		var have auditHead
+		if json.Unmarshal(b.Get(seqKey(e.rec.Seq)), &have) != nil || have.Hash != e.rec.Hash {
+			return false, fmt.Errorf("record %d is not the audit log's record %d", e.rec.Seq, e.rec.Seq)
+		}
+		return false, nil
+	}
+	if e.rec.Seq != head.Seq+1 || e.rec.PrevHash != head.Hash {
+		return false, fmt.Errorf("record %d does not follow record %d of the audit log", e.rec.Seq, head.Seq)
+	}
+	return true, nil
 }
 
 // keyJournalCuts (in meta) lists the journal cuts that lost intact

@@ -2,7 +2,6 @@ package boltstore
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -86,15 +85,12 @@ func (s *Store) loadReadOnly(tx *bolt.Tx) error {
 	}
 	b := tx.Bucket(bucketAudit)
 	for _, e := range recs {
-		if e.rec.Seq <= head.Seq && len(s.unmoved) == 0 {
-			var have auditHead
-			if json.Unmarshal(b.Get(seqKey(e.rec.Seq)), &have) != nil || have.Hash != e.rec.Hash {
-				return fmt.Errorf("audit journal %s: record %d is not the audit log's record %d", jpath, e.rec.Seq, e.rec.Seq)
-			}
-			continue
+		fresh, err := continues(b, head, e)
+		if err != nil {
+			return fmt.Errorf("audit journal %s: %w", jpath, err)
 		}
-		if e.rec.Seq != head.Seq+1 || e.rec.PrevHash != head.Hash {
-			return fmt.Errorf("audit journal %s: record %d does not follow record %d of the audit log", jpath, e.rec.Seq, head.Seq)
+		if !fresh {
+			continue
 		}
 		s.unmoved = append(s.unmoved, e)
 		head = auditHead{e.rec.Seq, e.rec.Hash}

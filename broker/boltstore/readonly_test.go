@@ -12,29 +12,8 @@ import (
 	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/brokertest"
 )
-
-// snapshot is every file in a directory, with its bytes and mtime.
-func snapshot(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	files := map[string]string{}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		fi, err := e.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[e.Name()] = fi.ModTime().String() + " " + string(data)
-	}
-	return files
-}
 
 func openReadOnlyTest(t *testing.T, path string) *Store {
 	t.Helper()
@@ -57,7 +36,7 @@ func TestReadOnlyReadsTheJournalAndChangesNothing(t *testing.T) {
 	}
 	appendN(t, s, 2) // records 4 and 5, in the journal only
 	path := crashCopy(t, s)
-	before := snapshot(t, filepath.Dir(path))
+	before := brokertest.DirState(t, filepath.Dir(path))
 
 	r := openReadOnlyTest(t, path)
 	if n, torn := r.Unmoved(); n != 2 || torn != 0 {
@@ -97,7 +76,7 @@ func TestReadOnlyReadsTheJournalAndChangesNothing(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := snapshot(t, filepath.Dir(path)); !maps.Equal(before, after) {
+	if after := brokertest.DirState(t, filepath.Dir(path)); !maps.Equal(before, after) {
 		t.Errorf("the state directory changed: files before %q, after %q", slices.Sorted(maps.Keys(before)), slices.Sorted(maps.Keys(after)))
 	}
 }
@@ -122,7 +101,7 @@ func TestReadOnlyReportsJournalDamage(t *testing.T) {
 	if err := os.WriteFile(path+journalSuffix, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	before := snapshot(t, filepath.Dir(path))
+	before := brokertest.DirState(t, filepath.Dir(path))
 	r := openReadOnlyTest(t, path)
 	if n, torn := r.Unmoved(); n != 1 || torn != len(data)-first {
 		t.Errorf("Unmoved = %d, %d; want 1 record and %d torn bytes", n, torn, len(data)-first)
@@ -132,7 +111,7 @@ func TestReadOnlyReportsJournalDamage(t *testing.T) {
 		t.Errorf("VerifyAudit = %+v, %v; want the damage after record 3 reported", v, err)
 	}
 	r.Close()
-	if after := snapshot(t, filepath.Dir(path)); !maps.Equal(before, after) {
+	if after := brokertest.DirState(t, filepath.Dir(path)); !maps.Equal(before, after) {
 		t.Errorf("the state directory changed: files before %q, after %q", slices.Sorted(maps.Keys(before)), slices.Sorted(maps.Keys(after)))
 	}
 }

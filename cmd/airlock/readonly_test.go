@@ -80,31 +80,12 @@ func stoppedBroker(t *testing.T, dir string) {
 	}
 }
 
-// dirState is every file in dir with its size, mode, mtime and bytes.
-func dirState(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		fi, err := e.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
-		out[e.Name()] = fi.Mode().String() + " " + fi.ModTime().Format(time.RFC3339Nano) + " " + string(data)
-	}
-	return out
-}
-
 // After a broker stopped, the commands that read its state read the
 // directory read-only, say so, and change no file.
 func TestStoppedBrokerStateIsReadReadOnly(t *testing.T) {
 	dir := t.TempDir()
 	stoppedBroker(t, dir)
-	before := dirState(t, dir)
+	before := brokertest.DirState(t, dir)
 	note := "no broker is running for " + dir + ": read the state directory directly, read-only"
 	tests := map[string]struct {
 		args []string
@@ -132,7 +113,7 @@ func TestStoppedBrokerStateIsReadReadOnly(t *testing.T) {
 			if !strings.Contains(errOut, note) || !strings.Contains(errOut, "2 audit records read from its journal") {
 				t.Errorf("stderr %q should say %q and that 2 records came from the journal", errOut, note)
 			}
-			if after := dirState(t, dir); len(after) != len(before) {
+			if after := brokertest.DirState(t, dir); len(after) != len(before) {
 				t.Fatalf("files changed: %d before, %d after", len(before), len(after))
 			} else {
 				for k, v := range before {
