@@ -178,10 +178,10 @@ func (b *Broker) Vote(ctx context.Context, id string, v Vote) (*Approval, error)
 // Vote would return, or nil. It changes nothing: channels use it to offer
 // only the actions a person may take, and Vote checks again, in the
 // transaction that records the vote. A denial's reason is the one rule it
-// leaves out when v has none: channels ask before the person has written
-// it, and Vote refuses a denial without one.
+// leaves out: channels ask before the person has written it, and Vote
+// refuses a denial without one.
 func (a *Approval) CheckVote(v Vote, now time.Time) error {
-	if _, ve := a.checkRules(v, now, strings.TrimSpace(v.Reason) != ""); ve != nil {
+	if _, ve := a.checkRules(v, now, false); ve != nil {
 		return ve
 	}
 	return nil
