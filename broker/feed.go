@@ -70,6 +70,10 @@ func (fd *ApprovalFeed) Publish(data []byte) error {
 	if len(fd.watchers) == 0 {
 		return nil
 	}
+	// data is the store's own encoding of an Approval the core built
+	// (arguments and definitions in it stay raw bytes), not a client's or
+	// a server's JSON: decoding it with encoding/json reads back what was
+	// written.
 	first := new(Approval)
 	if err := json.Unmarshal(data, first); err != nil {
 		return fmt.Errorf("approval feed: decode: %w", err)
