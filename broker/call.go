@@ -83,11 +83,24 @@ type ClientInfo struct {
 	Capabilities    json.RawMessage `json:"capabilities,omitempty"`
 }
 
-// Principal is who is behind a client session.
+// Principal is who is behind a client session. Identities are compared
+// by (Source, ID): the same name established two ways is two identities,
+// unless config maps both to one Person.
 type Principal struct {
 	ID string `json:"id"`
-	// Source says how the identity was established: "token" (a bearer
-	// token from config), "os" (the user running a stdio client), or
-	// "anonymous".
+	// Source says how the identity was established: "token" (an agent
+	// token made with airlock tokens create), "oauth" (an OAuth 2.1 access
+	// token), "os" (the user running a stdio client), or "anonymous".
 	Source string `json:"source"`
+	// Groups are the token's groups, or the access token's groups claim.
+	Groups []string `json:"groups,omitempty"`
+	// ClientID is the OAuth client the access token was issued to.
+	ClientID string `json:"client_id,omitempty"`
+	// Claims are the access token's claims that config selects for the
+	// policy, as one JSON object; they come from a verified token.
+	Claims json.RawMessage `json:"claims,omitempty"`
+	// Person is the person config's identities map this identity to; ""
+	// when none does. The rule that a requester may not approve their own
+	// call compares it as well as ID.
+	Person string `json:"person,omitempty"`
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -61,7 +62,7 @@ func TestGateSeesTheForwardedParams(t *testing.T) {
 				t.Fatalf("the gate saw %d calls", len(calls))
 			}
 			call := calls[0]
-			if call.Server != "test" || call.Transport != "stdio" || call.Principal != (broker.Principal{ID: "tester", Source: "os"}) ||
+			if call.Server != "test" || call.Transport != "stdio" || !reflect.DeepEqual(call.Principal, broker.Principal{ID: "tester", Source: "os"}) ||
 				call.Client.Name != "raw" || call.Client.ProtocolVersion != "2025-11-25" || call.Received.IsZero() {
 				t.Errorf("the gate saw call %+v", call)
 			}
