@@ -56,6 +56,9 @@ type Options struct {
 	// be the identity a login link signs in (ui.approver), or one person
 	// would count as two.
 	AdminIdentity string
+	// People map identities to persons (config's identities); nil maps
+	// none.
+	People People
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -72,6 +75,7 @@ type Broker struct {
 	servers   []string
 	now       func() time.Time
 	admin     string // who holds the admin token
+	people    People
 
 	skipAllowed     bool
 	holdWait        time.Duration
@@ -106,6 +110,7 @@ func New(opts Options) (*Broker, error) {
 		servers:         slices.Clone(opts.Servers),
 		now:             opts.Now,
 		admin:           opts.AdminIdentity,
+		people:          opts.People,
 		skipAllowed:     opts.SkipAllowedAudit,
 		holdWait:        orDefault(opts.HoldWait, DefaultHoldWait),
 		approvalTimeout: orDefault(opts.ApprovalTimeout, DefaultApprovalTimeout),

@@ -25,6 +25,7 @@ func (b *Broker) Check(ctx context.Context, call *Call, caller Caller) Outcome {
 		return Outcome{Malformed: fmt.Sprintf("tools/call: %v; Airlock did not run it (ref %s)", err, ref)}
 	}
 	call.Tool, call.Arguments = p.Name, p.Arguments
+	call.Principal.Person = b.Person(call.Principal.Source, call.Principal.ID)
 	def, err := caller.Definition(ctx, p.Name, false)
 	if err != nil {
 		ref := NewRef()

@@ -375,3 +375,26 @@ func TestDecisionThroughTheStoreReleases(t *testing.T) {
 		})
 	}
 }
+
+// An agent whose identity config maps to alice asks: alice may not approve
+// its call, under whichever account she votes, and her agent's token name
+// is not a second person.
+func TestPersonMayNotApproveTheirAgentsCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHoldHarness(t, broker.Options{HoldWait: -1,
+			People: broker.People{broker.PersonKey("token", "alice-agent"): "alice"}})
+		h.Principal = broker.Principal{ID: "alice-agent", Source: "token"}
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+		a := h.Held()
+		if a.Principal.Person != "alice" {
+			t.Errorf("the approval's principal is %+v, want the person alice", a.Principal)
+		}
+		if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "web", Verdict: broker.Approve}); !errors.Is(err, broker.ErrSelfApproval) {
+			t.Errorf("alice approving her agent's call: %v", err)
+		}
+		h.Vote(a.ID, "bob", broker.Approve, "")
+		if o := <-done; !released(o) {
+			t.Fatalf("outcome %+v", o)
+		}
+	})
+}

@@ -222,7 +222,7 @@ func (a *Approval) checkRules(v Vote, now time.Time, needReason bool) (*Grant, *
 		// Identities from different systems are only compared when they
 		// are the same string: config maps people across them. An
 		// anonymous requester is nobody's identity.
-		if v.Approver == a.Principal.ID {
+		if v.Approver == a.Principal.ID || (a.Principal.Person != "" && v.Approver == a.Principal.Person) {
 			return nil, refusal(VoteSelfApproval, ErrSelfApproval)
 		}
 		if slices.ContainsFunc(a.Votes, func(o Vote) bool { return o.Approver == v.Approver && o.Verdict == Approve }) {
