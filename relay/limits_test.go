@@ -64,8 +64,8 @@ func (cc *countedConn) Close() error {
 func limitsServer(t *testing.T, l relay.Limits) (url string, kids *children, b *relay.Relay) {
 	kids = &children{}
 	b = relaytest.NewRelay(t, relay.Options{Limits: l}, kids.wrap(relaytest.NewServer().Upstream("test")))
-	hs := relaytest.NewHTTPServer(t, b, relay.HTTPOptions{Loopback: true, Principal: func(r *http.Request) (broker.Principal, error) {
-		return broker.Principal{ID: r.Header.Get("X-Principal"), Source: "token"}, nil
+	hs := relaytest.NewHTTPServer(t, b, relay.HTTPOptions{Loopback: true, Authenticate: func(_ http.ResponseWriter, r *http.Request, _ string) (broker.Principal, bool) {
+		return broker.Principal{ID: r.Header.Get("X-Principal"), Source: "token"}, true
 	}})
 	return hs.URL + "/mcp/test", kids, b
 }

@@ -50,9 +50,12 @@ type HTTPOptions struct {
 	// Host must be one of the listener's names, and Origin, when present,
 	// one of them or of its allowed origins.
 	Hosts *Hosts
-	// Principal identifies the caller; nil means anonymous. An error
-	// refuses the request with 401.
-	Principal func(*http.Request) (broker.Principal, error)
+	// Authenticate says who sends r, a request to the endpoint of server;
+	// nil lets everyone in as anonymous. It is asked on every request,
+	// before the body is read, so that a revoked credential stops working
+	// at once, in open sessions too. When it refuses, it has written the
+	// answer (401, 403, 503) and returns false.
+	Authenticate func(w http.ResponseWriter, r *http.Request, server string) (broker.Principal, bool)
 }
 
 // HTTPHandler serves upstreams over MCP's streamable HTTP transport, with
@@ -112,24 +115,32 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch r.Method {
+	case http.MethodPost, http.MethodGet, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	p, ok := h.principal(w, r, up)
+	if !ok {
+		return
+	}
+	switch r.Method {
 	case http.MethodPost:
-		h.post(w, r, up)
+		h.post(w, r, up, p)
 	case http.MethodGet:
-		h.get(w, r, up)
+		h.get(w, r, up, p)
 	case http.MethodDelete:
-		hs := h.lookup(w, r, up)
+		hs := h.lookup(w, r, up, p)
 		if hs == nil {
 			return
 		}
 		hs.s.close(nil)
 		w.WriteHeader(http.StatusNoContent)
-	default:
-		w.Header().Set("Allow", "GET, POST, DELETE")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
 }
 
-func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream) {
+func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream, p broker.Principal) {
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 		httpError(w, http.StatusUnsupportedMediaType, jsonrpc.CodeInvalidRequest, "Content-Type must be application/json")
 		return
@@ -166,11 +177,7 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 			httpError(w, http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "initialize must not carry an Mcp-Session-Id")
 			return
 		}
-		principal, ok := h.principal(w, r)
-		if !ok {
-			return
-		}
-		if hs, err = h.newSession(r.Context(), up, principal); err != nil {
+		if hs, err = h.newSession(r.Context(), up, p); err != nil {
 			if refuseAtLimit(w, err) {
 				h.relay.log.Warn("session refused", "server", up.Name, "err", err)
 				return
@@ -185,7 +192,7 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 		writeJSON(w, http.StatusOK, errorResponse(req.ID, jsonrpc.CodeMethodNotFound, "server/discover is not supported; use initialize"))
 		return
 	default:
-		if hs = h.lookup(w, r, up); hs == nil {
+		if hs = h.lookup(w, r, up, p); hs == nil {
 			return
 		}
 		if v := r.Header.Get(wire.HeaderProtocolVersion); v != "" && !supportedVersion(v) {
@@ -230,12 +237,12 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream)
 }
 
 // get serves the standalone stream for messages that belong to no request.
-func (h *HTTPHandler) get(w http.ResponseWriter, r *http.Request, up *Upstream) {
+func (h *HTTPHandler) get(w http.ResponseWriter, r *http.Request, up *Upstream, p broker.Principal) {
 	if _, sse := accepts(r); !sse {
 		httpError(w, http.StatusNotAcceptable, jsonrpc.CodeInvalidRequest, "Accept must include text/event-stream")
 		return
 	}
-	hs := h.lookup(w, r, up)
+	hs := h.lookup(w, r, up, p)
 	if hs == nil {
 		return
 	}
@@ -259,17 +266,11 @@ func (h *HTTPHandler) get(w http.ResponseWriter, r *http.Request, up *Upstream) 
 	}
 }
 
-func (h *HTTPHandler) principal(w http.ResponseWriter, r *http.Request) (broker.Principal, bool) {
-	if h.opts.Principal == nil {
+func (h *HTTPHandler) principal(w http.ResponseWriter, r *http.Request, up *Upstream) (broker.Principal, bool) {
+	if h.opts.Authenticate == nil {
 		return broker.Principal{Source: "anonymous"}, true
 	}
-	p, err := h.opts.Principal(r)
-	if err != nil {
-		w.Header().Set("WWW-Authenticate", "Bearer")
-		httpError(w, http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "unauthorized: "+err.Error())
-		return broker.Principal{}, false
-	}
-	return p, true
+	return h.opts.Authenticate(w, r, up.Name)
 }
 
 func (h *HTTPHandler) newSession(ctx context.Context, up *Upstream, p broker.Principal) (*httpSession, error) {
@@ -305,7 +306,10 @@ func (h *HTTPHandler) newSession(ctx context.Context, up *Upstream, p broker.Pri
 
 // lookup finds the request's session, answering 400 or 404 itself when
 // there is none. A session is only reachable under its own server's path.
-func (h *HTTPHandler) lookup(w http.ResponseWriter, r *http.Request, up *Upstream) *httpSession {
+// lookup finds the session r names, for p. A session belongs to the
+// identity that opened it: its id is a capability, but not one that lets
+// another identity act in it, or end it, under that identity's name.
+func (h *HTTPHandler) lookup(w http.ResponseWriter, r *http.Request, up *Upstream, p broker.Principal) *httpSession {
 	id := r.Header.Get(wire.HeaderSessionID)
 	if id == "" {
 		httpError(w, http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "missing Mcp-Session-Id header; send initialize first")
@@ -319,6 +323,12 @@ func (h *HTTPHandler) lookup(w http.ResponseWriter, r *http.Request, up *Upstrea
 	}
 	if hs == nil || hs.s.up != up {
 		httpError(w, http.StatusNotFound, jsonrpc.CodeInvalidRequest, "session not found; send initialize to start a new one")
+		return nil
+	}
+	if sp := hs.s.principal; sp.Source != p.Source || sp.ID != p.ID {
+		h.relay.log.Warn("request refused: the session belongs to another identity", "server", up.Name,
+			"session", SessionRef(hs.s.id), "session_principal", sp.ID, "principal", p.ID, "source", p.Source)
+		httpError(w, http.StatusForbidden, jsonrpc.CodeInvalidRequest, "this session was opened by another identity; send initialize to start your own")
 		return nil
 	}
 	return hs
