@@ -90,6 +90,8 @@ type Config struct {
 	MCPServers map[string]*ServerConfig `yaml:"mcpServers"`
 	// Slack asks approvers in Slack; nil means no Slack. See docs/slack.md.
 	Slack *SlackConfig `yaml:"slack"`
+	// Auth says who may call serve's MCP endpoints; see docs/auth.md.
+	Auth *AuthConfig `yaml:"auth"`
 
 	path string // the file this came from; "" for the defaults
 	dir  string // the absolute directory of path, which relative paths are read against
@@ -499,6 +501,9 @@ func (c *Config) resolve() error {
 	if err := c.UI.resolve(); err != nil {
 		return err
 	}
+	if err := c.Auth.resolve(); err != nil {
+		return err
+	}
 	if c.Servers == nil {
 		c.Servers = map[string]*ServerConfig{}
 	}
@@ -535,6 +540,9 @@ func (c *Config) resolvePaths() {
 	}
 	if o := c.UI.OIDC; o != nil {
 		o.ClientSecretFile = c.atConfig(o.ClientSecretFile)
+	}
+	if a := c.Auth; a != nil && a.OAuth != nil {
+		a.OAuth.ClientSecretFile = c.atConfig(a.OAuth.ClientSecretFile)
 	}
 	for _, servers := range []map[string]*ServerConfig{c.Servers, c.MCPServers} {
 		for _, s := range servers {

@@ -61,6 +61,10 @@ const demoServer = "filesystem"
 const demoNotes = "Meeting notes\n- ship the approvals page\n"
 
 func runDemo(ctx context.Context, out, stderr io.Writer, o demoOptions) error {
+	if !loopbackListen(o.listen) {
+		// Every caller is taken for the user who runs it (below).
+		return fmt.Errorf("demo: --listen %s: the demo takes every caller for you, so it listens on a loopback address only, such as 127.0.0.1:0", o.listen)
+	}
 	dir, err := os.MkdirTemp("", "airlock-demo-")
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -103,9 +107,9 @@ func runDemo(ctx context.Context, out, stderr io.Writer, o demoOptions) error {
 		return err
 	}
 	mcpHandler := rt.relay.HTTPHandler(relay.HTTPOptions{
-		IdleTimeout: cfg.SessionIdle,
-		Hosts:       rt.hosts,
-		Principal:   func(*http.Request) (broker.Principal, error) { return me, nil },
+		IdleTimeout:  cfg.SessionIdle,
+		Hosts:        rt.hosts,
+		Authenticate: func(http.ResponseWriter, *http.Request, string) (broker.Principal, bool) { return me, true },
 	})
 	rt.mux.Handle("/mcp/{server}", mcpHandler)
 	errc := make(chan error, 1)

@@ -72,6 +72,9 @@ func protectedPaths(cfg *Config, stateDir string) (protect, workDirs []string) {
 	if o := cfg.UI.OIDC; o != nil {
 		protect = append(protect, o.ClientSecretFile)
 	}
+	if a := cfg.Auth; a != nil && a.OAuth != nil {
+		protect = append(protect, a.OAuth.ClientSecretFile)
+	}
 	protect = slices.DeleteFunc(protect, func(p string) bool { return p == "" })
 	if wd, err := os.Getwd(); err == nil {
 		workDirs = append(workDirs, wd)

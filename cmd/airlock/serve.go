@@ -50,6 +50,9 @@ The config takes servers under "servers:" or, pasted as is, the
 }
 
 func serve(ctx context.Context, cfg *Config, stateFlag string) error {
+	if cfg.Auth == nil && !loopbackListen(cfg.Listen) {
+		return errOpenDoor(cfg.Listen)
+	}
 	log := newLogger(os.Stderr, cfg.LogLevel)
 	stateDir, err := stateDirFor(stateFlag, cfg.StateDir, "")
 	if err != nil {
