@@ -28,7 +28,7 @@ func TestPagesShowSessionRefOnly(t *testing.T) {
 	}
 	t.Cleanup(r.Close)
 	mcpSrv := relaytest.NewHTTPServer(t, &relaytest.Airlock{Broker: h.Broker, Relay: r}, relay.HTTPOptions{Loopback: true,
-		Principal: func(*http.Request) (broker.Principal, error) { return h.Principal, nil }})
+		Authenticate: func(http.ResponseWriter, *http.Request, string) (broker.Principal, bool) { return h.Principal, true }})
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "ui-test-agent", Version: "1"}, nil).
 		Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: mcpSrv.URL + "/mcp/test"}, nil)
 	if err != nil {
