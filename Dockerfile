@@ -23,4 +23,7 @@ VOLUME /var/lib/airlock
 EXPOSE 7420
 ENTRYPOINT ["/usr/local/bin/airlock", "serve"]
 # Listen on every interface inside the container; mount your config there.
+# Beyond loopback, serve starts only when the config has an auth section
+# (agent tokens, OAuth, or an explicit auth: {anonymous: true}): the image
+# never runs an open broker. See README.md, "Docker", and docs/auth.md.
 CMD ["--listen", "0.0.0.0:7420", "-c", "/etc/airlock/airlock.yaml"]
