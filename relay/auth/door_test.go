@@ -178,11 +178,14 @@ func TestBadCredentials(t *testing.T) {
 			tok, _ := jws.CompactSerialize()
 			return tok
 		}()), 401, "invalid_token", "typ", "oauth"},
-		"bad agent token":       {bearer("airlock_at_nope"), 401, "invalid_token", "unknown, expired or revoked", "token"},
-		"agent token, scope":    {bearer("airlock_at_good"), 0, "", "", ""}, // server "other" below
-		"agent store down":      {bearer("airlock_at_down"), 503, "", "cannot be checked", "token"},
-		"basic auth":            {func(r *http.Request) { r.SetBasicAuth("u", "p") }, 400, "invalid_request", "Bearer TOKEN", ""},
-		"two headers":           {func(r *http.Request) { r.Header.Add("Authorization", "Bearer a"); r.Header.Add("Authorization", "Bearer b") }, 400, "invalid_request", "more than one", ""},
+		"bad agent token":    {bearer("airlock_at_nope"), 401, "invalid_token", "unknown, expired or revoked", "token"},
+		"agent token, scope": {bearer("airlock_at_good"), 0, "", "", ""}, // server "other" below
+		"agent store down":   {bearer("airlock_at_down"), 503, "", "cannot be checked", "token"},
+		"basic auth":         {func(r *http.Request) { r.SetBasicAuth("u", "p") }, 400, "invalid_request", "Bearer TOKEN", ""},
+		"two headers": {func(r *http.Request) {
+			r.Header.Add("Authorization", "Bearer a")
+			r.Header.Add("Authorization", "Bearer b")
+		}, 400, "invalid_request", "more than one", ""},
 		"token in the URL":      {func(r *http.Request) { r.URL.RawQuery = "access_token=" + rs256(good) }, 400, "invalid_request", "in the URL", ""},
 		"empty bearer":          {func(r *http.Request) { r.Header.Set("Authorization", "Bearer ") }, 400, "invalid_request", "characters", ""},
 		"bearer with a space":   {bearer("a b"), 400, "invalid_request", "characters", ""},

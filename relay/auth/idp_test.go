@@ -31,7 +31,7 @@ type keyIdP struct {
 	extraKeys []jose.JSONWebKey
 }
 
-func newKeyIdP(t *testing.T) *keyIdP {
+func newKeyIdP(t testing.TB) *keyIdP {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
