@@ -109,7 +109,7 @@ func newResourceServer(ctx context.Context, cfg OAuth, client *http.Client, log 
 		}
 	}
 	if cfg.IntrospectionURL != "" {
-		if err := checkURL(cfg.IntrospectionURL); err != nil {
+		if err := checkFetchString(cfg.IntrospectionURL); err != nil {
 			return nil, fmt.Errorf("auth: oauth introspection URL: %w", err)
 		}
 		if cfg.ClientID == "" || cfg.ClientSecret == "" {
@@ -131,10 +131,28 @@ func newResourceServer(ctx context.Context, cfg OAuth, client *http.Client, log 
 }
 
 // checkURL accepts https, or http on a loopback address: anything else
-// would let someone on the network serve the keys Airlock trusts.
+// would let someone on the network serve the keys Airlock trusts. An
+// issuer has no query or fragment (RFC 8414).
 func checkURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if err != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not a URL such as https://idp.example.com/", s)
+	}
+	return checkFetch(u)
+}
+
+func checkFetchString(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL such as https://idp.example.com/", s)
+	}
+	return checkFetch(u)
+}
+
+// checkFetch is checkURL for a URL Airlock fetches from.
+func checkFetch(u *url.URL) error {
+	s := u.String()
+	if u.Host == "" || u.User != nil {
 		return fmt.Errorf("%q is not a URL such as https://idp.example.com/", s)
 	}
 	if u.Scheme == "https" || (u.Scheme == "http" && loopback(u.Hostname())) {
@@ -542,7 +560,7 @@ func (rs *resourceServer) fetchMetadata() (issuer, jwksURI string, err error) {
 		if strings.TrimSuffix(iss, "/") != strings.TrimSuffix(rs.cfg.Issuer, "/") {
 			return "", "", fmt.Errorf("%s names the issuer %q, not %q", c, iss, rs.cfg.Issuer)
 		}
-		if err := checkURL(jwks); err != nil {
+		if err := checkFetchString(jwks); err != nil {
 			return "", "", fmt.Errorf("%s: jwks_uri: %w", c, err)
 		}
 		return iss, jwks, nil
@@ -602,6 +620,10 @@ func (rs *resourceServer) do(req *http.Request) (map[string]json.RawMessage, int
 		return nil, 0, err
 	}
 	defer resp.Body.Close()
+	if err := checkFetch(resp.Request.URL); err != nil {
+		// a redirect may not lead where the configured URL could not
+		return nil, 0, fmt.Errorf("%s redirected: %w", req.URL, err)
+	}
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxDocument))
 		return nil, resp.StatusCode, nil
