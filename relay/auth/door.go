@@ -120,8 +120,6 @@ type refusal struct {
 	err    error  // logged, never shown
 }
 
-func (f *refusal) Error() string { return f.desc }
-
 // Authenticate says who sends r, a request to the endpoint of server. On
 // refusal it has written the answer (401, 403, 503 or 400) and returns
 // false; nothing else may be written then.
@@ -241,6 +239,7 @@ func (d *Door) refuse(w http.ResponseWriter, r *http.Request, server string, f *
 	}
 	body, _ := json.Marshal(map[string]string{"error": code, "error_description": f.desc})
 	w.Write(append(body, '\n'))
+	http.NewResponseController(w).Flush() // the client need not wait for the audit record
 	d.audit(r, server, f)
 }
 
@@ -275,8 +274,8 @@ func quote(s string) string {
 
 // audit passes the refusal on to Options.Refused, at most
 // RefusalsPerMinute a minute; the next one passed on says how many were
-// left out. It waits for the record: the door's few a minute may be slow,
-// but the request is answered already.
+// left out. It waits for the record (the answer is flushed already), so
+// that a slow store slows only the few a minute that are recorded.
 func (d *Door) audit(r *http.Request, server string, f *refusal) {
 	if d.refused == nil {
 		return
