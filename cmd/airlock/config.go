@@ -164,7 +164,9 @@ type SlackConfig struct {
 	UIURL string `yaml:"ui_url"`
 	// Approvers may decide when a policy names none.
 	Approvers SlackApprovers `yaml:"approvers"`
-	// Identities maps Airlock principals to Slack user IDs.
+	// Identities maps Airlock names to Slack user IDs, one each: the
+	// short form of the top-level identities.NAME.slack, which it must
+	// not contradict.
 	Identities map[string]string `yaml:"identities"`
 }
 
@@ -203,7 +205,8 @@ type identitySource struct {
 // An identity claimed by two people would make "the requester may not
 // approve their own call" pick one of them at random.
 func (c *Config) validateIdentities() error {
-	owner := map[string]string{} // broker.PersonKey → the key that claims it
+	type claim struct{ person, at string } // who claims an identity, and where
+	owner := map[string]claim{}            // by broker.PersonKey
 	for _, person := range sortedKeys(c.Identities) {
 		key := "identities." + person
 		if err := checkPersonName(person); err != nil {
@@ -223,10 +226,10 @@ func (c *Config) validateIdentities() error {
 					return fmt.Errorf("config: %s: %s is the name of another person, identities.%s; one name is one person", at, id, id)
 				}
 				k := broker.PersonKey(src.source, id)
-				if prev, dup := owner[k]; dup && !strings.HasPrefix(prev, key+".") {
-					return fmt.Errorf("config: %s: %s is also %s; one identity is one person", at, id, prev)
+				if prev, dup := owner[k]; dup && prev.person != person {
+					return fmt.Errorf("config: %s: %s is also %s; one identity is one person", at, id, prev.at)
 				}
-				owner[k] = at
+				owner[k] = claim{person, at}
 				n++
 			}
 		}
@@ -240,8 +243,8 @@ func (c *Config) validateIdentities() error {
 	for _, name := range sortedKeys(c.Slack.Identities) {
 		id := c.Slack.Identities[name]
 		at := "slack.identities." + name
-		if prev, ok := owner[broker.PersonKey("slack", id)]; ok && !strings.HasPrefix(prev, "identities."+name+".") {
-			return fmt.Errorf("config: %s: %s is also %s; one Slack account is one person", at, id, prev)
+		if prev, ok := owner[broker.PersonKey("slack", id)]; ok && prev.person != name {
+			return fmt.Errorf("config: %s: %s is also %s; one Slack account is one person", at, id, prev.at)
 		}
 		// A name that identities makes someone's identity would vote from
 		// Slack under another name than the same person elsewhere.
