@@ -319,3 +319,31 @@ func TestIdentitiesAcrossChannels(t *testing.T) {
 		}
 	}
 }
+
+// serve's runtime gives the broker and the UI the people config names.
+func TestRuntimeKnowsPeople(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	cfg, err := loadConfig(writeConfig(t, `
+ui: {approver: ops@example.com}
+identities:
+  alice: {oauth: [00u1alice], tokens: [alice-laptop]}
+  ops: {web: [ops@example.com]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := startRuntime(t.Context(), cfg, newLogger(os.Stderr, "error"), filepath.Join(t.TempDir(), "state"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.close()
+	if got := rt.broker.Person("oauth", "00u1alice"); got != "alice" {
+		t.Errorf("the broker's person of OAuth subject 00u1alice: %q", got)
+	}
+	if got := rt.broker.Person("token", "alice-laptop"); got != "alice" {
+		t.Errorf("the broker's person of token alice-laptop: %q", got)
+	}
+	if link, err := rt.ui.NewLoginLink("http://127.0.0.1:7420", ""); err != nil || link.Approver != "ops" {
+		t.Errorf("a login link signs in as %q (%v), want the person ops", link.Approver, err)
+	}
+}
