@@ -87,6 +87,9 @@ type Config struct {
 	Pprof bool `yaml:"pprof"`
 	// UI configures the approvals web page served at / (docs/ui.md).
 	UI UIConfig `yaml:"ui"`
+	// Identities ties each person's identities in every channel to one
+	// name, by person (docs/auth.md, "People across channels").
+	Identities map[string]IdentityConfig `yaml:"identities"`
 	// Servers are the upstream MCP servers, by name.
 	Servers map[string]*ServerConfig `yaml:"servers"`
 	// MCPServers accepts the "mcpServers" block of claude_desktop_config.json
@@ -94,9 +97,6 @@ type Config struct {
 	MCPServers map[string]*ServerConfig `yaml:"mcpServers"`
 	// Slack asks approvers in Slack; nil means no Slack. See docs/slack.md.
 	Slack *SlackConfig `yaml:"slack"`
-	// Identities ties each person's identities in every channel to one
-	// name, by person (docs/auth.md, "People across channels").
-	Identities map[string]IdentityConfig `yaml:"identities"`
 
 	path string // the file this came from; "" for the defaults
 	dir  string // the absolute directory of path, which relative paths are read against
