@@ -116,6 +116,7 @@ func (b *Broker) gate(ctx context.Context, call *Call) (Outcome, *heldCall) {
 		Server: policy.Server{Name: call.Server, Transport: call.Transport, TrustAnnotations: call.TrustAnnotations},
 		Tool:   tool,
 		Principal: policy.Principal{ID: call.Principal.ID, Source: call.Principal.Source,
+			Groups: call.Principal.Groups, ClientID: call.Principal.ClientID, Claims: call.Principal.Claims,
 			Client: policy.Client{Name: call.Client.Name, Version: call.Client.Version}},
 		Session: policy.Session{ID: call.Session},
 		Time:    b.now(),

@@ -42,3 +42,30 @@ func TestDuplicateParamsRefused(t *testing.T) {
 		})
 	}
 }
+
+// The policy sees the whole identity the door established: groups, the
+// OAuth client and the selected claims, not only the id.
+func TestPolicySeesPrincipal(t *testing.T) {
+	var got policy.Principal
+	h := brokertest.NewHarness(t, broker.Options{Policy: brokertest.PolicyFunc(func(in *policy.Input) policy.Decision {
+		got = in.Principal
+		return policy.Decision{Action: policy.Allow}
+	})})
+	h.Principal = broker.Principal{ID: "alice@example.com", Source: "oauth", Groups: []string{"dev", "ops"},
+		ClientID: "claude-code", Claims: []byte(`{"email":"alice@example.com"}`)}
+	if o := <-h.Call(context.Background(), "echo", nil); !o.Forward {
+		t.Fatalf("outcome %+v", o)
+	}
+	if got.ID != "alice@example.com" || got.Source != "oauth" || strings.Join(got.Groups, ",") != "dev,ops" ||
+		got.ClientID != "claude-code" || string(got.Claims) != `{"email":"alice@example.com"}` {
+		t.Errorf("the policy saw %+v", got)
+	}
+	recs, err := h.Broker.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventAllowed)})
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("audit %+v, %v", recs, err)
+	}
+	if r := recs[0]; r.Principal != "alice@example.com" || r.PrincipalSource != "oauth" ||
+		strings.Join(r.PrincipalGroups, ",") != "dev,ops" || r.ClientID != "claude-code" {
+		t.Errorf("audit record %+v", r)
+	}
+}
