@@ -125,7 +125,7 @@ func (b *Broker) gate(ctx context.Context, call *Call) (Outcome, *heldCall) {
 	// Only the grants that cover this call reach the policy. A grant that
 	// stops covering it between the decision and its use (revoked, used up)
 	// is dropped and the call decided again without it.
-	grants := b.grants.matching(call.Server, call.Tool, call.Principal.ID, tool.Fingerprint, parsed, in.Time)
+	grants := b.grants.matching(call.Server, call.Tool, call.Principal, tool.Fingerprint, parsed, in.Time)
 	for attempt := 0; ; attempt++ {
 		in.Grants = policyGrants(grants)
 		t0 := time.Now()
