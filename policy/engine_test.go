@@ -807,3 +807,29 @@ func TestClosedEngineFailsClosed(t *testing.T) {
 		t.Errorf("log line for ref %s = %v, want failure closed", d.Ref, rec)
 	}
 }
+
+// The baseline's deny_anonymous setting, given in a data file of the
+// policy directory as docs/policy.md says, refuses callers without an
+// identity and no one else; without it, they are decided as before.
+func TestLibraryDenyAnonymousSetting(t *testing.T) {
+	anonymous := Principal{Source: "anonymous"}
+	readOnly := func(p Principal) *Input {
+		in := call()
+		in.Tool.Annotations = json.RawMessage(`{"readOnlyHint":true}`)
+		in.Principal = p
+		return in
+	}
+	dir := libraryWith(t, "data.airlock.baseline.decision")
+	off := newEngine(t, Options{Dir: dir})
+	if d := off.Decide(t.Context(), readOnly(anonymous)); d.Action != Allow {
+		t.Errorf("without the setting, an anonymous read: %+v", d)
+	}
+	writeFiles(t, dir, map[string]string{"settings.json": `{"settings": {"baseline": {"deny_anonymous": true}}}`})
+	on := newEngine(t, Options{Dir: dir})
+	if d := on.Decide(t.Context(), readOnly(anonymous)); d.Action != Deny || !strings.Contains(d.Reason, "without an identity") {
+		t.Errorf("with deny_anonymous, an anonymous read: %+v", d)
+	}
+	if d := on.Decide(t.Context(), readOnly(Principal{ID: "ci-bot", Source: "token", Groups: []string{"ci"}})); d.Action != Allow {
+		t.Errorf("with deny_anonymous, a token's read: %+v", d)
+	}
+}
