@@ -101,12 +101,36 @@ func (b *Broker) RevokeGrant(ctx context.Context, id, by string) (*Grant, error)
 	return b.endGrant(ctx, id, GrantRevoked, by, EventGrantRevoked)
 }
 
-// Grant returns one grant.
-func (b *Broker) Grant(ctx context.Context, id string) (*Grant, error) { return b.store.Grant(ctx, id) }
+// Grant returns one grant, saying whom it covers as matching reads it
+// (see Grant.Covers).
+func (b *Broker) Grant(ctx context.Context, id string) (*Grant, error) {
+	g, err := b.store.Grant(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return g.asRead(), nil
+}
 
-// Grants lists grants, newest first.
+// Grants lists grants, newest first, each as Grant returns it.
 func (b *Broker) Grants(ctx context.Context, q GrantQuery) ([]*Grant, error) {
-	return b.store.Grants(ctx, q)
+	gs, err := b.store.Grants(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Grant, len(gs))
+	for i, g := range gs {
+		out[i] = g.asRead()
+	}
+	return out, nil
+}
+
+// asRead is a copy of g whose Anyone, PrincipalSource and Principal say
+// whom it covers, so that a grant stored before grants named a source is
+// shown as it matches. The store's copy is left alone.
+func (g *Grant) asRead() *Grant {
+	c := *g
+	c.PrincipalSource, c.Principal, c.Anyone = g.Covers()
+	return &c
 }
 
 // storeGrant stores a new grant with its audit record and lets it match.

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -241,6 +242,19 @@ func TestGrantsStoredWithoutSource(t *testing.T) {
 			if held := writeHeldAs(h2, tc.who, map[string]any{"path": tc.path}); held != tc.held {
 				t.Errorf("%s as %s: held=%v, want %v", tc.path, tc.who.Describe(), held, tc.held)
 			}
+		}
+		// The API and the channels show them as they are read.
+		for id, want := range map[string]string{"G1": "os tom false", "G2": "anonymous  false", "G3": "  true"} {
+			g, err := h2.Broker.Grant(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprintf("%s %s %v", g.PrincipalSource, g.Principal, g.Anyone); got != want {
+				t.Errorf("grant %s reads as %q, want %q", id, got, want)
+			}
+		}
+		if stored, _ := h.Store.Grant(context.Background(), "G1"); stored.PrincipalSource != "" {
+			t.Errorf("reading a grant changed the stored one: %+v", stored)
 		}
 	})
 }
