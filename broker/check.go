@@ -80,7 +80,7 @@ func (b *Broker) refuseParams(call *Call, err error) (ref string) {
 	b.metrics.Call(call.Server, "refused")
 	b.record(&AuditRecord{
 		Time: b.now(), Event: EventRefused, Server: call.Server,
-		Principal: call.Principal.ID, PrincipalSource: call.Principal.Source,
+		Principal: call.Principal.ID, PrincipalSource: call.Principal.Source, PrincipalGroups: call.Principal.Groups, ClientID: call.Principal.ClientID,
 		Client: clientLabel(call.Client), Session: call.Session, Reason: "tools/call: " + err.Error(), Ref: ref, Actor: Airlock,
 	})
 	return ref
@@ -100,7 +100,8 @@ func (b *Broker) gate(ctx context.Context, call *Call) (Outcome, *heldCall) {
 		b.metrics.Call(call.Server, "refused")
 		b.record(&AuditRecord{
 			Time: b.now(), Event: EventRefused, Server: call.Server, Tool: call.Tool,
-			Principal: call.Principal.ID, PrincipalSource: call.Principal.Source,
+			Principal: call.Principal.ID, PrincipalSource: call.Principal.Source, PrincipalGroups: call.Principal.Groups,
+			ClientID: call.Principal.ClientID, Person: call.Principal.Person,
 			Client: clientLabel(call.Client), Session: call.Session, Reason: err.Error(), Ref: ref, Actor: Airlock,
 		})
 		return refuse(fmt.Sprintf("Airlock refused the call to %s: its arguments are not unambiguous JSON (%v). "+

@@ -28,6 +28,7 @@ func TestDuplicateParamsRefused(t *testing.T) {
 			})})
 			call := h.NewCall("echo", nil)
 			call.Params = []byte(params)
+			call.Principal = broker.Principal{ID: "ci-bot", Source: "token", Groups: []string{"ci"}}
 			o := <-h.Check(context.Background(), call)
 			if o.Forward || !strings.Contains(o.Malformed, "duplicate") || !strings.Contains(o.Malformed, "Airlock did not run it (ref ") {
 				t.Fatalf("outcome %+v, want an invalid-params refusal naming the duplicate", o)
@@ -38,6 +39,8 @@ func TestDuplicateParamsRefused(t *testing.T) {
 			recs, _ := h.Broker.Audit(context.Background(), broker.AuditQuery{Event: string(broker.EventRefused)})
 			if len(recs) != 1 || !strings.Contains(recs[0].Reason, "duplicate") {
 				t.Errorf("refusal audit = %+v", recs)
+			} else if r := recs[0]; r.Principal != "ci-bot" || r.PrincipalSource != "token" || strings.Join(r.PrincipalGroups, ",") != "ci" {
+				t.Errorf("the refusal's record does not say who asked: %+v", r)
 			}
 		})
 	}
