@@ -35,7 +35,7 @@ func (p Principal) Describe() string {
 		how = "token"
 	case SourceOAuth:
 		how = "OAuth"
-		if p.ClientID != "" {
+		if p.ClientID != "" && p.ClientID != p.ID { // a client's own token names it once
 			how += ", client " + p.ClientID
 		}
 	case SourceOS:
