@@ -220,11 +220,13 @@ func mentionUser(id string) string {
 // person's Slack account, the name otherwise.
 // requester says who asked and how that was established, in the words of
 // every channel (Principal.Describe), after a mention when config ties the
-// identity to a Slack user.
+// requester's person (or, failing that, its name) to a Slack user.
 func (n *Notifier) requester(p broker.Principal) string {
 	s := escape(p.Describe())
-	if u, ok := n.slackUser[p.ID]; ok && p.ID != "" {
-		s = "<@" + u + "> · " + s
+	for _, who := range []string{p.Person, p.ID} {
+		if u, ok := n.slackUser[who]; ok && who != "" {
+			return "<@" + u + "> · " + s
+		}
 	}
 	return s
 }
