@@ -86,8 +86,11 @@ type Broker struct {
 	limits *limiter
 	tools  toolRegistry
 	grants grantIndex
-	events hub
-	audit  auditGuard
+	// grantsStoring maps an approval's id to a channel closed once the
+	// grant its approving vote asked for is stored (or failed to be).
+	grantsStoring sync.Map
+	events        hub
+	audit         auditGuard
 
 	pool      pool.Pool     // goroutines for work on calls
 	stopWatch func()        // ends the watch of the store's changes

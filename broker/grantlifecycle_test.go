@@ -436,3 +436,48 @@ func TestGrantsLoadedAtStart(t *testing.T) {
 		}
 	})
 }
+
+// slowGrants is a store whose CreateGrant waits until it is let go.
+type slowGrants struct {
+	broker.Store
+	letGo chan struct{}
+}
+
+func (s *slowGrants) CreateGrant(ctx context.Context, g *broker.Grant, rec *broker.AuditRecord) error {
+	<-s.letGo
+	return s.Store.CreateGrant(ctx, g, rec)
+}
+
+// An approval that comes with an "always allow" releases its call only
+// once the grant is stored: the agent calls again as soon as it has the
+// result, and that call must find the grant, not be held again.
+func TestReleaseWaitsForTheGrant(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &slowGrants{Store: brokertest.NewMemStore(), letGo: make(chan struct{})}
+		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), Store: store, HoldWait: -1})
+		done := h.Call(context.Background(), "write", map[string]any{"path": "/a"})
+		a := h.Held()
+		voted := make(chan error, 1)
+		go func() {
+			_, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "alice", Channel: "test", Verdict: broker.Approve,
+				Grant: &broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)}})
+			voted <- err
+		}()
+		synctest.Wait()
+		select {
+		case o := <-done:
+			t.Fatalf("the call was answered before its grant was stored: %+v", o)
+		default:
+		}
+		close(store.letGo)
+		if o := <-done; !released(o) {
+			t.Fatalf("outcome %+v", o)
+		}
+		if err := <-voted; err != nil {
+			t.Fatal(err)
+		}
+		if o := <-h.Call(context.Background(), "write", map[string]any{"path": "/b"}); !released(o) {
+			t.Errorf("the next call, covered by the grant: %+v", o)
+		}
+	})
+}

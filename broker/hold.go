@@ -373,6 +373,15 @@ func (b *Broker) release(ctx context.Context, la *liveApproval, caller Caller) O
 	la.approval = updated
 	delete(b.live.byKey, la.key)
 	b.live.mu.Unlock()
+	if stored, ok := b.grantsStoring.Load(a.ID); ok {
+		// The vote that approved it came with an "always allow" that this
+		// broker is storing: once the result is out, the agent's next call
+		// must find it.
+		select {
+		case <-stored.(chan struct{}):
+		case <-ctx.Done():
+		}
+	}
 	return Outcome{Forward: true}
 }
 

@@ -120,6 +120,17 @@ func (b *Broker) Vote(ctx context.Context, id string, v Vote) (*Approval, error)
 	var g *Grant
 	var seen *Approval
 	grantID := newApprovalID(v.At)
+	if v.Grant != nil {
+		// The held call is released as soon as the approval is stored, and
+		// its agent may call again at once: the grant must be in by the
+		// time the call's result is out (release waits for this).
+		stored := make(chan struct{})
+		b.grantsStoring.Store(id, stored)
+		defer func() {
+			b.grantsStoring.CompareAndDelete(id, stored)
+			close(stored)
+		}()
+	}
 	a, err := b.store.UpdateApproval(ctx, id, func(a *Approval) (*AuditRecord, error) {
 		seen = a
 		var ve *VoteError
