@@ -88,6 +88,7 @@ type Broker struct {
 	grants grantIndex
 	events hub
 	audit  auditGuard
+	tokens tokenCache
 
 	pool      pool.Pool     // goroutines for work on calls
 	stopWatch func()        // ends the watch of the store's changes
@@ -215,6 +216,8 @@ func (b *Broker) Close() error {
 		}
 		b.live.mu.Unlock()
 		b.bg.Wait()
+		// Last-used times are kept in memory between write-backs.
+		b.flushTokenUse(ctx)
 		b.stopWatch()
 	})
 	return err
