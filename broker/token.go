@@ -113,19 +113,19 @@ func (b *Broker) CreateToken(ctx context.Context, spec TokenSpec) (string, *Toke
 		return "", nil, err
 	}
 	if spec.TTL < 0 {
-		return "", nil, errors.New("token: the ttl must not be negative (0: never expires)")
+		return "", nil, specError("token: the ttl must not be negative (0: never expires)")
 	}
 	if spec.Approver && (len(spec.Servers) > 0 || len(spec.Groups) > 0) {
-		return "", nil, errors.New("token: an approver token is a person's, for deciding through the API: it takes no servers or groups")
+		return "", nil, specError("token: an approver token is a person's, for deciding through the API: it takes no servers or groups")
 	}
 	for _, s := range spec.Servers {
 		if !slices.Contains(b.servers, s) {
-			return "", nil, fmt.Errorf("token: no server %q is configured (servers: %s)", s, strings.Join(b.servers, ", "))
+			return "", nil, specErrorf("token: no server %q is configured (servers: %s)", s, strings.Join(b.servers, ", "))
 		}
 	}
 	for _, g := range spec.Groups {
 		if g == "" || strings.TrimSpace(g) != g || strings.ContainsFunc(g, unicode.IsControl) {
-			return "", nil, fmt.Errorf("token: group %q is empty, or has spaces around it or control characters", g)
+			return "", nil, specErrorf("token: group %q is empty, or has spaces around it or control characters", g)
 		}
 	}
 	by := spec.By
@@ -163,15 +163,29 @@ func (b *Broker) CreateToken(ctx context.Context, spec TokenSpec) (string, *Toke
 	return token, t, nil
 }
 
+// specError is a TokenSpec's own fault: the API answers it 400.
+type specError string
+
+func (e specError) Error() string { return string(e) }
+
+func specErrorf(format string, args ...any) error { return specError(fmt.Sprintf(format, args...)) }
+
+// IsTokenSpecError reports whether err is CreateToken refusing what it was
+// asked for, rather than failing.
+func IsTokenSpecError(err error) bool {
+	_, ok := errors.AsType[specError](err)
+	return ok
+}
+
 // checkTokenName keeps names to what reads plainly in a log, a policy and
 // a terminal: a token's name is the agent's (or the person's) identity.
 func checkTokenName(name string) error {
 	if name == "" || len(name) > 64 {
-		return errors.New("token: a name of 1 to 64 characters is required")
+		return specError("token: a name of 1 to 64 characters is required")
 	}
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._@-", c)) {
-			return fmt.Errorf("token: name %q: only letters, digits and . _ @ - are allowed", name)
+			return specErrorf("token: name %q: only letters, digits and . _ @ - are allowed", name)
 		}
 	}
 	return nil
