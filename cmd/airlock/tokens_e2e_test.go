@@ -12,6 +12,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/broker/boltstore"
+	"github.com/airlock-mcp/airlock/broker/brokertest"
 )
 
 // cliEnv is cli with extra environment variables; it returns stdout and
@@ -144,5 +146,30 @@ decision := {"action": "hold", "reason": "writes need alice", "approvers": {"use
 	out, err = cli(t, "tokens", "list")
 	if err != nil || strings.Count(out, "revoked") < 2 || !strings.Contains(out, " by admin") {
 		t.Errorf("tokens list after revoking: %q %v", out, err)
+	}
+}
+
+// With no broker running, tokens list reads the state directory,
+// read-only, as grants list does.
+func TestTokensListWithoutBroker(t *testing.T) {
+	dir := t.TempDir()
+	st, err := boltstore.Open(filepath.Join(dir, dbFile), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(broker.Options{Policy: brokertest.AllowAll(), Store: st, Servers: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := b.CreateToken(t.Context(), broker.TokenSpec{Name: "builder", Servers: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	st.Close()
+	out, stderr, err := cliEnv(t, nil, "tokens", "list", "--state-dir", dir)
+	if err != nil || !strings.Contains(out, "builder") || !strings.Contains(out, "active") || strings.Contains(out, tok[len(tok)-43:]) ||
+		!strings.Contains(stderr, "read the state directory directly, read-only") {
+		t.Errorf("tokens list without a broker: %q %q %v", out, stderr, err)
 	}
 }
