@@ -63,7 +63,8 @@ func (b *Broker) APIHandler(token string) http.Handler {
 			who, err := b.TokenApprover(r.Context(), tok)
 			switch {
 			case err == nil:
-				person.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), apiPersonKey{}, who)))
+				ctx := context.WithValue(context.WithValue(r.Context(), apiPersonKey{}, who), apiTokenKey{}, tok)
+				person.ServeHTTP(w, r.WithContext(ctx))
 			case errors.Is(err, ErrTokenScope):
 				apiError(w, http.StatusForbidden, "an agent token is for the MCP endpoints, not the API; a person decides with an approver token (airlock tokens create NAME --approver)")
 			case errors.Is(err, ErrBadToken):
@@ -84,6 +85,10 @@ func (b *Broker) APIHandler(token string) http.Handler {
 // apiPersonKey keys the person an approver token names in a request's
 // context; a request with the admin token has none.
 type apiPersonKey struct{}
+
+// apiTokenKey keys the approver token itself, for a stream that must end
+// once the token is revoked.
+type apiTokenKey struct{}
 
 // AdminAuthorized reports whether r carries "Authorization: Bearer
 // <token>". An empty token authorizes nothing.
@@ -237,7 +242,16 @@ const keepAliveInterval = 25 * time.Second
 func (b *Broker) apiEvents(w http.ResponseWriter, r *http.Request) {
 	events, stop := b.Subscribe()
 	defer stop()
-	StreamEvents(w, r, events, b.done, keepAliveInterval, func(a *Approval) any { return a }, nil)
+	var alive func() bool
+	if tok, ok := r.Context().Value(apiTokenKey{}).(string); ok {
+		// A stream outlives requests: a revoked or expired approver token
+		// loses it at the next keep-alive.
+		alive = func() bool {
+			_, err := b.TokenApprover(r.Context(), tok)
+			return err == nil
+		}
+	}
+	StreamEvents(w, r, events, b.done, keepAliveInterval, func(a *Approval) any { return a }, alive)
 }
 
 // StreamEvents writes events to w as server-sent events, each named by its

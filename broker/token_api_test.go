@@ -4,8 +4,11 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
@@ -135,4 +138,42 @@ func TestAPIApproverToken(t *testing.T) {
 	if got := strings.Join(actors, " "); got != "approval.approved:dave:cli approval.vote:bob:cli" {
 		t.Errorf("audit: %s", got)
 	}
+}
+
+// An event stream opened with an approver token ends at the keep-alive
+// after the token is revoked.
+func TestAPIEventStreamEndsWithItsToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := brokertest.NewHarness(t, broker.Options{})
+		tok := createToken(t, h.Broker, broker.TokenSpec{Name: "alice", Approver: true})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req := httptest.NewRequestWithContext(ctx, "GET", "/api/v1/events", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		done := make(chan struct{})
+		go func() {
+			h.Broker.APIHandler(testToken).ServeHTTP(rec, req)
+			close(done)
+		}()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("the stream ended with its token good")
+		default:
+		}
+		if _, err := h.Broker.RevokeToken(context.Background(), "alice", ""); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Error("the stream outlived its revoked token")
+			cancel()
+			<-done
+		}
+	})
 }
