@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/airlock-mcp/airlock/policy"
 )
 
 // AdminIdentity is who decides through the JSON API unless
@@ -16,8 +19,10 @@ import (
 const AdminIdentity = "admin"
 
 // APIHandler serves the JSON API under /api/v1/, for the CLI and for
-// scripts. Every request needs "Authorization: Bearer <token>". docs/api.md
-// describes it.
+// scripts. Every request needs "Authorization: Bearer <token>": the admin
+// token, for everything, or a person's approver token (airlock tokens
+// create NAME --approver), to list, read and decide approvals as that
+// person. docs/api.md describes it.
 func (b *Broker) APIHandler(token string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/approvals", b.apiApprovals)
@@ -30,19 +35,60 @@ func (b *Broker) APIHandler(token string) http.Handler {
 	mux.HandleFunc("POST /api/v1/grants", b.apiCreateGrant)
 	mux.HandleFunc("GET /api/v1/grants/{id}", b.apiGrant)
 	mux.HandleFunc("DELETE /api/v1/grants/{id}", b.apiRevokeGrant)
+	mux.HandleFunc("GET /api/v1/tokens", b.apiTokens)
+	mux.HandleFunc("POST /api/v1/tokens", b.apiCreateToken)
+	mux.HandleFunc("DELETE /api/v1/tokens/{name}", b.apiRevokeToken)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "no such API endpoint: %s %s", r.Method, r.URL.Path)
 	})
+	// A person's token decides as that person and does nothing else: no
+	// audit log, no grant or token administration, which stay the admin
+	// token's. Reading one grant is there for the grant an approval made.
+	person := http.NewServeMux()
+	person.HandleFunc("GET /api/v1/approvals", b.apiApprovals)
+	person.HandleFunc("GET /api/v1/approvals/{id}", b.apiApproval)
+	person.HandleFunc("POST /api/v1/approvals/{id}/decision", b.apiVote)
+	person.HandleFunc("GET /api/v1/events", b.apiEvents)
+	person.HandleFunc("GET /api/v1/grants/{id}", b.apiGrant)
+	person.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, http.StatusForbidden, "an approver token may list, read and decide approvals only; %s %s needs the admin token", r.Method, r.URL.Path)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !AdminAuthorized(r, token) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="airlock"`)
-			apiError(w, http.StatusUnauthorized, "missing or wrong admin token (it is in the state directory's admin-token file)")
+		w.Header().Set("Cache-Control", "no-store")
+		if AdminAuthorized(r, token) {
+			mux.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("Cache-Control", "no-store")
-		mux.ServeHTTP(w, r)
+		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && (strings.HasPrefix(tok, AgentTokenPrefix) || strings.HasPrefix(tok, ApproverTokenPrefix)) {
+			who, err := b.TokenApprover(r.Context(), tok)
+			switch {
+			case err == nil:
+				ctx := context.WithValue(context.WithValue(r.Context(), apiPersonKey{}, who), apiTokenKey{}, tok)
+				person.ServeHTTP(w, r.WithContext(ctx))
+			case errors.Is(err, ErrTokenScope):
+				apiError(w, http.StatusForbidden, "an agent token is for the MCP endpoints, not the API; a person decides with an approver token (airlock tokens create NAME --approver)")
+			case errors.Is(err, ErrBadToken):
+				w.Header().Set("WWW-Authenticate", `Bearer realm="airlock", error="invalid_token"`)
+				apiError(w, http.StatusUnauthorized, "the approver token is unknown, expired or revoked")
+			default:
+				ref := NewRef()
+				b.log.Error("checking an approver token failed", "ref", ref, "err", err)
+				apiError(w, http.StatusServiceUnavailable, "the token cannot be checked now (ref %s)", ref)
+			}
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="airlock"`)
+		apiError(w, http.StatusUnauthorized, "missing or wrong admin token (it is in the state directory's admin-token file)")
 	})
 }
+
+// apiPersonKey keys the person an approver token names in a request's
+// context; a request with the admin token has none.
+type apiPersonKey struct{}
+
+// apiTokenKey keys the approver token itself, for a stream that must end
+// once the token is revoked.
+type apiTokenKey struct{}
 
 // AdminAuthorized reports whether r carries "Authorization: Bearer
 // <token>". An empty token authorizes nothing.
@@ -113,7 +159,15 @@ func (b *Broker) apiVote(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "decision body: %v", err)
 		return
 	}
-	as := strings.TrimSpace(req.Approver)
+	approver, as := b.admin, strings.TrimSpace(req.Approver)
+	if p, ok := r.Context().Value(apiPersonKey{}).(string); ok {
+		// An approver token is its person's: it records no other name.
+		if as != "" && as != p {
+			apiError(w, http.StatusBadRequest, "this approver token decides as %s; approver (--as) is for the admin token", p)
+			return
+		}
+		approver, as = p, ""
+	}
 	if as == b.admin {
 		as = ""
 	}
@@ -125,7 +179,7 @@ func (b *Broker) apiVote(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, `channel must be "api" or "cli"`)
 		return
 	}
-	a, err := b.Vote(r.Context(), r.PathValue("id"), Vote{Approver: b.admin, As: as, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason, Grant: req.Grant})
+	a, err := b.Vote(r.Context(), r.PathValue("id"), Vote{Approver: approver, As: as, Channel: req.Channel, Verdict: req.Verdict, Reason: req.Reason, Grant: req.Grant})
 	if err == nil {
 		writeAPI(w, http.StatusOK, a)
 		return
@@ -188,7 +242,16 @@ const keepAliveInterval = 25 * time.Second
 func (b *Broker) apiEvents(w http.ResponseWriter, r *http.Request) {
 	events, stop := b.Subscribe()
 	defer stop()
-	StreamEvents(w, r, events, b.done, keepAliveInterval, func(a *Approval) any { return a }, nil)
+	var alive func() bool
+	if tok, ok := r.Context().Value(apiTokenKey{}).(string); ok {
+		// A stream outlives requests: a revoked or expired approver token
+		// loses it at the next keep-alive.
+		alive = func() bool {
+			_, err := b.TokenApprover(r.Context(), tok)
+			return err == nil
+		}
+	}
+	StreamEvents(w, r, events, b.done, keepAliveInterval, func(a *Approval) any { return a }, alive)
 }
 
 // StreamEvents writes events to w as server-sent events, each named by its
@@ -340,6 +403,98 @@ func (b *Broker) apiRevokeGrant(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusConflict, "%s", err.Error())
 	default:
 		b.apiInternal(w, "revoking a grant", err)
+	}
+}
+
+// TokenRequest is the body of POST /api/v1/tokens.
+type TokenRequest struct {
+	Name    string   `json:"name"`
+	Servers []string `json:"servers,omitempty"`
+	Groups  []string `json:"groups,omitempty"`
+	// TTL is how long the token lasts: absent means DefaultTokenTTL,
+	// "0s" never expires.
+	TTL      *policy.Duration `json:"ttl,omitempty"`
+	Approver bool             `json:"approver,omitempty"`
+}
+
+// DefaultTokenTTL is how long a token lasts when its request names no ttl.
+const DefaultTokenTTL = 30 * 24 * time.Hour
+
+// TokenView is a token as the API shows it: never its secret nor its
+// hash. Secret, the token itself, is set only in the answer to its
+// creation.
+type TokenView struct {
+	Secret string `json:"token,omitempty"`
+	*Token
+	Kind   string `json:"kind"`
+	Status string `json:"status"` // active, expired or revoked
+}
+
+func (b *Broker) tokenView(t *Token) TokenView {
+	v := TokenView{Token: t, Kind: t.Kind(), Status: "active"}
+	t.Hash = ""
+	switch {
+	case t.Revoked():
+		v.Status = "revoked"
+	case t.Expired(b.now()):
+		v.Status = "expired"
+	}
+	return v
+}
+
+func (b *Broker) apiTokens(w http.ResponseWriter, r *http.Request) {
+	ts, err := b.Tokens(r.Context())
+	if err != nil {
+		b.apiInternal(w, "listing tokens", err)
+		return
+	}
+	views := make([]TokenView, len(ts))
+	for i, t := range ts {
+		views[i] = b.tokenView(t)
+	}
+	writeAPI(w, http.StatusOK, map[string]any{"tokens": views})
+}
+
+func (b *Broker) apiCreateToken(w http.ResponseWriter, r *http.Request) {
+	// The operator's, behind the admin token, as in apiVote.
+	var req TokenRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		apiError(w, http.StatusBadRequest, "token body: %v", err)
+		return
+	}
+	ttl := DefaultTokenTTL
+	if req.TTL != nil {
+		ttl = time.Duration(*req.TTL)
+	}
+	secret, t, err := b.CreateToken(r.Context(), TokenSpec{Name: req.Name, Servers: req.Servers, Groups: req.Groups, TTL: ttl, Approver: req.Approver, By: b.admin})
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrTokenExists):
+		apiError(w, http.StatusConflict, "%s", err.Error())
+		return
+	case IsTokenSpecError(err):
+		apiError(w, http.StatusBadRequest, "%s", err.Error())
+		return
+	default:
+		b.apiInternal(w, "creating a token", err)
+		return
+	}
+	v := b.tokenView(t)
+	v.Secret = secret
+	writeAPI(w, http.StatusCreated, v)
+}
+
+func (b *Broker) apiRevokeToken(w http.ResponseWriter, r *http.Request) {
+	t, err := b.RevokeToken(r.Context(), r.PathValue("name"), b.admin)
+	switch {
+	case err == nil:
+		writeAPI(w, http.StatusOK, b.tokenView(t))
+	case errors.Is(err, ErrNotFound):
+		apiError(w, http.StatusNotFound, "%s", err.Error())
+	default:
+		b.apiInternal(w, "revoking a token", err)
 	}
 }
 

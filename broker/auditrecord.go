@@ -60,6 +60,10 @@ const (
 	EventExpired   Event = "approval.expired"   // nobody decided in time
 	EventWithdrawn Event = "approval.withdrawn" // the caller went away
 	EventAbandoned Event = "approval.abandoned" // the broker restarted while it waited
+
+	EventTokenCreated   Event = "token.created"   // an agent or approver token was made
+	EventTokenRevoked   Event = "token.revoked"   // a token was revoked
+	EventRequestRefused Event = "request.refused" // the door refused a request to an MCP endpoint (rate-limited)
 )
 
 // AuditRecord is one entry of the append-only, hash-chained audit log.

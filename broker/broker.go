@@ -91,6 +91,7 @@ type Broker struct {
 	grantsStoring sync.Map
 	events        hub
 	audit         auditGuard
+	tokens        tokenCache
 
 	pool      pool.Pool     // goroutines for work on calls
 	stopWatch func()        // ends the watch of the store's changes
@@ -218,6 +219,8 @@ func (b *Broker) Close() error {
 		}
 		b.live.mu.Unlock()
 		b.bg.Wait()
+		// Last-used times are kept in memory between write-backs.
+		b.flushTokenUse(ctx)
 		b.stopWatch()
 	})
 	return err

@@ -10,8 +10,9 @@ import (
 // ErrNotFound reports an id the store does not know.
 var ErrNotFound = errors.New("not found")
 
-// Store keeps the broker's state: approvals, grants, the audit log and the
-// tool definitions first seen for each server.
+// Store keeps the broker's state: approvals, grants, the audit log, the
+// tool definitions first seen for each server, and the records of tokens
+// (never a token itself).
 //
 // The contract, which brokertest.TestStore checks for every
 // implementation:
@@ -84,6 +85,23 @@ type Store interface {
 	// for its server and returns the first record: the given one, or the
 	// one stored before.
 	SeenTool(ctx context.Context, t *ToolRecord) (*ToolRecord, error)
+
+	// CreateToken stores a new token's record (never its secret) and
+	// appends rec (if not nil) to the audit log, atomically. A name held
+	// by a token not revoked is an error wrapping ErrTokenExists.
+	CreateToken(ctx context.Context, t *Token, rec *AuditRecord) error
+	// UpdateToken is UpdateApproval for tokens.
+	UpdateToken(ctx context.Context, id string, fn func(*Token) (*AuditRecord, error)) (*Token, error)
+	// Token returns one token by id, or ErrNotFound.
+	Token(ctx context.Context, id string) (*Token, error)
+	// Tokens lists every token, newest first.
+	Tokens(ctx context.Context) ([]*Token, error)
+	// TokenGeneration is a number that changes once a change to a token
+	// made through this Store value is durable, before the method that
+	// made it returns. The broker reads it at every request that carries
+	// a token, to know its cached records are current: it must be cheap
+	// (an atomic load).
+	TokenGeneration() uint64
 
 	Close() error
 }

@@ -55,6 +55,10 @@ var (
 	// pending does approvals.
 	bucketGrants       = []byte("grants")
 	bucketGrantsActive = []byte("grants_active")
+	// tokens: id → Token JSON, the record of a token without its secret.
+	// A file written before tokens existed lacks it until its next
+	// read-write open.
+	bucketTokens = []byte("tokens")
 
 	keySchema = []byte("schema")
 )
@@ -66,7 +70,7 @@ const schemaVersion = 1
 
 // buckets lists every bucket the store uses; setup creates the missing
 // ones.
-var buckets = [][]byte{bucketMeta, bucketApprovals, bucketPending, bucketAudit, bucketTools, bucketGrants, bucketGrantsActive}
+var buckets = [][]byte{bucketMeta, bucketApprovals, bucketPending, bucketAudit, bucketTools, bucketGrants, bucketGrantsActive, bucketTokens}
 
 // ErrLocked reports a database file that another process holds open.
 var ErrLocked = errors.New("locked by another process")
@@ -107,7 +111,8 @@ type Store struct {
 	journal   *journal
 	journaled atomic.Int64 // records in the journal, for readers
 
-	feed broker.ApprovalFeed // published to by the writer goroutine
+	feed     broker.ApprovalFeed // published to by the writer goroutine
+	tokenGen atomic.Uint64       // TokenGeneration, moved by the writer goroutine
 
 	// readOnly is set by Options.ReadOnly. unmoved are then the
 	// journal's records past the database's last, and torn the bytes

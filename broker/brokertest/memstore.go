@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/airlock-mcp/airlock/broker"
 )
@@ -16,6 +17,8 @@ type MemStore struct {
 	mu        sync.Mutex
 	approvals table[broker.Approval]
 	grants    table[broker.Grant]
+	tokens    table[broker.Token]
+	tokenGen  atomic.Uint64
 	audit     [][]byte
 	lastHash  string
 	tools     map[[2]string][]byte
@@ -30,6 +33,7 @@ func NewMemStore() *MemStore {
 	return &MemStore{
 		approvals: table[broker.Approval]{name: "approval", rows: map[string][]byte{}},
 		grants:    table[broker.Grant]{name: "grant", rows: map[string][]byte{}},
+		tokens:    table[broker.Token]{name: "token", rows: map[string][]byte{}},
 		tools:     map[[2]string][]byte{},
 	}
 }
@@ -221,6 +225,57 @@ func (m *MemStore) Grants(_ context.Context, q broker.GrantQuery) ([]*broker.Gra
 	defer m.mu.Unlock()
 	return m.grants.list(q.Before, q.Limit, q.Matches), nil
 }
+
+// CreateToken stores a token's record, refusing a name held by a token
+// not revoked.
+func (m *MemStore) CreateToken(_ context.Context, t *broker.Token, rec *broker.AuditRecord) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	for _, data := range m.tokens.rows {
+		if o := decode[broker.Token](data); o.Name == t.Name && !o.Revoked() {
+			return fmt.Errorf("brokertest: token %s: %w", t.Name, broker.ErrTokenExists)
+		}
+	}
+	if err := m.tokens.create(t.ID, t); err != nil {
+		return err
+	}
+	m.appendIf(rec)
+	m.tokenGen.Add(1)
+	return nil
+}
+
+func (m *MemStore) UpdateToken(_ context.Context, id string, fn func(*broker.Token) (*broker.AuditRecord, error)) (*broker.Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	t, rec, err := m.tokens.update(id, fn)
+	if err != nil {
+		return nil, err
+	}
+	m.appendIf(rec)
+	m.tokenGen.Add(1)
+	return t, nil
+}
+
+func (m *MemStore) Token(_ context.Context, id string) (*broker.Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tokens.get(id)
+}
+
+func (m *MemStore) Tokens(context.Context) ([]*broker.Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tokens.list("", len(m.tokens.rows)+1, func(*broker.Token) bool { return true }), nil
+}
+
+// TokenGeneration moves with every stored change to a token.
+func (m *MemStore) TokenGeneration() uint64 { return m.tokenGen.Load() }
 
 func (m *MemStore) appendIf(rec *broker.AuditRecord) {
 	if rec != nil {

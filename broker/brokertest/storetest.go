@@ -67,6 +67,10 @@ func TestStore(t *testing.T, open func(t *testing.T) broker.Store, opts StoreOpt
 		"watch/values_are_copies":              testWatchCopies,
 		"watch/two_users_of_one_store":         testWatchTwoUsers,
 		"watch/refused_when_closed_or_nil":     testWatchRefused,
+		"token/create_get_update":              testTokenLifecycle,
+		"token/names_unique_until_revoked":     testTokenNames,
+		"token/generation_moves_before_return": testTokenGeneration,
+		"token/list_newest_first":              testTokenList,
 	}
 	for _, name := range slices.Sorted(maps.Keys(tests)) {
 		t.Run(name, func(t *testing.T) {

@@ -275,7 +275,7 @@ func newPendingView(a *broker.Approval) pendingView {
 
 func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	var f adminFlags
-	var reason, as string
+	var reason, as, tokenFile string
 	var grant broker.GrantRequest
 	var ttl time.Duration
 	use, short := "approve ID [--reason TEXT]", "Approve a held call, which is then released"
@@ -298,6 +298,9 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 			}
 			clients, err := f.brokers()
 			if err != nil {
+				return err
+			}
+			if err := decideWith(clients, tokenFile); err != nil {
 				return err
 			}
 			id := args[0]
@@ -352,6 +355,7 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&reason, "reason", "", reasonHelp)
 	cmd.Flags().StringVar(&as, "as", "", "a name to record with the decision; it decides as ui.approver (default \""+broker.AdminIdentity+"\"), the admin token's one identity, whatever it says")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "decide as yourself with your approver token from this file (mode 0600), not the admin token (env AIRLOCK_TOKEN)")
 	if verdict == broker.Approve {
 		cmd.Flags().StringVar(&grant.Scope, "grant", "", "also allow such calls from now on: exact (same arguments), arguments (same key arguments), or tool (any arguments)")
 		durationVar(cmd, &ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")
