@@ -166,6 +166,21 @@ func (rt *runtime) door(ctx context.Context) (*auth.Door, error) {
 	return auth.New(ctx, o)
 }
 
+// doorway says whom the door lets in, for the log at start.
+func (a *AuthConfig) doorway() string {
+	var in []string
+	if a.tokens() {
+		in = append(in, "agent tokens")
+	}
+	if a != nil && a.OAuth != nil {
+		in = append(in, "OAuth access tokens from "+a.OAuth.Issuer)
+	}
+	if a == nil || a.Anonymous {
+		in = append(in, "callers without credentials, as anonymous")
+	}
+	return strings.Join(in, "; ")
+}
+
 // resourceURL is the public URL of /mcp/{server} as r reached it: under
 // ui.url behind a proxy, else at the request's own host, which the host
 // guard has checked is one of the listener's names.
