@@ -74,8 +74,15 @@ type AuditRecord struct {
 	ArgumentsDigest string `json:"arguments_digest,omitempty"`
 	Principal       string `json:"principal,omitempty"`
 	PrincipalSource string `json:"principal_source,omitempty"`
-	Client          string `json:"client,omitempty"`
-	Session         string `json:"session,omitempty"`
+	// PrincipalGroups, ClientID and Person say more of who asked: the
+	// principal's groups, the OAuth client, the person config maps the
+	// identity to. Omitted when empty, so records sealed before the fields
+	// existed hash as they did.
+	PrincipalGroups []string `json:"principal_groups,omitempty"`
+	ClientID        string   `json:"client_id,omitempty"`
+	Person          string   `json:"person,omitempty"`
+	Client          string   `json:"client,omitempty"`
+	Session         string   `json:"session,omitempty"`
 
 	// What the policy said.
 	DecisionID     string `json:"decision_id,omitempty"`

@@ -80,7 +80,7 @@ func (b *Broker) refuseParams(call *Call, err error) (ref string) {
 	b.metrics.Call(call.Server, "refused")
 	b.record(&AuditRecord{
 		Time: b.now(), Event: EventRefused, Server: call.Server,
-		Principal: call.Principal.ID, PrincipalSource: call.Principal.Source,
+		Principal: call.Principal.ID, PrincipalSource: call.Principal.Source, PrincipalGroups: call.Principal.Groups, ClientID: call.Principal.ClientID,
 		Client: clientLabel(call.Client), Session: call.Session, Reason: "tools/call: " + err.Error(), Ref: ref, Actor: Airlock,
 	})
 	return ref
@@ -100,7 +100,8 @@ func (b *Broker) gate(ctx context.Context, call *Call) (Outcome, *heldCall) {
 		b.metrics.Call(call.Server, "refused")
 		b.record(&AuditRecord{
 			Time: b.now(), Event: EventRefused, Server: call.Server, Tool: call.Tool,
-			Principal: call.Principal.ID, PrincipalSource: call.Principal.Source,
+			Principal: call.Principal.ID, PrincipalSource: call.Principal.Source, PrincipalGroups: call.Principal.Groups,
+			ClientID: call.Principal.ClientID, Person: call.Principal.Person,
 			Client: clientLabel(call.Client), Session: call.Session, Reason: err.Error(), Ref: ref, Actor: Airlock,
 		})
 		return refuse(fmt.Sprintf("Airlock refused the call to %s: its arguments are not unambiguous JSON (%v). "+
@@ -116,6 +117,7 @@ func (b *Broker) gate(ctx context.Context, call *Call) (Outcome, *heldCall) {
 		Server: policy.Server{Name: call.Server, Transport: call.Transport, TrustAnnotations: call.TrustAnnotations},
 		Tool:   tool,
 		Principal: policy.Principal{ID: call.Principal.ID, Source: call.Principal.Source,
+			Groups: call.Principal.Groups, ClientID: call.Principal.ClientID, Claims: call.Principal.Claims,
 			Client: policy.Client{Name: call.Client.Name, Version: call.Client.Version}},
 		Session: policy.Session{ID: call.Session},
 		Time:    b.now(),
@@ -124,7 +126,7 @@ func (b *Broker) gate(ctx context.Context, call *Call) (Outcome, *heldCall) {
 	// Only the grants that cover this call reach the policy. A grant that
 	// stops covering it between the decision and its use (revoked, used up)
 	// is dropped and the call decided again without it.
-	grants := b.grants.matching(call.Server, call.Tool, call.Principal.ID, tool.Fingerprint, parsed, in.Time)
+	grants := b.grants.matching(call.Server, call.Tool, call.Principal, tool.Fingerprint, parsed, in.Time)
 	for attempt := 0; ; attempt++ {
 		in.Grants = policyGrants(grants)
 		t0 := time.Now()

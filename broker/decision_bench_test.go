@@ -58,7 +58,7 @@ func BenchmarkDecision(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				t0 := time.Now()
-				gs := ix.matching("filesystem", "write_file", "alice", fp, parsed, now)
+				gs := ix.matching("filesystem", "write_file", Principal{ID: "alice", Source: "os"}, fp, parsed, now)
 				in.Grants = policyGrants(gs)
 				d := engine.Decide(ctx, in)
 				lat = append(lat, time.Since(t0))

@@ -44,8 +44,12 @@ type Grant struct {
 	// ToolFingerprint binds the grant to the tool's definition: when the
 	// tool changes, the grant stops matching.
 	ToolFingerprint string `json:"tool_fingerprint"`
-	// Principal is whom it covers; empty covers anyone.
-	Principal string `json:"principal,omitempty"`
+	// Anyone, or PrincipalSource and Principal, say whom it covers: every
+	// caller, or the one identity (source, id); see Covers. "anonymous"
+	// with no id is every caller the door let in without an identity.
+	Anyone          bool   `json:"anyone,omitempty"`
+	PrincipalSource string `json:"principal_source,omitempty"`
+	Principal       string `json:"principal,omitempty"`
 
 	CreatedBy  string    `json:"created_by"`
 	CreatedAt  time.Time `json:"created_at"`
@@ -158,8 +162,13 @@ func grantFrom(a *Approval, req GrantRequest, by string, now time.Time) (*Grant,
 		ApprovalID:      a.ID,
 		MaxUses:         req.MaxUses,
 	}
-	if !req.Anyone {
-		g.Principal = a.Principal.ID
+	if req.Anyone {
+		g.Anyone = true
+	} else {
+		// Bound to the requester as the door established them: the same
+		// name from another source is someone else, and an anonymous
+		// requester's grant covers only anonymous callers.
+		g.PrincipalSource, g.Principal = sourceOf(a.Principal), a.Principal.ID
 	}
 	switch req.Scope {
 	case ScopeExact:
@@ -210,6 +219,48 @@ func keyValues(args json.RawMessage, keys []string) (map[string]json.RawMessage,
 		out[k] = c
 	}
 	return out, nil
+}
+
+// Covers says whom g covers: anyone, or the one identity (source, id).
+//
+// Grants stored before grants named the source are read failing closed:
+// one with a principal covers that OS user (before, only stdio callers had
+// an id: every HTTP caller was anonymous); one made from an approval for
+// no principal covers only anonymous callers (it was made either for an
+// anonymous requester or for anyone, and the grant does not say which);
+// only a direct grant for no principal still covers anyone.
+func (g *Grant) Covers() (source, id string, anyone bool) {
+	switch {
+	case g.Anyone:
+		return "", "", true
+	case g.PrincipalSource != "":
+		return g.PrincipalSource, g.Principal, false
+	case g.Principal != "":
+		return SourceOS, g.Principal, false
+	case g.ApprovalID != "":
+		return SourceAnonymous, "", false
+	default:
+		return "", "", true
+	}
+}
+
+// CoversWhom describes whom g covers, the way every channel says it:
+// "anyone", or the identity as Principal.Describe puts it.
+func (g *Grant) CoversWhom() string {
+	source, id, anyone := g.Covers()
+	if anyone {
+		return "anyone"
+	}
+	return Principal{Source: source, ID: id}.Describe()
+}
+
+// sourceOf is p's source; a principal with none is anonymous, so that it
+// can never pass for a grant's "anyone".
+func sourceOf(p Principal) string {
+	if p.Source == "" {
+		return SourceAnonymous
+	}
+	return p.Source
 }
 
 // activeAt reports whether the grant may allow a call at now: active,

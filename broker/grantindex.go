@@ -92,16 +92,26 @@ type grantRec struct {
 	// and match holds their values (see valuesKey).
 	keySet, match                                         str
 	fingerprint, principal, createdBy, approvalID, reason str
-	createdAt, expiresAt, lastUse                         stamp
-	maxUses, uses                                         int
-	scope                                                 uint8
-	inUse                                                 bool  // whether the slot holds a grant
-	next, nextID                                          int32 // the chains' next slots; -1 ends them
+	// source and principal are whom it covers, as Grant.Covers reads
+	// them, unless anyone.
+	source                        str
+	createdAt, expiresAt, lastUse stamp
+	maxUses, uses                 int
+	scope                         uint8
+	anyone                        bool
+	inUse                         bool  // whether the slot holds a grant
+	next, nextID                  int32 // the chains' next slots; -1 ends them
 }
 
 // strs are the record's strings, for moving them about in the arena.
-func (r *grantRec) strs() [10]*str {
-	return [...]*str{&r.id, &r.server, &r.tool, &r.keySet, &r.match, &r.fingerprint, &r.principal, &r.createdBy, &r.approvalID, &r.reason}
+func (r *grantRec) strs() [11]*str {
+	return [...]*str{&r.id, &r.server, &r.tool, &r.keySet, &r.match, &r.fingerprint, &r.principal, &r.createdBy, &r.approvalID, &r.reason, &r.source}
+}
+
+// covers reports whether r covers the caller (source, id): both must be
+// r's, unless r covers anyone.
+func (ix *grantIndex) covers(r *grantRec, source, id string) bool {
+	return r.anyone || (ix.is(r.source, source) && ix.is(r.principal, id))
 }
 
 func (r *grantRec) activeAt(now time.Time) bool {
@@ -124,12 +134,13 @@ func (ix *grantIndex) put(g *Grant) {
 	if g.Status != GrantActive {
 		return
 	}
+	source, principal, anyone := g.Covers()
 	r := grantRec{
 		id: ix.str(g.ID), server: ix.str(g.Server), tool: ix.str(g.Tool),
-		fingerprint: ix.str(g.ToolFingerprint), principal: ix.str(g.Principal), createdBy: ix.str(g.CreatedBy),
+		fingerprint: ix.str(g.ToolFingerprint), principal: ix.str(principal), source: ix.str(source), createdBy: ix.str(g.CreatedBy),
 		approvalID: ix.str(g.ApprovalID), reason: ix.str(g.Reason),
 		createdAt: stampOf(g.CreatedAt), expiresAt: stampOf(g.ExpiresAt), lastUse: stampOf(g.LastUse),
-		maxUses: g.MaxUses, uses: g.Uses, inUse: true,
+		maxUses: g.MaxUses, uses: g.Uses, anyone: anyone, inUse: true,
 	}
 	var set, match string
 	switch g.Scope {
@@ -306,10 +317,11 @@ type callKey struct {
 
 // matching returns the active grants that cover a call, oldest first:
 // for the call's server and tool, of a scope whose digest or key values
-// it has, made for its tool's definition and for its principal (or
-// anyone), unexpired and with uses left. Of the call's arguments, only
-// the members arguments grants key on are looked at.
-func (ix *grantIndex) matching(server, tool, principal, fingerprint string, args *policy.Arguments, now time.Time) []*Grant {
+// it has, made for its tool's definition and for its principal (the same
+// source and id) or anyone, unexpired and with uses left. Of the call's
+// arguments, only the members arguments grants key on are looked at.
+func (ix *grantIndex) matching(server, tool string, p Principal, fingerprint string, args *policy.Arguments, now time.Time) []*Grant {
+	source := sourceOf(p)
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if len(ix.byKey) == 0 {
@@ -328,7 +340,7 @@ func (ix *grantIndex) matching(server, tool, principal, fingerprint string, args
 		for s, ok := ix.byKey[ix.keyHash(th, scope, set, match)]; ok && s >= 0; s = ix.recs[s].next {
 			r := &ix.recs[s]
 			if r.scope == scope && ix.is(r.server, server) && ix.is(r.tool, tool) && ix.is(r.keySet, set) && ix.is(r.match, match) &&
-				ix.is(r.fingerprint, fingerprint) && (r.principal.n == 0 || ix.is(r.principal, principal)) && r.activeAt(now) {
+				ix.is(r.fingerprint, fingerprint) && ix.covers(r, source, p.ID) && r.activeAt(now) {
 				out = append(out, ix.grant(r))
 			}
 		}
@@ -351,10 +363,13 @@ func (ix *grantIndex) matching(server, tool, principal, fingerprint string, args
 func (ix *grantIndex) grant(r *grantRec) *Grant {
 	g := &Grant{
 		ID: ix.string(r.id), Status: GrantActive, Server: ix.string(r.server), Tool: ix.string(r.tool),
-		ToolFingerprint: ix.string(r.fingerprint), Principal: ix.string(r.principal), CreatedBy: ix.string(r.createdBy),
-		ApprovalID: ix.string(r.approvalID), Reason: ix.string(r.reason),
+		ToolFingerprint: ix.string(r.fingerprint), CreatedBy: ix.string(r.createdBy),
+		ApprovalID: ix.string(r.approvalID), Reason: ix.string(r.reason), Anyone: r.anyone,
 		CreatedAt: r.createdAt.time(), ExpiresAt: r.expiresAt.time(), LastUse: r.lastUse.time(),
 		MaxUses: r.maxUses, Uses: r.uses,
+	}
+	if !r.anyone {
+		g.PrincipalSource, g.Principal = ix.string(r.source), ix.string(r.principal)
 	}
 	switch r.scope {
 	case scopeTool:

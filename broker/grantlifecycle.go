@@ -90,7 +90,7 @@ func (b *Broker) endGrant(ctx context.Context, id string, s GrantStatus, by stri
 func grantRecord(ev Event, g *Grant, actor string, at time.Time) *AuditRecord {
 	return &AuditRecord{
 		Time: at, Event: ev, Server: g.Server, Tool: g.Tool, ArgumentsDigest: g.ArgumentsDigest,
-		Principal: g.Principal, GrantID: g.ID, ApprovalID: g.ApprovalID, Actor: actor, Ref: g.ID,
+		Principal: g.Principal, PrincipalSource: g.PrincipalSource, GrantID: g.ID, ApprovalID: g.ApprovalID, Actor: actor, Ref: g.ID,
 		Reason: fmt.Sprintf("%s grant until %s%s", g.Scope, g.ExpiresAt.UTC().Format(time.RFC3339), colon(g.Reason)),
 	}
 }
@@ -101,12 +101,36 @@ func (b *Broker) RevokeGrant(ctx context.Context, id, by string) (*Grant, error)
 	return b.endGrant(ctx, id, GrantRevoked, by, EventGrantRevoked)
 }
 
-// Grant returns one grant.
-func (b *Broker) Grant(ctx context.Context, id string) (*Grant, error) { return b.store.Grant(ctx, id) }
+// Grant returns one grant, saying whom it covers as matching reads it
+// (see Grant.Covers).
+func (b *Broker) Grant(ctx context.Context, id string) (*Grant, error) {
+	g, err := b.store.Grant(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return g.asRead(), nil
+}
 
-// Grants lists grants, newest first.
+// Grants lists grants, newest first, each as Grant returns it.
 func (b *Broker) Grants(ctx context.Context, q GrantQuery) ([]*Grant, error) {
-	return b.store.Grants(ctx, q)
+	gs, err := b.store.Grants(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Grant, len(gs))
+	for i, g := range gs {
+		out[i] = g.asRead()
+	}
+	return out, nil
+}
+
+// asRead is a copy of g whose Anyone, PrincipalSource and Principal say
+// whom it covers, so that a grant stored before grants named a source is
+// shown as it matches. The store's copy is left alone.
+func (g *Grant) asRead() *Grant {
+	c := *g
+	c.PrincipalSource, c.Principal, c.Anyone = g.Covers()
+	return &c
 }
 
 // storeGrant stores a new grant with its audit record and lets it match.
@@ -128,11 +152,15 @@ type GrantSpec struct {
 	Arguments json.RawMessage `json:"arguments,omitempty"`
 	// KeyArguments are the argument values an arguments grant covers.
 	KeyArguments map[string]json.RawMessage `json:"key_arguments,omitempty"`
-	Principal    string                     `json:"principal,omitempty"` // empty covers anyone
-	TTL          policy.Duration            `json:"ttl"`
-	MaxUses      int                        `json:"max_uses,omitempty"`
-	Reason       string                     `json:"reason,omitempty"`
-	CreatedBy    string                     `json:"created_by,omitempty"`
+	// PrincipalSource and Principal are whom it covers: both, or neither
+	// for anyone. "anonymous" without a principal covers the callers the
+	// door let in without an identity.
+	PrincipalSource string          `json:"principal_source,omitempty"`
+	Principal       string          `json:"principal,omitempty"`
+	TTL             policy.Duration `json:"ttl"`
+	MaxUses         int             `json:"max_uses,omitempty"`
+	Reason          string          `json:"reason,omitempty"`
+	CreatedBy       string          `json:"created_by,omitempty"`
 }
 
 // CreateGrant makes a grant without an approval, bound to the tool's
@@ -149,10 +177,28 @@ func (b *Broker) CreateGrant(ctx context.Context, spec GrantSpec) (*Grant, error
 	if ttl <= 0 {
 		return nil, errors.New("a grant needs a ttl: no grant lives forever")
 	}
+	switch spec.PrincipalSource {
+	case "":
+		if spec.Principal != "" {
+			return nil, fmt.Errorf("a grant for %q needs how that identity is established (principal_source): %s, %s, %s or %s; "+
+				"the same name from another source is someone else", spec.Principal, SourceToken, SourceOAuth, SourceOS, SourceAnonymous)
+		}
+	case SourceAnonymous:
+		if spec.Principal != "" {
+			return nil, fmt.Errorf("an anonymous caller has no name: a grant for anonymous callers takes no principal (got %q)", spec.Principal)
+		}
+	case SourceToken, SourceOAuth, SourceOS:
+		if spec.Principal == "" {
+			return nil, fmt.Errorf("a grant for a %s identity needs its principal", spec.PrincipalSource)
+		}
+	default:
+		return nil, fmt.Errorf("principal_source %q is not %s, %s, %s or %s", spec.PrincipalSource, SourceToken, SourceOAuth, SourceOS, SourceAnonymous)
+	}
 	now := b.now()
 	g := &Grant{
 		ID: newApprovalID(now), Status: GrantActive, Server: spec.Server, Tool: spec.Tool, Scope: spec.Scope,
-		ToolFingerprint: fp, Principal: spec.Principal, CreatedBy: spec.CreatedBy, CreatedAt: now,
+		ToolFingerprint: fp, Anyone: spec.PrincipalSource == "", PrincipalSource: spec.PrincipalSource, Principal: spec.Principal,
+		CreatedBy: spec.CreatedBy, CreatedAt: now,
 		ExpiresAt: now.Add(min(ttl, MaxDirectGrantTTL)), Reason: spec.Reason, MaxUses: spec.MaxUses,
 	}
 	if ttl > MaxDirectGrantTTL {

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -150,6 +151,114 @@ func TestGrantPrincipals(t *testing.T) {
 	}
 }
 
+// A grant "for the requester" binds to how the requester was identified
+// as well as the name: the same name from another source is someone else,
+// and an anonymous requester's grant covers only anonymous callers (not,
+// as a grant for the empty name once did, everyone).
+func TestGrantBindsToSourceAndID(t *testing.T) {
+	// alice approves (approveWithGrant), so the requesters are others.
+	tom := broker.Principal{ID: "tom", Source: "os"}
+	anon := broker.Principal{Source: "anonymous"}
+	tokenTom := broker.Principal{ID: "tom", Source: "token"}
+	ciBot := broker.Principal{ID: "ci-bot", Source: "token"}
+	for name, tc := range map[string]struct {
+		requester broker.Principal
+		covered   []broker.Principal
+		held      []broker.Principal
+	}{
+		"os user":   {requester: tom, covered: []broker.Principal{tom}, held: []broker.Principal{tokenTom, ciBot, anon, {}}},
+		"token":     {requester: tokenTom, covered: []broker.Principal{tokenTom}, held: []broker.Principal{tom, ciBot, anon}},
+		"anonymous": {requester: anon, covered: []broker.Principal{anon, {}}, held: []broker.Principal{tom, tokenTom, ciBot}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
+				h.Principal = tc.requester
+				_, g := approveWithGrant(h, map[string]any{"path": "/a"}, broker.GrantRequest{Scope: broker.ScopeTool, TTL: policy.Duration(time.Hour)})
+				if source, id, anyone := g.Covers(); anyone || source != tc.requester.Source || id != tc.requester.ID {
+					t.Fatalf("grant covers (%q, %q, anyone=%v), want the requester %+v", source, id, anyone, tc.requester)
+				}
+				for _, p := range tc.covered {
+					if writeHeldAs(h, p, map[string]any{"path": "/b"}) {
+						t.Errorf("%+v was held: the grant should cover them", p)
+					}
+				}
+				for _, p := range tc.held {
+					if !writeHeldAs(h, p, map[string]any{"path": "/b"}) {
+						t.Errorf("%+v was let through by %s's grant", p, tc.requester.Describe())
+					}
+				}
+			})
+		})
+	}
+}
+
+// Grants stored before grants named their principal's source still load,
+// read failing closed: a name covers that OS user only, a grant made from
+// an approval for no name covers only anonymous callers, and only a
+// direct grant for no name covers anyone.
+func TestGrantsStoredWithoutSource(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
+		listAll(h)
+		synctest.Wait()
+		g, err := h.Broker.CreateGrant(context.Background(), broker.GrantSpec{Server: "test", Tool: "write", Scope: broker.ScopeTool,
+			TTL: policy.Duration(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// It was made for the fingerprint; it must not cover the calls below.
+		if _, err := h.Broker.RevokeGrant(context.Background(), g.ID, "test"); err != nil {
+			t.Fatal(err)
+		}
+		h.Broker.Close()
+		fp := g.ToolFingerprint
+		now := time.Now()
+		old := func(id, path, principal, approval string) {
+			t.Helper()
+			digest, _ := policy.Digest([]byte(`{"path":"` + path + `"}`))
+			g := &broker.Grant{ID: id, Status: broker.GrantActive, Server: "test", Tool: "write", Scope: broker.ScopeExact,
+				ArgumentsDigest: digest, ToolFingerprint: fp, Principal: principal, ApprovalID: approval,
+				CreatedBy: "ana", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+			if err := h.Store.CreateGrant(context.Background(), g, &broker.AuditRecord{Time: now, Event: broker.EventGrantCreated, GrantID: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		old("G1", "/named", "tom", "A1")
+		old("G2", "/approved", "", "A2")
+		old("G3", "/direct", "", "")
+
+		h2 := brokertest.NewHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), Store: h.Store, HoldWait: -1})
+		tom, tokenTom, anon := broker.Principal{ID: "tom", Source: "os"}, broker.Principal{ID: "tom", Source: "token"}, broker.Principal{Source: "anonymous"}
+		for _, tc := range []struct {
+			path string
+			who  broker.Principal
+			held bool
+		}{
+			{"/named", tom, false}, {"/named", tokenTom, true}, {"/named", anon, true},
+			{"/approved", anon, false}, {"/approved", tom, true},
+			{"/direct", tokenTom, false}, {"/direct", anon, false},
+		} {
+			if held := writeHeldAs(h2, tc.who, map[string]any{"path": tc.path}); held != tc.held {
+				t.Errorf("%s as %s: held=%v, want %v", tc.path, tc.who.Describe(), held, tc.held)
+			}
+		}
+		// The API and the channels show them as they are read.
+		for id, want := range map[string]string{"G1": "os tom false", "G2": "anonymous  false", "G3": "  true"} {
+			g, err := h2.Broker.Grant(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprintf("%s %s %v", g.PrincipalSource, g.Principal, g.Anyone); got != want {
+				t.Errorf("grant %s reads as %q, want %q", id, got, want)
+			}
+		}
+		if stored, _ := h.Store.Grant(context.Background(), "G1"); stored.PrincipalSource != "" {
+			t.Errorf("reading a grant changed the stored one: %+v", stored)
+		}
+	})
+}
+
 func TestGrantExpires(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: grantPolicy(time.Hour, 1), HoldWait: -1})
@@ -282,8 +391,28 @@ func TestCreateGrantDirectly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if g.Principal != "" || g.ApprovalID != "" || g.ArgumentsDigest == "" {
+		if !g.Anyone || g.Principal != "" || g.ApprovalID != "" || g.ArgumentsDigest == "" {
 			t.Errorf("grant = %+v", g)
+		}
+		// A grant for one identity names how it was established.
+		for _, bad := range []broker.GrantSpec{
+			{Principal: "ci-bot"},
+			{Principal: "ci-bot", PrincipalSource: "anonymous"},
+			{PrincipalSource: "token"},
+			{Principal: "ci-bot", PrincipalSource: "Token"},
+		} {
+			bad.Server, bad.Tool, bad.Scope, bad.TTL = "test", "write", broker.ScopeTool, policy.Duration(time.Hour)
+			if g, err := h.Broker.CreateGrant(context.Background(), bad); err == nil {
+				t.Errorf("%+v: made %+v", bad, g)
+			}
+		}
+		bot := broker.Principal{ID: "ci-bot", Source: "token"}
+		if _, err := h.Broker.CreateGrant(context.Background(), broker.GrantSpec{Server: "test", Tool: "write", Scope: broker.ScopeExact,
+			Arguments: []byte(`{"path":"/bot"}`), PrincipalSource: bot.Source, Principal: bot.ID, TTL: policy.Duration(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if writeHeldAs(h, bot, map[string]any{"path": "/bot"}) || !writeHeldAs(h, broker.Principal{ID: "ci-bot", Source: "os"}, map[string]any{"path": "/bot"}) {
+			t.Error("a direct grant for token ci-bot: it must cover that token and no one else")
 		}
 		if writeHeld(h, map[string]any{"path": "/a"}) {
 			t.Error("the exact call was held")

@@ -35,7 +35,7 @@ var (
 // holdKey identifies identical calls: a retry after "approval pending"
 // joins the approval its first attempt opened.
 type holdKey struct {
-	principal, server, tool, digest string
+	source, principal, server, tool, digest string // the same caller: source and id
 }
 
 // liveApproval is the broker's live view of one approval it opened for a
@@ -141,7 +141,7 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall) (*liveApproval,
 		return nil, errors.New("broker: shutting down")
 	default:
 	}
-	key := holdKey{hc.call.Principal.ID, hc.call.Server, hc.call.Tool, hc.in.ArgumentsDigest}
+	key := holdKey{hc.call.Principal.Source, hc.call.Principal.ID, hc.call.Server, hc.call.Tool, hc.in.ArgumentsDigest}
 	b.live.mu.Lock()
 	if la := b.live.byKey[key]; la != nil && la.waiters == 0 && joinable(la.approval, b.now()) {
 		la.waiters++

@@ -132,6 +132,17 @@ func TestHoldWaitRetryJoins(t *testing.T) {
 		if o.Forward || !strings.Contains(o.Refusal, "Approval pending (ref "+a.ID+")") {
 			t.Fatalf("first attempt: %+v", o)
 		}
+		// A caller with the same name from another source is someone
+		// else: it may not take the approval.
+		other := h.NewCall("write", args)
+		other.Principal.Source = "token"
+		r1 := h.Check(context.Background(), other)
+		b := h.Held()
+		if b.ID == a.ID {
+			t.Fatal("the same name from another source joined the approval")
+		}
+		<-r1
+		h.Vote(b.ID, "alice", broker.Deny, "not yours")
 		h.Vote(a.ID, "alice", broker.Approve, "")
 		if o = <-h.Call(context.Background(), "write", args); !released(o) {
 			t.Fatalf("retry after approval: %+v", o)
@@ -139,8 +150,8 @@ func TestHoldWaitRetryJoins(t *testing.T) {
 		// The retry used the approval: it opened no new one, and a third
 		// identical call finds it used.
 		all, _ := h.Store.Approvals(context.Background(), broker.ApprovalQuery{})
-		if len(all) != 1 {
-			t.Errorf("%d approvals, want 1", len(all))
+		if len(all) != 2 {
+			t.Errorf("%d approvals, want 2 (the other source's own)", len(all))
 		}
 		// Different arguments are a different call.
 		r2 := h.Call(context.Background(), "write", map[string]any{"path": "/y"})

@@ -7,6 +7,51 @@ import (
 	"unicode"
 )
 
+// How a Principal's identity was established (Principal.Source).
+const (
+	SourceToken     = "token"     // an agent token (airlock tokens create)
+	SourceOAuth     = "oauth"     // an OAuth 2.1 access token
+	SourceOS        = "os"        // the OS user running a stdio client
+	SourceAnonymous = "anonymous" // no identity: the door let the caller in without one
+)
+
+// Describe says who p is and how that was established, in the words
+// every channel (the CLI, the web pages, Slack) uses, so that they agree:
+// "ci-bot (token)", "alice@example.com (OAuth, client claude-code)",
+// "tom (OS user)", "anonymous". A person config maps the identity to
+// follows: "ci-bot (token), person alice". The text is the agent's or the
+// IdP's: each channel escapes it for its medium.
+func (p Principal) Describe() string {
+	id := p.ID
+	if id == "" {
+		if p.Source == "" || p.Source == SourceAnonymous {
+			return "anonymous"
+		}
+		id = "(no name)"
+	}
+	var how string
+	switch p.Source {
+	case SourceToken:
+		how = "token"
+	case SourceOAuth:
+		how = "OAuth"
+		if p.ClientID != "" && p.ClientID != p.ID { // a client's own token names it once
+			how += ", client " + p.ClientID
+		}
+	case SourceOS:
+		how = "OS user"
+	case "":
+		how = SourceAnonymous
+	default:
+		how = p.Source
+	}
+	s := id + " (" + how + ")"
+	if p.Person != "" && p.Person != p.ID {
+		s += ", person " + p.Person
+	}
+	return s
+}
+
 // HasHiddenChars reports format characters (zero-width spaces, direction
 // overrides and the like) and other invisible code points: text with them
 // can read differently to a person than it acts.
@@ -32,7 +77,7 @@ func (a *Approval) HiddenIn() []string {
 		}
 	}
 	check("the tool's name", a.Tool)
-	check("the requester", a.Principal.ID)
+	check("the requester", a.Principal.ID+a.Principal.ClientID+a.Principal.Person)
 	check("the client's name", a.Client.Name+a.Client.Version)
 	shown, _ := a.ShowArguments()
 	// Tokens, not a struct: every key and string is visited, duplicates

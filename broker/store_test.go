@@ -2,7 +2,10 @@ package broker
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,5 +46,37 @@ func TestLateOmittedFromTheHash(t *testing.T) {
 	data, _ = r.SealJSON(1, "")
 	if !bytes.Contains(data, []byte(`"late":true`)) {
 		t.Fatalf("%s", data)
+	}
+}
+
+// A record sealed before who-asked had groups, a client id and a person
+// still verifies: the fields are omitted when empty, so its encoding, and
+// the hash over it, are what they were. A record with them round-trips.
+func TestIdentityFieldsKeepOldHashes(t *testing.T) {
+	// The encoding of an approval.approved record as versions before these
+	// fields wrote it, hashed as they hashed it.
+	old := `{"seq":1,"time":"2026-11-21T03:04:05Z","event":"approval.approved","server":"fs","tool":"write_file",` +
+		`"principal":"tom","principal_source":"os","client":"claude-code/2.1","approval_id":"a1","actor":"ana",` +
+		`"approvers":["ana"],"prev_hash":"","hash":""}`
+	sum := sha256.Sum256([]byte(old))
+	sealed := strings.Replace(old, `"hash":""`, `"hash":"`+hex.EncodeToString(sum[:])+`"`, 1)
+	var r AuditRecord
+	if err := json.Unmarshal([]byte(sealed), &r); err != nil {
+		t.Fatal(err)
+	}
+	var v Verifier
+	if !v.Check(&r) {
+		t.Fatalf("a record sealed before the identity fields: %+v", v.Result())
+	}
+
+	n := AuditRecord{Time: time.Unix(0, 0), Event: EventHeld, Principal: "ci-bot", PrincipalSource: "oauth",
+		PrincipalGroups: []string{"ci"}, ClientID: "claude-code", Person: "alice"}
+	data, _ := n.SealJSON(1, "")
+	var back AuditRecord
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if v := (Verifier{}); !v.Check(&back) || back.ClientID != "claude-code" || back.Person != "alice" || len(back.PrincipalGroups) != 1 {
+		t.Fatalf("%s: %+v", data, back)
 	}
 }

@@ -560,7 +560,11 @@ func TestInputValue(t *testing.T) {
 		{ID: "g1", Scope: ScopeExact, CreatedBy: "bob", ExpiresAt: callTime.Add(time.Hour), ApprovalID: "a1"},
 		{ID: "g2", Scope: ScopeTool, CreatedBy: "carol", ExpiresAt: time.Date(2026, 11, 20, 12, 0, 0, 5, time.FixedZone("", 3600))},
 	}
-	for name, in := range map[string]*Input{"full": in, "zero": {Grants: []Grant{}}} {
+	in.Principal.Groups = []string{"ci", "deploy"}
+	in.Principal.ClientID = "claude-code"
+	in.Principal.Claims = json.RawMessage(`{"email": "alice@example.com", "acr": 2, "roles": ["dev"]}`)
+	zero := &Input{Grants: []Grant{}, Principal: Principal{Groups: []string{}, Claims: json.RawMessage(`{}`)}}
+	for name, in := range map[string]*Input{"full": in, "zero": zero} {
 		t.Run(name, func(t *testing.T) {
 			got, err := in.value(nil)
 			if err != nil {
@@ -585,6 +589,51 @@ func TestInputValue(t *testing.T) {
 	}
 	if grants, _ := got.(ast.Object).Get(ast.StringTerm("grants")).Value.(*ast.Array); grants == nil || grants.Len() != 0 {
 		t.Errorf("nil grants became %v, want []", got.(ast.Object).Get(ast.StringTerm("grants")))
+	}
+	// A principal without groups or claims: an empty array and an empty
+	// object, never null, whether the claims are absent or null.
+	for _, claims := range []string{"", "null", " null "} {
+		got, err := (&Input{Principal: Principal{Claims: json.RawMessage(claims)}}).value(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := got.(ast.Object).Get(ast.StringTerm("principal")).Value.(ast.Object)
+		if g, _ := p.Get(ast.StringTerm("groups")).Value.(*ast.Array); g == nil || g.Len() != 0 {
+			t.Errorf("claims %q: groups = %v, want []", claims, p.Get(ast.StringTerm("groups")))
+		}
+		if c, _ := p.Get(ast.StringTerm("claims")).Value.(ast.Object); c == nil || c.Len() != 0 {
+			t.Errorf("claims %q: claims = %v, want {}", claims, p.Get(ast.StringTerm("claims")))
+		}
+	}
+}
+
+// Claims come from a verified token but are still untrusted JSON: the
+// engine reads them strictly, and anything but one object fails closed.
+func TestPrincipalClaimsFailClosed(t *testing.T) {
+	e := newEngine(t, Options{})
+	ok := call()
+	ok.Tool.Annotations = json.RawMessage(`{"readOnlyHint":true}`)
+	ok.Principal.Claims = json.RawMessage(`{"email": "alice@example.com"}`)
+	if d := e.Decide(t.Context(), ok); d.Action != Allow {
+		t.Fatalf("well-formed claims: %+v, want allow", d)
+	}
+	for name, claims := range map[string]string{
+		"duplicate key": `{"email": "alice@example.com", "email": "root@example.com"}`,
+		"array":         `["admin"]`,
+		"string":        `"admin"`,
+		"not JSON":      `{"email": `,
+		"trailing data": `{} {}`,
+	} {
+		in := call()
+		in.Tool.Annotations = json.RawMessage(`{"readOnlyHint":true}`) // the library allows it otherwise
+		in.Principal.Claims = json.RawMessage(claims)
+		if d := e.Decide(t.Context(), in); d.Action != Deny || !strings.Contains(d.Reason, "policy error") {
+			t.Errorf("%s: %+v, want the engine to fail closed", name, d)
+		}
+		b, _ := json.Marshal(in)
+		if d, err := e.DecideJSON(t.Context(), b); err == nil {
+			t.Errorf("%s: DecideJSON = %+v, want an error", name, d)
+		}
 	}
 }
 
@@ -625,6 +674,8 @@ func TestDecideJSON(t *testing.T) {
 	e := newEngine(t, Options{})
 	in := call()
 	in.Tool.Annotations = json.RawMessage(`{"readOnlyHint":true}`)
+	in.Principal = Principal{ID: "alice", Source: "oauth", Groups: []string{"dev"}, ClientID: "claude-code",
+		Claims: json.RawMessage(`{"email": "alice@example.com"}`)}
 	b, _ := json.Marshal(in)
 	d, err := e.DecideJSON(t.Context(), b)
 	if err != nil {
@@ -754,5 +805,31 @@ func TestClosedEngineFailsClosed(t *testing.T) {
 	}
 	if rec := l.find("policy failed closed", map[string]string{"ref": d.Ref}); rec == nil || rec["failure"] != "closed" {
 		t.Errorf("log line for ref %s = %v, want failure closed", d.Ref, rec)
+	}
+}
+
+// The baseline's deny_anonymous setting, given in a data file of the
+// policy directory as docs/policy.md says, refuses callers without an
+// identity and no one else; without it, they are decided as before.
+func TestLibraryDenyAnonymousSetting(t *testing.T) {
+	anonymous := Principal{Source: "anonymous"}
+	readOnly := func(p Principal) *Input {
+		in := call()
+		in.Tool.Annotations = json.RawMessage(`{"readOnlyHint":true}`)
+		in.Principal = p
+		return in
+	}
+	dir := libraryWith(t, "data.airlock.baseline.decision")
+	off := newEngine(t, Options{Dir: dir})
+	if d := off.Decide(t.Context(), readOnly(anonymous)); d.Action != Allow {
+		t.Errorf("without the setting, an anonymous read: %+v", d)
+	}
+	writeFiles(t, dir, map[string]string{"settings.json": `{"settings": {"baseline": {"deny_anonymous": true}}}`})
+	on := newEngine(t, Options{Dir: dir})
+	if d := on.Decide(t.Context(), readOnly(anonymous)); d.Action != Deny || !strings.Contains(d.Reason, "without an identity") {
+		t.Errorf("with deny_anonymous, an anonymous read: %+v", d)
+	}
+	if d := on.Decide(t.Context(), readOnly(Principal{ID: "ci-bot", Source: "token", Groups: []string{"ci"}})); d.Action != Allow {
+		t.Errorf("with deny_anonymous, a token's read: %+v", d)
 	}
 }

@@ -65,7 +65,19 @@ type Tool struct {
 type Principal struct {
 	ID     string `json:"id"`
 	Source string `json:"source"` // oauth, token, os or anonymous
-	Client Client `json:"client"`
+	// Groups are the agent token's groups or the access token's groups
+	// claim. Rego always sees an array, empty when there are none.
+	Groups []string `json:"groups"`
+	// ClientID is the OAuth client the access token was issued to; "" for
+	// any other source.
+	ClientID string `json:"client_id"`
+	// Claims are the access token's claims that config selects, one JSON
+	// object. They come from a verified token but are parsed as strictly
+	// as arguments (duplicate keys fail the call closed). Rego always sees
+	// an object: absent or null is {}, so a rule reading a claim is
+	// undefined rather than an error; anything but an object fails closed.
+	Claims json.RawMessage `json:"claims"`
+	Client Client          `json:"client"`
 }
 
 // Client is the MCP client's self-description from initialize.
@@ -97,7 +109,7 @@ var (
 	kInputSchema, kOutputSchema, kFingerprint    = key("input_schema"), key("output_schema"), key("fingerprint")
 	kFirstSeen, kChanged, kID, kSource, kClient  = key("first_seen"), key("changed"), key("id"), key("source"), key("client")
 	kVersion, kScope, kCreatedBy, kExpiresAt     = key("version"), key("scope"), key("created_by"), key("expires_at")
-	kApprovalID                                  = key("approval_id")
+	kApprovalID, kGroups, kClientID, kClaims     = key("approval_id"), key("groups"), key("client_id"), key("claims")
 )
 
 func key(s string) *ast.Term { return ast.InternedTerm(s) }
@@ -186,6 +198,11 @@ func (in *Input) value(m *memo) (_ ast.Value, err error) {
 		grants[i] = ast.ObjectTerm(kv...)
 	}
 
+	principal, err := in.Principal.term(m)
+	if err != nil {
+		return nil, err
+	}
+
 	return ast.NewObject(
 		[2]*ast.Term{kServer, ast.ObjectTerm(
 			[2]*ast.Term{kName, str(in.Server.Name)},
@@ -195,16 +212,48 @@ func (in *Input) value(m *memo) (_ ast.Value, err error) {
 		[2]*ast.Term{kTool, ast.ObjectTerm(tool...)},
 		[2]*ast.Term{kArguments, args},
 		[2]*ast.Term{kArgumentsDigest, str(in.ArgumentsDigest)},
-		[2]*ast.Term{kPrincipal, ast.ObjectTerm(
-			[2]*ast.Term{kID, str(in.Principal.ID)},
-			[2]*ast.Term{kSource, str(in.Principal.Source)},
-			[2]*ast.Term{kClient, ast.ObjectTerm(
-				[2]*ast.Term{kName, str(in.Principal.Client.Name)},
-				[2]*ast.Term{kVersion, str(in.Principal.Client.Version)},
-			)},
-		)},
+		[2]*ast.Term{kPrincipal, principal},
 		[2]*ast.Term{kSession, ast.ObjectTerm([2]*ast.Term{kID, str(in.Session.ID)})},
 		[2]*ast.Term{kGrants, ast.ArrayTerm(grants...)},
 		[2]*ast.Term{kTime, timeTerm(in.Time)},
 	), nil
 }
+
+// term builds input.principal. Claims repeat from call to call (one
+// token, one set), so m remembers their parse like a tool's schemas.
+func (p *Principal) term(m *memo) (*ast.Term, error) {
+	groups := make([]*ast.Term, len(p.Groups))
+	for i, g := range p.Groups {
+		groups[i] = str(g)
+	}
+	claims := emptyObject
+	if raw := bytes.TrimSpace(p.Claims); len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
+		var err error
+		if m != nil {
+			claims, err = m.term("principal.claims", raw)
+		} else {
+			claims, err = rawTerm("principal.claims", raw)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := claims.Value.(ast.Object); !ok {
+			return nil, fmt.Errorf("policy: input principal.claims: %s is not a JSON object", ast.TypeName(claims.Value))
+		}
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{kID, str(p.ID)},
+		[2]*ast.Term{kSource, str(p.Source)},
+		[2]*ast.Term{kGroups, ast.ArrayTerm(groups...)},
+		[2]*ast.Term{kClientID, str(p.ClientID)},
+		[2]*ast.Term{kClaims, claims},
+		[2]*ast.Term{kClient, ast.ObjectTerm(
+			[2]*ast.Term{kName, str(p.Client.Name)},
+			[2]*ast.Term{kVersion, str(p.Client.Version)},
+		)},
+	), nil
+}
+
+// emptyObject is the claims of a principal without any; terms are shared
+// read-only by every evaluation.
+var emptyObject = ast.ObjectTerm()

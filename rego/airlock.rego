@@ -7,6 +7,10 @@
 #
 #     decision := data.airlock.examples.filesystem.decision
 #
+# The baseline's deny_anonymous setting refuses callers without an identity
+# in the calls the baseline decides; to refuse them whatever policy decides,
+# see "Refusing anonymous callers" in docs/policy.md.
+#
 # docs/policy.md explains the input and decision fields.
 package airlock
 

@@ -8,6 +8,8 @@
 # (trust_annotations: false).
 #
 # The rules, in order of precedence:
+#   0. with the setting deny_anonymous, a caller without an identity is
+#      refused (off by default);
 #   1. a tool whose definition changed since Airlock first saw it is held,
 #      and no grant applies (a server must not swap a tool under us);
 #   2. a tool annotated read-only is allowed;
@@ -21,9 +23,23 @@ hold_timeout := "10m"
 # The longest "always allow" an approver may give from a held call.
 grant_max_ttl := "24h"
 
+# Whether a caller without an identity (principal.source "anonymous": the
+# door let it in with auth: {anonymous: true}, or on loopback with no auth)
+# is refused. Off by default, so that loopback use keeps working. Turn it on
+# in a data file of the policy directory, such as settings.json:
+#
+#     {"settings": {"baseline": {"deny_anonymous": true}}}
+#
+# Any value but false turns it on: a mistyped setting refuses, not allows.
+default deny_anonymous := false
+
+deny_anonymous := data.settings.baseline.deny_anonymous
+
 # decision is what data.airlock.decision returns by default. `else` makes the
 # precedence explicit: the first branch whose condition holds wins.
-decision := hold_changed if {
+decision := deny_anonymous_caller if {
+	refuse_anonymous
+} else := hold_changed if {
 	input.tool.changed
 } else := allow_read_only if {
 	read_only
@@ -31,6 +47,21 @@ decision := hold_changed if {
 	count(valid_grant_ids) > 0
 	risk != "critical"
 } else := hold_for_approval
+
+# --- who asks -----------------------------------------------------------------
+
+# A caller is identified when the door established who it is: an agent
+# token, an OAuth access token, or the OS user of a stdio client. Anything
+# else, an unknown source included, counts as anonymous.
+identified if {
+	input.principal.source in {"token", "oauth", "os"}
+	input.principal.id != ""
+}
+
+refuse_anonymous if {
+	deny_anonymous
+	not identified
+}
 
 # --- risk ---------------------------------------------------------------------
 
@@ -66,6 +97,15 @@ grant_id := min(valid_grant_ids)
 grant := [g | some g in input.grants; g.id == grant_id][0]
 
 # --- decisions ----------------------------------------------------------------
+
+deny_anonymous_caller := {
+	"action": "deny",
+	"risk": "high",
+	"reason": sprintf(
+		"Airlock refuses %q on server %q: the call comes without an identity, and this policy refuses anonymous callers (deny_anonymous). Connect with an agent token or an OAuth access token.",
+		[input.tool.name, input.server.name],
+	),
+}
 
 hold_changed := {
 	"action": "hold",

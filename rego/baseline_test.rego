@@ -128,3 +128,60 @@ test_critical_risk_ignores_grants if {
 	d.action == "hold"
 	d.risk == "critical"
 }
+
+anonymous := {"principal": {"id": "", "source": "anonymous", "groups": [], "client_id": "", "claims": {}, "client": {"name": "x", "version": "1"}}}
+
+test_anonymous_caller_decided_as_any_other_by_default if {
+	d := baseline.decision with input as call(object.union(read_only, anonymous))
+	d.action == "allow"
+}
+
+test_deny_anonymous_refuses_a_caller_without_an_identity if {
+	d := baseline.decision with input as call(object.union(read_only, anonymous))
+		with data.settings.baseline.deny_anonymous as true
+	d.action == "deny"
+	contains(d.reason, "without an identity")
+}
+
+test_deny_anonymous_refuses_before_grants if {
+	d := baseline.decision with input as call(object.union(anonymous, {"grants": [grant("g1", "2026-11-21T00:00:00Z")]}))
+		with data.settings.baseline.deny_anonymous as true
+	d.action == "deny"
+	not d.grant
+}
+
+test_deny_anonymous_fails_closed_on_an_unknown_source_or_no_id if {
+	every principal in [
+		{"id": "ci-bot", "source": "magic"},
+		{"id": "", "source": "token"},
+		{"id": "", "source": "os"},
+	] {
+		d := baseline.decision with input as call(object.union(read_only, {"principal": principal}))
+			with data.settings.baseline.deny_anonymous as true
+		d.action == "deny"
+	}
+}
+
+test_deny_anonymous_lets_identified_callers_through if {
+	every principal in [
+		{"id": "ci-bot", "source": "token", "groups": ["ci"]},
+		{"id": "alice@example.com", "source": "oauth", "client_id": "claude-code"},
+		{"id": "alice", "source": "os"},
+	] {
+		d := baseline.decision with input as call(object.union(read_only, {"principal": principal}))
+			with data.settings.baseline.deny_anonymous as true
+		d.action == "allow"
+	}
+}
+
+test_deny_anonymous_mistyped_still_refuses if {
+	d := baseline.decision with input as call(object.union(read_only, anonymous))
+		with data.settings.baseline.deny_anonymous as "false"
+	d.action == "deny"
+}
+
+test_deny_anonymous_false_is_off if {
+	d := baseline.decision with input as call(object.union(read_only, anonymous))
+		with data.settings.baseline.deny_anonymous as false
+	d.action == "allow"
+}

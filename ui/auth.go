@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -100,6 +101,7 @@ func (s *Server) NewLoginLink(base, approver string) (LoginLink, error) {
 	if approver == "" {
 		approver = s.approver
 	}
+	approver = s.person(approver)
 	if s.public != nil {
 		base = s.public.String()
 	}
@@ -174,6 +176,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	// Away from the URL with the token: no secret stays in the address bar
 	// or the history.
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// person is who a web sign-in decides as: the person config maps the
+// name to, so that the rule "the requester may not approve their own
+// call" and a quorum see one person across channels; else the name.
+func (s *Server) person(name string) string {
+	return cmp.Or(s.broker.Person("web", name), name)
 }
 
 func (s *Server) startSession(w http.ResponseWriter, r *http.Request, approver, via string) error {

@@ -51,7 +51,7 @@ func TestAlwaysAllowAndGrantsPage(t *testing.T) {
 
 	_, doc = c.get("/grants")
 	row := doc.Find("#grant-" + got.GrantID)
-	if row.Length() != 1 || !strings.Contains(text(row), "exact the same arguments") || !strings.Contains(text(row), "agent") ||
+	if row.Length() != 1 || !strings.Contains(text(row), "exact the same arguments") || !strings.Contains(text(row), "agent (token)") ||
 		!strings.Contains(text(row), "admin") || !strings.Contains(text(row), "1") {
 		t.Fatalf("grants page row: %q", text(row))
 	}

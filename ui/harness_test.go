@@ -50,9 +50,17 @@ func holdWrites(in *policy.Input) policy.Decision {
 
 func newHarness(t *testing.T, configure ...func(*ui.Options)) *harness {
 	t.Helper()
+	return newHarnessWith(t, broker.Options{}, configure...)
+}
+
+// newHarnessWith is newHarness with a broker configured by bo (its
+// policy and hold wait are the harness's).
+func newHarnessWith(t *testing.T, bo broker.Options, configure ...func(*ui.Options)) *harness {
+	t.Helper()
 	h := &harness{t: t, clock: &clock{}}
 	h.clock.set(time.Now())
-	h.Harness = brokertest.NewHarness(t, broker.Options{Policy: brokertest.PolicyFunc(holdWrites), HoldWait: -1})
+	bo.Policy, bo.HoldWait = brokertest.PolicyFunc(holdWrites), -1
+	h.Harness = brokertest.NewHarness(t, bo)
 	h.Principal = broker.Principal{ID: "agent", Source: "token"}
 	h.Client = broker.ClientInfo{Name: "ui-test-agent", Version: "1"}
 	var err error

@@ -221,6 +221,10 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		s.loginRefused(w, r, err.Error()+".")
 		return
 	}
+	if p := s.person(who); p != who {
+		s.log.Info("OIDC sign-in is a person", "claim", who, "person", p)
+		who = p
+	}
 	if err := s.startSession(w, r, who, "oidc"); err != nil {
 		s.internal(w, r, "signing in", err)
 		return

@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/ui"
 )
 
@@ -342,5 +343,51 @@ func TestWithoutOIDCItsPagesAreNotThere(t *testing.T) {
 	for _, path := range []string{"/oidc/login", "/oidc/callback?code=x&state=y"} {
 		resp, _ := h.anonymous().get(path)
 		wantStatus(t, resp, http.StatusNotFound)
+	}
+}
+
+// A sign-in that config maps to a person decides as that person: alice,
+// signed in with her email, may not approve the call of her agent, which
+// authenticated with its own OAuth subject. Without the mapping the two
+// are different identities, and the same approval counts.
+func TestOIDCSignInIsThePerson(t *testing.T) {
+	for name, people := range map[string]broker.People{
+		"mapped":   {broker.PersonKey("oauth", "00u1alice"): "alice", broker.PersonKey("web", "alice@example.com"): "alice"},
+		"unmapped": nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newFakeIdP(t)
+			h := newHarnessWith(t, broker.Options{People: people}, func(o *ui.Options) {
+				o.OIDC = &ui.OIDC{Issuer: p.srv.URL, ClientID: p.clientID, ClientSecret: p.secret}
+			})
+			p.redirect = h.url("/oidc/callback")
+			h.Principal = broker.Principal{Source: "oauth", ID: "00u1alice"}
+			done := h.Call(t.Context(), "write", map[string]any{"path": "/srv/x"})
+			a := h.Held()
+
+			c := h.browser()
+			_, doc := c.get("/oidc/login")
+			want := "alice@example.com"
+			if people != nil {
+				want = "alice"
+			}
+			if got := text(doc.Find("h1")); got != "Signed in as "+want {
+				t.Fatalf("after the provider: %q", got)
+			}
+			c.post("/approvals/"+a.ID+"/decision", url.Values{"verdict": {"approve"}})
+			stored, err := h.Broker.Approval(t.Context(), a.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if people == nil {
+				if stored.Status != broker.StatusApproved || stored.DecidedBy != "alice@example.com" || !released(outcome(t, done)) {
+					t.Fatalf("unmapped: %s by %q", stored.Status, stored.DecidedBy)
+				}
+				return
+			}
+			if stored.Status != broker.StatusPending || len(stored.Votes) != 0 {
+				t.Fatalf("alice approved her own agent's call from the web: %s, votes %+v", stored.Status, stored.Votes)
+			}
+		})
 	}
 }

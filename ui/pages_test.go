@@ -52,7 +52,7 @@ func TestPendingPage(t *testing.T) {
 	}
 	first := rows.First()
 	cells := first.Find("td").Map(func(_ int, s *goquery.Selection) string { return text(s) })
-	if want := []string{"write", "test", "agent", "high", "writes need a person"}; strings.Join(cells[:5], "|") != strings.Join(want, "|") {
+	if want := []string{"write", "test", "agent (token)", "high", "writes need a person"}; strings.Join(cells[:5], "|") != strings.Join(want, "|") {
 		t.Errorf("first row = %q, want %q (the one expiring first)", cells, want)
 	}
 	if href := first.Find("a.tool").AttrOr("href", ""); href != "/approvals/"+a.ID {
@@ -99,6 +99,7 @@ func TestApprovalPage(t *testing.T) {
 		a.Decision.Approvers = policy.Approvers{Users: []string{"admin", "carol"}, SlackGroups: []string{"S0SEC"}}
 		a.Decision.Quorum = 2
 		a.Definition.Description = "Write a file.\nOverwrites it."
+		a.Principal = broker.Principal{ID: "alice@example.com", Source: "oauth", ClientID: "claude-code", Groups: []string{"dev", "ops"}}
 	})
 
 	resp, doc := c.get("/approvals/" + a.ID)
@@ -135,7 +136,7 @@ func TestApprovalPage(t *testing.T) {
 		t.Error("markup in an argument became an element")
 	}
 	for _, want := range []string{"writes need a person", "users admin, carol; Slack groups S0SEC", "Write a file.\nOverwrites it.",
-		`"destructiveHint": true`, "agent (token)", "ui-test-agent 1", "session-1", "decision-1"} {
+		`"destructiveHint": true`, "alice@example.com (OAuth, client claude-code)", "dev, ops", "ui-test-agent 1", "session-1", "decision-1"} {
 		if !strings.Contains(doc.Find("main").Text(), want) {
 			t.Errorf("the page lacks %q", want)
 		}
@@ -342,6 +343,7 @@ func TestHistoryPage(t *testing.T) {
 	h := newHarness(t)
 	c := h.signIn("")
 	ctx := context.Background()
+	h.Principal.Groups = []string{"ci"}
 	outcome(t, h.Call(context.Background(), "echo", map[string]any{"text": "hi"}))
 	done := h.Call(context.Background(), "write", map[string]any{"path": "/srv/h"})
 	a := h.Held()
@@ -376,8 +378,12 @@ func TestHistoryPage(t *testing.T) {
 	// The record page, for a call without an approval.
 	resp, rec := c.get(link)
 	wantStatus(t, resp, http.StatusOK)
-	if got := text(rec.Find("main")); !strings.Contains(got, "call.allowed") || !strings.Contains(got, "reads pass") || !strings.Contains(got, "ui-test-agent/1") {
+	if got := text(rec.Find("main")); !strings.Contains(got, "call.allowed") || !strings.Contains(got, "reads pass") || !strings.Contains(got, "ui-test-agent/1") ||
+		!strings.Contains(got, "agent (token)") {
 		t.Errorf("record page: %s", got)
+	}
+	if got := text(rec.Find("dt:contains('Groups') + dd")); got != "ci" {
+		t.Errorf("record page groups: %q", got)
 	}
 	for _, bad := range []string{"/history/0", "/history/999", "/history/x"} {
 		resp, _ := c.get(bad)

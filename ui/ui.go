@@ -34,6 +34,9 @@ type Broker interface {
 	Servers() []string
 	Grants(ctx context.Context, q broker.GrantQuery) ([]*broker.Grant, error)
 	RevokeGrant(ctx context.Context, id, by string) (*broker.Grant, error)
+	// Person is the person config maps an identity to, or "": a web
+	// sign-in ("web", its name) decides as that person.
+	Person(source, id string) string
 }
 
 // Policy is what the Policy page needs (*policy.Engine): what is loaded,
@@ -59,7 +62,9 @@ type Options struct {
 	// Logger receives the UI's logs; nil discards them.
 	Logger *slog.Logger
 	// Approver is who signs in with a login link, unless the link names
-	// someone else; empty means broker.AdminIdentity, as for the CLI.
+	// someone else; empty means broker.AdminIdentity, as for the CLI. Like
+	// every web sign-in, it decides as the person Broker.Person("web", …)
+	// maps it to, when there is one.
 	Approver string
 	// PublicURL is the UI's address as browsers reach it, such as
 	// https://airlock.example.com behind a reverse proxy. Empty means the

@@ -59,12 +59,9 @@ func pendingTitle(n int) string {
 	return fmt.Sprintf("(%d) Pending", n)
 }
 
-func requester(a *broker.Approval) string {
-	if a.Principal.ID == "" {
-		return "anonymous"
-	}
-	return a.Principal.ID
-}
+// requester says who asked and how that was established, in the words
+// the CLI and Slack use too.
+func requester(a *broker.Approval) string { return a.Principal.Describe() }
 
 func timeText(t time.Time) string {
 	if t.IsZero() {
@@ -322,11 +319,13 @@ func actor(r *broker.AuditRecord) string {
 	return ""
 }
 
+// principal is requester for an audit record. A record of no call (a
+// grant's) has no requester.
 func principal(r *broker.AuditRecord) string {
-	if r.Principal == "" {
-		return "anonymous"
+	if r.Principal == "" && r.PrincipalSource == "" {
+		return ""
 	}
-	return r.Principal
+	return broker.Principal{ID: r.Principal, Source: r.PrincipalSource, ClientID: r.ClientID, Person: r.Person}.Describe()
 }
 
 // recordLink is where a history row leads: its approval when it has one,
@@ -391,12 +390,7 @@ func grantCovers(g *broker.Grant) string {
 	return "any arguments"
 }
 
-func grantFor(g *broker.Grant) string {
-	if g.Principal == "" {
-		return "anyone"
-	}
-	return g.Principal
-}
+func grantFor(g *broker.Grant) string { return g.CoversWhom() }
 
 func grantUses(g *broker.Grant) string {
 	if g.MaxUses > 0 {

@@ -205,7 +205,7 @@ pending says so and lists nothing.`,
 			row(tw, head...)
 			for _, p := range all {
 				a := p.a
-				cells := []any{a.ID, a.Server, a.Tool, argumentsSummary(a, summaryWidth), a.Principal.ID, a.Decision.Risk,
+				cells := []any{a.ID, a.Server, a.Tool, argumentsSummary(a, summaryWidth), a.Principal.Describe(), a.Decision.Risk,
 					now.Sub(a.RequestedAt).Round(time.Second), a.ExpiresAt.Sub(now).Round(time.Second), a.Decision.Reason}
 				if multi {
 					cells = append([]any{p.broker}, cells...)
@@ -222,18 +222,22 @@ pending says so and lists nothing.`,
 // pendingView is one entry of `airlock pending --json`: the fields a
 // script needs, flat.
 type pendingView struct {
-	ID          string          `json:"id"`
-	Server      string          `json:"server"`
-	Tool        string          `json:"tool"`
-	Arguments   json.RawMessage `json:"arguments"`
-	Status      broker.Status   `json:"status"`
-	Reason      string          `json:"reason"`
-	Risk        string          `json:"risk,omitempty"`
-	Requester   string          `json:"requester"`
-	Quorum      int             `json:"quorum"`
-	Approvals   int             `json:"approvals"`
-	RequestedAt time.Time       `json:"requested_at"`
-	ExpiresAt   time.Time       `json:"expires_at"`
+	ID        string          `json:"id"`
+	Server    string          `json:"server"`
+	Tool      string          `json:"tool"`
+	Arguments json.RawMessage `json:"arguments"`
+	Status    broker.Status   `json:"status"`
+	Reason    string          `json:"reason"`
+	Risk      string          `json:"risk,omitempty"`
+	Requester string          `json:"requester"`
+	// RequesterSource is how the requester was identified; RequestedBy
+	// says both as every channel does (broker.Principal.Describe).
+	RequesterSource string    `json:"requester_source"`
+	RequestedBy     string    `json:"requested_by"`
+	Quorum          int       `json:"quorum"`
+	Approvals       int       `json:"approvals"`
+	RequestedAt     time.Time `json:"requested_at"`
+	ExpiresAt       time.Time `json:"expires_at"`
 	// Broker is the state directory's label (see brokerLabel).
 	Broker string `json:"broker"`
 }
@@ -264,7 +268,8 @@ func newPendingView(a *broker.Approval) pendingView {
 		args = json.RawMessage("{}")
 	}
 	return pendingView{ID: a.ID, Server: a.Server, Tool: a.Tool, Arguments: args, Status: a.Status, Reason: a.Decision.Reason,
-		Risk: a.Decision.Risk, Requester: a.Principal.ID, Quorum: a.Quorum(), Approvals: a.Approvals(),
+		Risk: a.Decision.Risk, Requester: a.Principal.ID, RequesterSource: a.Principal.Source, RequestedBy: a.Principal.Describe(),
+		Quorum: a.Quorum(), Approvals: a.Approvals(),
 		RequestedAt: a.RequestedAt, ExpiresAt: a.ExpiresAt}
 }
 
@@ -463,10 +468,7 @@ func listGrants(cmd *cobra.Command, f *adminFlags, all bool) error {
 			}
 			covers = strings.Join(parts, " ")
 		}
-		who := g.Principal
-		if who == "" {
-			who = "anyone"
-		}
+		who := g.CoversWhom()
 		uses := fmt.Sprint(g.Uses)
 		if g.MaxUses > 0 {
 			uses += fmt.Sprintf(" of %d", g.MaxUses)
@@ -576,7 +578,8 @@ JSON; a bare word is taken as a string).`,
 	durationVar(cmd, &ttl, "ttl", time.Hour, "how long it lasts (at most 30 days)")
 	cmd.Flags().StringArrayVar(&args, "args", nil, "the full arguments, as JSON, for an exact grant")
 	cmd.Flags().StringArrayVar(&keyArgs, "arg", nil, "KEY=VALUE for an arguments grant; repeat for more keys")
-	cmd.Flags().StringVar(&spec.Principal, "principal", "", "whom it covers (default: anyone)")
+	cmd.Flags().StringVar(&spec.Principal, "principal", "", "whom it covers, with --principal-source (default: anyone)")
+	cmd.Flags().StringVar(&spec.PrincipalSource, "principal-source", "", "how that principal is identified: token, oauth, os, or anonymous (then without --principal)")
 	cmd.Flags().IntVar(&spec.MaxUses, "max-uses", 0, "at most this many calls (0: no limit)")
 	cmd.Flags().StringVar(&spec.Reason, "reason", "", "why, for the audit log")
 	cmd.Flags().StringVar(&spec.CreatedBy, "as", broker.AdminIdentity, "who makes it, for the audit log")
@@ -642,6 +645,9 @@ func auditPrinter(w io.Writer, jsonOut, labels bool) func(label string, r *broke
 	}
 	return func(label string, r *broker.AuditRecord) {
 		who := r.Principal
+		if r.PrincipalSource != "" {
+			who = broker.Principal{ID: r.Principal, Source: r.PrincipalSource, ClientID: r.ClientID, Person: r.Person}.Describe()
+		}
 		if r.Actor != "" && r.Actor != "policy" {
 			who = r.Actor
 		}

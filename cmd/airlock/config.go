@@ -1,19 +1,23 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -83,6 +87,9 @@ type Config struct {
 	Pprof bool `yaml:"pprof"`
 	// UI configures the approvals web page served at / (docs/ui.md).
 	UI UIConfig `yaml:"ui"`
+	// Identities ties each person's identities in every channel to one
+	// name, by person (docs/auth.md, "People across channels").
+	Identities map[string]IdentityConfig `yaml:"identities"`
 	// Servers are the upstream MCP servers, by name.
 	Servers map[string]*ServerConfig `yaml:"servers"`
 	// MCPServers accepts the "mcpServers" block of claude_desktop_config.json
@@ -159,8 +166,167 @@ type SlackConfig struct {
 	UIURL string `yaml:"ui_url"`
 	// Approvers may decide when a policy names none.
 	Approvers SlackApprovers `yaml:"approvers"`
-	// Identities maps Airlock principals to Slack user IDs.
+	// Identities maps Airlock names to Slack user IDs, one each: the
+	// short form of the top-level identities.NAME.slack, which it must
+	// not contradict.
 	Identities map[string]string `yaml:"identities"`
+}
+
+// IdentityConfig is one person under identities: the identities, by the
+// way each is established, that are this person. Values are compared
+// exactly, as the token, the provider or Slack gives them.
+type IdentityConfig struct {
+	// OAuth are principals of OAuth access tokens (the values of
+	// auth.oauth.principal_claim) of agents that act for the person.
+	OAuth []string `yaml:"oauth"`
+	// Web are ui.oidc sign-ins (the values of ui.oidc.claim) and the names
+	// login links sign in (ui.approver).
+	Web []string `yaml:"web"`
+	// Slack are the person's Slack user IDs.
+	Slack []string `yaml:"slack"`
+	// Tokens are names of the person's agent and approver tokens.
+	Tokens []string `yaml:"tokens"`
+	// OS are operating system users, the principals of airlock wrap.
+	OS []string `yaml:"os"`
+}
+
+// sources pairs each list with the broker.Principal source (or channel)
+// its identities are established by, and its key.
+func (p IdentityConfig) sources() []identitySource {
+	return []identitySource{{"oauth", "oauth", p.OAuth}, {"web", "web", p.Web}, {"slack", "slack", p.Slack},
+		{"tokens", "token", p.Tokens}, {"os", "os", p.OS}}
+}
+
+type identitySource struct {
+	key, source string
+	ids         []string
+}
+
+// validateIdentities checks the identities section: each identity is one
+// person's, a Slack ID is a Slack user ID, and slack.identities agrees.
+// An identity claimed by two people would make "the requester may not
+// approve their own call" pick one of them at random.
+func (c *Config) validateIdentities() error {
+	type claim struct{ person, at string } // who claims an identity, and where
+	owner := map[string]claim{}            // by broker.PersonKey
+	for _, person := range sortedKeys(c.Identities) {
+		key := "identities." + person
+		if err := checkPersonName(person); err != nil {
+			return fmt.Errorf("config: %s: %w", key, err)
+		}
+		n := 0
+		for _, src := range c.Identities[person].sources() {
+			for i, id := range src.ids {
+				at := fmt.Sprintf("%s.%s[%d]", key, src.key, i)
+				if strings.TrimSpace(id) == "" || strings.TrimSpace(id) != id {
+					return fmt.Errorf("config: %s: %q must be an identity without surrounding spaces", at, id)
+				}
+				if src.source == "slack" && !slack.IsUserID(id) {
+					return fmt.Errorf("config: %s: %q is not a Slack user ID such as U024BE7LH", at, id)
+				}
+				if _, ok := c.Identities[id]; ok && id != person {
+					return fmt.Errorf("config: %s: %s is the name of another person, identities.%s; one name is one person", at, id, id)
+				}
+				k := broker.PersonKey(src.source, id)
+				if prev, dup := owner[k]; dup && prev.person != person {
+					return fmt.Errorf("config: %s: %s is also %s; one identity is one person", at, id, prev.at)
+				}
+				owner[k] = claim{person, at}
+				n++
+			}
+		}
+		if n == 0 {
+			return fmt.Errorf("config: %s: lists no identity; give it oauth, web, slack, tokens or os", key)
+		}
+	}
+	if c.Slack == nil {
+		return nil
+	}
+	for _, name := range sortedKeys(c.Slack.Identities) {
+		id := c.Slack.Identities[name]
+		at := "slack.identities." + name
+		if prev, ok := owner[broker.PersonKey("slack", id)]; ok && prev.person != name {
+			return fmt.Errorf("config: %s: %s is also %s; one Slack account is one person", at, id, prev.at)
+		}
+		// A name that identities makes someone's identity would vote from
+		// Slack under another name than the same person elsewhere.
+		for _, person := range sortedKeys(c.Identities) {
+			for _, src := range c.Identities[person].sources() {
+				if person != name && slices.Contains(src.ids, name) {
+					return fmt.Errorf("config: %s: %s is identities.%s's; list %s under identities.%s.slack instead", at, name, person, id, person)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// checkPersonName refuses names that could be mistaken for another
+// identity: an unmapped Slack user votes as "slack:<user ID>".
+func checkPersonName(name string) error {
+	switch {
+	case strings.TrimSpace(name) == "" || strings.TrimSpace(name) != name:
+		return errors.New("a person's name must not be empty or have surrounding spaces")
+	case strings.ContainsFunc(name, unicode.IsControl):
+		return errors.New("a person's name must not hold control characters")
+	case strings.HasPrefix(name, "slack:"):
+		return errors.New(`a person's name must not start with "slack:", which names Slack users Airlock does not map`)
+	}
+	return nil
+}
+
+// people is the identities section (and slack.identities) as the broker
+// takes it; nil when both are empty.
+func (c *Config) people() broker.People {
+	p := broker.People{}
+	for person, ids := range c.Identities {
+		for _, src := range ids.sources() {
+			for _, id := range src.ids {
+				p[broker.PersonKey(src.source, id)] = person
+			}
+		}
+	}
+	if c.Slack != nil {
+		for name, id := range c.Slack.Identities {
+			p[broker.PersonKey("slack", id)] = name
+		}
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+// slackIdentities is each person's Slack user IDs, from identities and
+// slack.identities, for the Slack notifier.
+func (c *Config) slackIdentities() map[string][]string {
+	out := map[string][]string{}
+	for _, person := range sortedKeys(c.Identities) {
+		out[person] = append(out[person], c.Identities[person].Slack...)
+	}
+	if c.Slack != nil {
+		for _, name := range sortedKeys(c.Slack.Identities) {
+			if id := c.Slack.Identities[name]; !slices.Contains(out[name], id) {
+				out[name] = append(out[name], id)
+			}
+		}
+	}
+	maps.DeleteFunc(out, func(_ string, ids []string) bool { return len(ids) == 0 })
+	return out
+}
+
+// adminIdentity is who holds the admin token and who a login link signs
+// in: ui.approver, or the person identities.X.web maps it to, so that the
+// two remain one person.
+func (c *Config) adminIdentity() string {
+	approver := cmp.Or(strings.TrimSpace(c.UI.Approver), broker.AdminIdentity)
+	return cmp.Or(c.people().Person("web", approver), strings.TrimSpace(c.UI.Approver))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := slices.Collect(maps.Keys(m))
+	sort.Strings(keys)
+	return keys
 }
 
 // SlackApprovers are Slack user IDs and user group IDs.
@@ -520,9 +686,11 @@ func (c *Config) resolve() error {
 		}
 	}
 	if c.Slack != nil {
-		return c.Slack.validate()
+		if err := c.Slack.validate(); err != nil {
+			return err
+		}
 	}
-	return nil
+	return c.validateIdentities()
 }
 
 // resolvePaths makes every relative path in the config relative to the

@@ -147,7 +147,8 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		Heartbeat:        cfg.Heartbeat,
 		SkipAllowedAudit: cfg.AuditAllowedCalls != nil && !*cfg.AuditAllowedCalls,
 		Limits:           cfg.Limits.broker(),
-		AdminIdentity:    strings.TrimSpace(cfg.UI.Approver), // a login link's identity: one person, one name
+		AdminIdentity:    cfg.adminIdentity(), // a login link's identity: one person, one name
+		People:           cfg.people(),
 		Servers:          servers,
 	})
 	if err != nil {

@@ -46,7 +46,7 @@ func newSlack(cfg *Config, log *slog.Logger) (*slack.Notifier, error) {
 		APIURL:        s.APIURL,
 		UIURL:         slackUIURL(cfg),
 		Approvers:     slack.Approvers{Users: s.Approvers.Users, Groups: s.Approvers.Groups},
-		Identities:    s.Identities,
+		Identities:    cfg.slackIdentities(),
 		Logger:        log.With("notifier", slack.Name),
 	})
 	if err != nil {

@@ -42,9 +42,12 @@ func (n *Notifier) approverSet(a *broker.Approval) approverSet {
 	return s
 }
 
-// identity is the Airlock identity a Slack user votes as, and the realm
-// of a user slack.identities does not map: such a user is someone other
-// than every other Slack user, but may be anyone who decides elsewhere.
+// identity is the Airlock identity a Slack user votes as: the person
+// Config.Identities maps the account to (config's identities and
+// slack.identities), so that they are one person with their web sign-in,
+// their tokens and their agents. An unmapped user has a realm: someone
+// other than every other Slack user, but maybe anyone who decides
+// elsewhere.
 func (n *Notifier) identity(slackID string) (who, realm string) {
 	if who, ok := n.principal[slackID]; ok {
 		return who, ""
@@ -74,7 +77,8 @@ func (n *Notifier) authorize(ctx context.Context, a *broker.Approval, slackID st
 		return "", refuseNotApprover, nil
 	}
 	// The requester approving their own call is the broker's rule
-	// (VoteSelfApproval): identities maps their account to their name.
+	// (VoteSelfApproval): identities maps their account to their person,
+	// which the broker compares with the person of the requester.
 	who, _ = n.identity(slackID)
 	set := n.approverSet(a)
 	if set.empty() || slices.Contains(set.users, slackID) || slices.Contains(set.names, who) {

@@ -95,8 +95,8 @@ func (n *Notifier) SelfTest(ctx context.Context) []Check {
 		_, err := n.directory.group(ctx, g)
 		add("approver group "+g, err, "readable", "; check the user group ID (it starts with S)")
 	}
-	for _, who := range sortedKeys(n.slackUser) {
-		out = append(out, n.personCheck(ctx, "identity "+who, n.slackUser[who]))
+	for _, a := range n.accounts {
+		out = append(out, n.personCheck(ctx, a.check(n.accounts), a.id))
 	}
 	return append(out, n.appTokenCheck(ctx)...)
 }
@@ -111,8 +111,8 @@ func (n *Notifier) checkNames() []string {
 	for _, g := range n.defaults.Groups {
 		names = append(names, "approver group "+g)
 	}
-	for _, who := range sortedKeys(n.slackUser) {
-		names = append(names, "identity "+who)
+	for _, a := range n.accounts {
+		names = append(names, a.check(n.accounts))
 	}
 	return names
 }
@@ -210,7 +210,7 @@ func slackError(err error) string {
 	return err.Error()
 }
 
-func sortedKeys(m map[string]string) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

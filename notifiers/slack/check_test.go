@@ -64,6 +64,12 @@ func TestSelfTest(t *testing.T) {
 			},
 			map[string]string{"approver U0GUEST": "!a guest", "approver U0NOBODY": "!Slack said user_not_found", "approver group S0NOPE": "!Slack said no_such_subteam"},
 		},
+		"a person with two accounts": {
+			func(_ *slacktest.Server, c *slack.Config) {
+				c.Identities["alice"] = []string{alice, "U0NOBODY"}
+			},
+			map[string]string{"identity alice (U0ALICE)": "@alice", "identity alice (U0NOBODY)": "!Slack said user_not_found", "identity tester": "@tester"},
+		},
 		"app token is a bot token": {
 			func(_ *slacktest.Server, c *slack.Config) { c.AppToken = slacktest.BotToken },
 			map[string]string{"socket mode": "!Slack said not_allowed_token_type"},

@@ -252,7 +252,7 @@ func TestAlwaysAllowInSlack(t *testing.T) {
 			t.Fatalf("views opened: %+v", views)
 		}
 		dialog := string(views[0].View)
-		for _, want := range []string{"Exactly this call", "Every call of this tool", "8 hours", "1 hour"} {
+		for _, want := range []string{"Exactly this call", "Every call of this tool", "8 hours", "1 hour", "for tester (OS user) only."} {
 			if !strings.Contains(dialog, want) {
 				t.Errorf("the dialog lacks %q", want)
 			}

@@ -60,7 +60,7 @@ func config(s *slacktest.Server) slack.Config {
 		Channel:       channel,
 		APIURL:        s.APIURL(),
 		UIURL:         "https://airlock.example.com",
-		Identities:    map[string]string{"alice": alice, "tester": tester},
+		Identities:    map[string][]string{"alice": {alice}, "tester": {tester}},
 		HTTPClient:    s.Client(),
 		Logger:        brokertest.Logger(),
 	}
@@ -106,6 +106,8 @@ type harnessOptions struct {
 	listen    bool // serve the fake Slack on a port, for Socket Mode
 	// store wraps the broker's store, to make some of it fail.
 	store func(broker.Store) broker.Store
+	// people is the broker's map of identities to persons.
+	people broker.People
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -132,6 +134,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		Store:     store,
 		Notifiers: append([]broker.Notifier{h.n}, o.notifiers...),
 		HoldWait:  -1,
+		People:    o.people,
 	})
 	h.Client = broker.ClientInfo{Name: "slack-test", Version: "0.1"}
 	h.http = h.n.InteractivityHandler(h.Broker)

@@ -140,10 +140,7 @@ func decideButtons(a *broker.Approval) *slackgo.ActionBlock {
 }
 
 func (n *Notifier) fields(a *broker.Approval) []*slackgo.TextBlockObject {
-	requester := n.person(a.Principal.ID)
-	if a.Principal.Source != "" {
-		requester += " · " + escape(a.Principal.Source)
-	}
+	requester := n.requester(a.Principal)
 	risk := a.Decision.Risk
 	if risk == "" {
 		risk = "not rated"
@@ -221,6 +218,19 @@ func mentionUser(id string) string {
 
 // person shows an Airlock identity: a mention when Airlock knows the
 // person's Slack account, the name otherwise.
+// requester says who asked and how that was established, in the words of
+// every channel (Principal.Describe), after a mention when config ties the
+// requester's person (or, failing that, its name) to a Slack user.
+func (n *Notifier) requester(p broker.Principal) string {
+	s := escape(p.Describe())
+	for _, who := range []string{p.Person, p.ID} {
+		if u, ok := n.slackUser[who]; ok && who != "" {
+			return "<@" + u + "> · " + s
+		}
+	}
+	return s
+}
+
 func (n *Notifier) person(id string) string {
 	if u, ok := strings.CutPrefix(id, slackIdentityPrefix); ok {
 		return mentionUser(u)
@@ -393,7 +403,7 @@ func grantDialog(a *broker.Approval, metadata string) slackgo.ModalViewRequest {
 		PrivateMetadata: metadata,
 		Blocks: slackgo.Blocks{BlockSet: []slackgo.Block{
 			section(plain("Approve " + what + " (ref " + a.ID + "), and let later calls like it through without asking, for " +
-				forRequester(a.Principal.ID) + ". Every grant expires, and can be revoked in the web UI or with `airlock grants revoke`.")),
+				forRequester(a.Principal) + ". Every grant expires, and can be revoked in the web UI or with `airlock grants revoke`.")),
 			slackgo.NewInputBlock(blockScope, plain("Allow"), nil, scopeMenu),
 			slackgo.NewInputBlock(blockTTL, plain("For"), nil, ttlMenu),
 		}},
@@ -401,9 +411,11 @@ func grantDialog(a *broker.Approval, metadata string) slackgo.ModalViewRequest {
 }
 
 // forRequester names whom a grant covers, in plain text.
-func forRequester(principal string) string {
-	if principal == "" {
-		return "the same requester"
+// forRequester is whom a grant for the requester covers: that identity,
+// established the same way.
+func forRequester(p broker.Principal) string {
+	if p.ID == "" && (p.Source == "" || p.Source == broker.SourceAnonymous) {
+		return "anonymous callers only (every caller without an identity)"
 	}
-	return "the same requester (" + principal + ")"
+	return p.Describe() + " only"
 }

@@ -200,3 +200,27 @@ func TestMessageFlagsHiddenCharactersAndSuspiciousTools(t *testing.T) {
 		}
 	}
 }
+
+// The message says who asked and how that was established, as the CLI and
+// the web pages do (broker.Principal.Describe), with what the identity
+// provider chose escaped like anything else the requester controls.
+func TestMessageSaysWhoAsked(t *testing.T) {
+	for want, p := range map[string]broker.Principal{
+		"*Requested by*\nci-bot (token)":                                  {ID: "ci-bot", Source: "token", Groups: []string{"ci"}},
+		"*Requested by*\nalice@example.com (OAuth, client claude-code)":   {ID: "alice@example.com", Source: "oauth", ClientID: "claude-code"},
+		"*Requested by*\nanonymous":                                       {Source: "anonymous"},
+		"*Requested by*\n&lt;!channel&gt; (OAuth, client &lt;@U0BOB&gt;)": {ID: "<!channel>", Source: "oauth", ClientID: "<@U0BOB>"},
+		"*Requested by*\n<@U0TESTER> · tester (OS user)":                  {ID: "tester", Source: "os"},
+	} {
+		s := newSlack(t)
+		n := newNotifier(t, config(s))
+		a := fixture()
+		a.Principal = p
+		if _, err := n.Notify(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+		if all := s.Messages()[0].AllText(); !strings.Contains(all, want) {
+			t.Errorf("%+v: the message does not say %q:\n%s", p, want, all)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,11 +54,12 @@ type Config struct {
 	// When both are empty too, anyone in the channel may (except guests,
 	// bots and the requester).
 	Approvers Approvers
-	// Identities maps Airlock principals to Slack user IDs. A vote from a
-	// mapped Slack user is cast under the principal's name, so the broker
-	// can tell a requester from an approver across channels; an unmapped
-	// Slack user votes as "slack:<user id>".
-	Identities map[string]string
+	// Identities maps Airlock identities (people, in config's identities)
+	// to their Slack user IDs. A vote from a mapped Slack user is cast
+	// under the person's name, so the broker can tell a requester from an
+	// approver across channels; an unmapped Slack user votes as
+	// "slack:<user id>". A person's first ID is the one messages mention.
+	Identities map[string][]string
 	// Logger receives the notifier's logs; nil discards them.
 	Logger *slog.Logger
 	// HTTPClient makes the Web API calls; nil means a client with a 15 s
@@ -71,6 +73,18 @@ type Approvers struct {
 	Groups []string // S…
 }
 
+// account is one mapped Slack user: the identity it votes as, and its ID.
+type account struct{ who, id string }
+
+// check names the account in SelfTest: by the identity, and by the ID too
+// when the identity has more than one.
+func (a account) check(all []account) string {
+	if slices.ContainsFunc(all, func(o account) bool { return o.who == a.who && o.id != a.id }) {
+		return "identity " + a.who + " (" + a.id + ")"
+	}
+	return "identity " + a.who
+}
+
 // Notifier posts approval requests to Slack, keeps them up to date, and
 // takes decisions from their buttons.
 type Notifier struct {
@@ -81,8 +95,9 @@ type Notifier struct {
 	hasAppToken bool
 	secret      string
 	defaults    Approvers
-	slackUser   map[string]string // Airlock principal → Slack user ID
-	principal   map[string]string // Slack user ID → Airlock principal
+	slackUser   map[string]string // Airlock identity → the Slack user ID mentioned
+	principal   map[string]string // Slack user ID → Airlock identity
+	accounts    []account         // every mapped Slack user, for SelfTest
 
 	directory directory
 	versions  versions
@@ -131,14 +146,23 @@ func New(cfg Config) (*Notifier, error) {
 		slackUser:   map[string]string{},
 		principal:   map[string]string{},
 	}
-	for who, id := range cfg.Identities {
-		if !userIDPattern.MatchString(id) {
-			return nil, fmt.Errorf("slack: identity %q: %q is not a Slack user ID such as U024BE7LH", who, id)
+	for _, who := range sortedKeys(cfg.Identities) {
+		for _, id := range cfg.Identities[who] {
+			if !userIDPattern.MatchString(id) {
+				return nil, fmt.Errorf("slack: identity %q: %q is not a Slack user ID such as U024BE7LH", who, id)
+			}
+			if other, dup := n.principal[id]; dup {
+				if other == who {
+					continue
+				}
+				return nil, fmt.Errorf("slack: identities %q and %q are both Slack user %s", min(who, other), max(who, other), id)
+			}
+			if _, ok := n.slackUser[who]; !ok {
+				n.slackUser[who] = id
+			}
+			n.principal[id] = who
+			n.accounts = append(n.accounts, account{who: who, id: id})
 		}
-		if other, dup := n.principal[id]; dup {
-			return nil, fmt.Errorf("slack: identities %q and %q are both Slack user %s", min(who, other), max(who, other), id)
-		}
-		n.slackUser[who], n.principal[id] = id, who
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
