@@ -30,8 +30,8 @@ func TestOAuthClientCredentialsEndToEnd(t *testing.T) {
 
 decision := {"action": "hold", "reason": "agent-a's writes need a person"} if {
 	input.principal.source == "oauth"
-	input.principal.id == "agent-a"
-} else := {"action": "deny", "reason": sprintf("only agent-a may call, not %s", [input.principal.id])}
+	input.principal.client_id == "agent-a"
+} else := {"action": "deny", "reason": sprintf("only agent-a may call, not %s", [input.principal.client_id])}
 `), 0o600)
 	up := testServerArgs("echo")
 	args, _ := json.Marshal(up[1:])
@@ -114,8 +114,8 @@ servers:
 	case <-time.After(3 * time.Second):
 	}
 	held := pending(t, 1)[0]
-	if held.Requester != a.ID {
-		t.Errorf("the approval's requester is %q, want the client %q", held.Requester, a.ID)
+	if held.Requester != a.ID || held.RequesterSource != "oauth" {
+		t.Errorf("the approval's requester is %q (%s), want the client %q (oauth)", held.Requester, held.RequesterSource, a.ID)
 	}
 	if _, err := cli(t, "approve", held.ID); err != nil {
 		t.Fatal(err)
