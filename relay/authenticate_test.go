@@ -3,12 +3,17 @@ package relay_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/relay"
+	"github.com/airlock-mcp/airlock/relay/relaytest"
+	"github.com/airlock-mcp/airlock/relay/wire"
 )
 
 // door lets in the bearer of a key it knows as that key's identity, and
@@ -113,5 +118,46 @@ func TestSessionBelongsToItsIdentity(t *testing.T) {
 	}
 	if status, _ := c.post(context.Background(), listBody, alice...); status != http.StatusOK {
 		t.Errorf("alice's session after mallory's attempts: %d", status)
+	}
+}
+
+// The caller's credential is for Airlock alone: an HTTP upstream gets the
+// headers its config names, never the client's Authorization (the MCP
+// authorization spec forbids passing tokens through).
+func TestCredentialsAreNotPassedUpstream(t *testing.T) {
+	srv := relaytest.NewServer()
+	var mu sync.Mutex
+	var seen []string
+	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv.Server }, nil)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Values("Authorization")...)
+		mu.Unlock()
+		mcpHandler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(upstream.Close)
+	up := &relay.Upstream{Name: "test", Transport: "http", Dial: func(ctx context.Context) (mcp.Connection, error) {
+		return (&wire.HTTPClient{URL: upstream.URL, Header: http.Header{"Authorization": {"Bearer upstream-secret"}}}).Connect(ctx)
+	}}
+	d := &door{keys: map[string]string{"k-alice": "alice"}}
+	r := relaytest.NewRelay(t, relay.Options{Gate: &relaytest.Gate{}}, up)
+	hs := relaytest.NewHTTPServer(t, r, relay.HTTPOptions{Loopback: true, Authenticate: d.authenticate})
+	c := &rawClient{t: t, url: hs.URL + "/mcp/test"}
+	auth := []string{"Authorization", "Bearer k-alice"}
+	if status, _ := c.post(context.Background(), initBody, auth...); status != http.StatusOK {
+		t.Fatalf("initialize: %d", status)
+	}
+	if status, _ := c.post(context.Background(), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{}}}`, auth...); status != http.StatusOK {
+		t.Fatalf("tools/call: %d", status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) == 0 {
+		t.Fatal("the upstream saw no requests")
+	}
+	for _, v := range seen {
+		if v != "Bearer upstream-secret" {
+			t.Errorf("the upstream got Authorization %q; want only its configured header", v)
+		}
 	}
 }

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/relay/auth"
 )
 
 // AuthConfig is the auth section: how serve's MCP endpoints know who is
@@ -132,4 +137,71 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// door is who checks serve's callers, as cfg.Auth says. Without an auth
+// section (serve has made sure the listener is on loopback), callers
+// without credentials are anonymous, and agent tokens are still checked.
+func (rt *runtime) door(ctx context.Context) (*auth.Door, error) {
+	a := rt.cfg.Auth
+	o := auth.Options{
+		Anonymous:   a == nil || a.Anonymous,
+		ResourceURL: rt.resourceURL,
+		Refused: func(ctx context.Context, r broker.AuthRefusal) {
+			if err := rt.broker.RecordAuthRefusal(ctx, r); err != nil {
+				rt.log.Error("auditing a refused request failed", "server", r.Server, "err", err)
+			}
+		},
+		Logger: rt.log,
+	}
+	if a.tokens() {
+		o.Tokens = rt.broker
+	}
+	if a != nil && a.OAuth != nil {
+		c := a.OAuth
+		o.OAuth = &auth.OAuth{Issuer: c.Issuer, Audience: c.Audience, PrincipalClaim: c.PrincipalClaim,
+			GroupsClaim: c.GroupsClaim, Scopes: c.Scopes, Claims: c.Claims,
+			IntrospectionURL: c.IntrospectionURL, ClientID: c.ClientID, ClientSecret: c.clientSecret}
+	}
+	return auth.New(ctx, o)
+}
+
+// doorway says whom the door lets in, for the log at start.
+func (a *AuthConfig) doorway() string {
+	var in []string
+	if a.tokens() {
+		in = append(in, "agent tokens")
+	}
+	if a != nil && a.OAuth != nil {
+		in = append(in, "OAuth access tokens from "+a.OAuth.Issuer)
+	}
+	if a == nil || a.Anonymous {
+		in = append(in, "callers without credentials, as anonymous")
+	}
+	return strings.Join(in, "; ")
+}
+
+// resourceURL is the public URL of /mcp/{server} as r reached it: under
+// ui.url behind a proxy, else at the request's own host, which the host
+// guard has checked is one of the listener's names.
+func (rt *runtime) resourceURL(r *http.Request, server string) string {
+	if rt.cfg.UI.URL != "" {
+		return strings.TrimSuffix(rt.cfg.UI.URL, "/") + "/mcp/" + server
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + "/mcp/" + server
+}
+
+// knownServer serves h only for the names of configured servers.
+func (rt *runtime) knownServer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rt.relay.Upstream(r.PathValue("server")) == nil {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

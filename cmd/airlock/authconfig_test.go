@@ -1,8 +1,12 @@
 package main
 
 import (
+	"net"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAuthConfigErrors(t *testing.T) {
@@ -51,5 +55,35 @@ func TestServeRefusesAnOpenDoor(t *testing.T) {
 	demo := airlockCmd(t, "demo", "--listen", "0.0.0.0:0")
 	if out, err := demo.CombinedOutput(); err == nil || !strings.Contains(string(out), "loopback address only") {
 		t.Errorf("demo on 0.0.0.0: %v\n%s", err, out)
+	}
+}
+
+// The explicit opt-out starts serve beyond loopback, and callers without
+// credentials are anonymous.
+func TestServeAnonymousOptOut(t *testing.T) {
+	_, port, _ := net.SplitHostPort(freePort(t))
+	cmd := airlockCmd(t, "serve", "-c", writeConfig(t, "auth: {anonymous: true}\nservers: {}\n"), "--listen", "0.0.0.0:"+port)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		if code := exitCode(t, cmd); code != 0 {
+			t.Errorf("serve exited %d\n%s", code, stderr)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://127.0.0.1:" + port + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve with auth: {anonymous: true} on 0.0.0.0 did not come up: %v\n%s", err, stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

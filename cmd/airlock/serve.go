@@ -71,11 +71,17 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	if err := rt.listen(cfg.Listen, ""); err != nil {
 		return listenError(cfg.Listen, err)
 	}
+	door, err := rt.door(ctx)
+	if err != nil {
+		return err
+	}
 	mcpHandler := rt.relay.HTTPHandler(relay.HTTPOptions{
-		IdleTimeout: cfg.SessionIdle,
-		Hosts:       rt.hosts,
+		IdleTimeout:  cfg.SessionIdle,
+		Hosts:        rt.hosts,
+		Authenticate: door.Authenticate,
 	})
 	rt.mux.Handle("/mcp/{server}", mcpHandler)
+	rt.mux.Handle("GET /.well-known/oauth-protected-resource/mcp/{server}", rt.knownServer(door.Metadata()))
 	rt.sessions = mcpHandler.Sessions
 	errc := make(chan error, 1)
 	go func() { errc <- rt.serve() }()
@@ -86,6 +92,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	for _, u := range ups {
 		log.Info("serving", "server", u.Name, "upstream", u.Transport, "url", rt.baseURL()+"/mcp/"+u.Name)
 	}
+	log.Info("who may call the MCP endpoints", "auth", cfg.Auth.doorway())
 	log.Info("broker ready", "state_dir", stateDir, "api", rt.baseURL()+"/api/v1/", "policy_revision", rt.engine.Status().Revision)
 
 	select {
