@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlock-mcp/airlock/broker/brokertest"
 	"github.com/airlock-mcp/airlock/relay/auth/authtest"
@@ -132,5 +135,69 @@ servers:
 	}
 	if !strings.Contains(out, `"principal_source":"oauth"`) {
 		t.Errorf("the audit log does not say the callers came through OAuth:\n%s", out)
+	}
+}
+
+// bearerTransport adds an Authorization header to every request.
+type bearerTransport struct{ token string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// An agent token through serve, from the CLI that makes it to the policy
+// that sees it: the caller is the token's agent, with its groups; a token
+// for another server is refused; and once revoked, the session it opened
+// is refused at its next request, with the refusal in the audit log.
+func TestAgentTokenThroughServe(t *testing.T) {
+	policyDir := t.TempDir()
+	os.WriteFile(filepath.Join(policyDir, "airlock.rego"), []byte(`package airlock
+
+decision := {"action": "deny", "reason": sprintf("%s via %s in %v", [input.principal.id, input.principal.source, input.principal.groups])}
+`), 0o600)
+	up := testServerArgs("echo")
+	args, _ := json.Marshal(up[1:])
+	base, _ := startServe(t, fmt.Sprintf("policy: {dir: %s}\nauth: {tokens: true}\nservers:\n  t: {command: %s, args: %s}\n  u: {command: %s, args: %s}\n",
+		policyDir, up[0], args, up[0], args))
+	out, err := cli(t, "tokens", "create", "ci-bot", "--server", "t", "--group", "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(out)
+	connect := func(server, token string) (*mcp.ClientSession, error) {
+		c := mcp.NewClient(&mcp.Implementation{Name: "token-test", Version: "1"}, nil)
+		return c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp/" + server,
+			HTTPClient: &http.Client{Transport: bearerTransport{token}}}, nil)
+	}
+	if _, err := connect("t", ""); err == nil {
+		t.Error("a client without a token got in")
+	}
+	if _, err := connect("u", token); err == nil {
+		t.Error("a token for server t got into server u")
+	}
+	cs, err := connect("t", token)
+	if err != nil {
+		t.Fatalf("connect with the agent token: %v", err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	if got := callText(t, cs, "write", map[string]any{}); !strings.Contains(got, `ci-bot via token in ["ci"]`) {
+		t.Errorf("the policy saw %q", got)
+	}
+	if _, err := cli(t, "tokens", "revoke", "ci-bot"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "write", Arguments: map[string]any{}}); err == nil {
+		t.Error("the open session's next call went through after its token was revoked")
+	}
+	audit, err := cli(t, "audit", "--json", "-n", "50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"token.created"`, `"token.revoked"`, `"request.refused"`} {
+		if !strings.Contains(audit, want) {
+			t.Errorf("the audit log lacks %s", want)
+		}
 	}
 }
