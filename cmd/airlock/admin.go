@@ -275,7 +275,7 @@ func newPendingView(a *broker.Approval) pendingView {
 
 func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	var f adminFlags
-	var reason, as, tokenFile string
+	var reason, as, tokenFile, brokerURL string
 	var grant broker.GrantRequest
 	var ttl time.Duration
 	use, short := "approve ID [--reason TEXT]", "Approve a held call, which is then released"
@@ -296,11 +296,8 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 			if verdict == broker.Deny && strings.TrimSpace(reason) == "" {
 				return errors.New(`deny needs --reason "TEXT": the agent is told why its call was denied`)
 			}
-			clients, err := f.brokers()
+			clients, err := deciders(&f, tokenFile, brokerURL)
 			if err != nil {
-				return err
-			}
-			if err := decideWith(clients, tokenFile); err != nil {
 				return err
 			}
 			id := args[0]
@@ -356,6 +353,7 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 	cmd.Flags().StringVar(&reason, "reason", "", reasonHelp)
 	cmd.Flags().StringVar(&as, "as", "", "a name to record with the decision; it decides as ui.approver (default \""+broker.AdminIdentity+"\"), the admin token's one identity, whatever it says")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "decide as yourself with your approver token from this file (mode 0600), not the admin token (env AIRLOCK_TOKEN)")
+	cmd.Flags().StringVar(&brokerURL, "url", os.Getenv("AIRLOCK_URL"), "the broker to decide at, such as https://airlock.example.com, from another machine; needs your approver token (env AIRLOCK_URL)")
 	if verdict == broker.Approve {
 		cmd.Flags().StringVar(&grant.Scope, "grant", "", "also allow such calls from now on: exact (same arguments), arguments (same key arguments), or tool (any arguments)")
 		durationVar(cmd, &ttl, "ttl", time.Hour, "how long the grant lasts (capped by the policy's max_ttl)")

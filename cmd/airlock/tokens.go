@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -238,15 +239,34 @@ func personalToken(file string) (string, error) {
 	return tok, nil
 }
 
-// decideWith makes clients use the person's approver token, if one is
-// given, instead of the admin token.
-func decideWith(clients []*apiClient, tokenFile string) error {
+// deciders are the brokers a decision command talks to, and with which
+// token: the person's approver token, if one is given, instead of the
+// admin token. With brokerURL, the one broker there: a person on another
+// machine has no state directory to find it in, nor its admin token.
+func deciders(f *adminFlags, tokenFile, brokerURL string) ([]*apiClient, error) {
 	tok, err := personalToken(tokenFile)
-	if err != nil || tok == "" {
-		return err
+	if err != nil {
+		return nil, err
 	}
-	for _, c := range clients {
-		c.ref.Token = tok
+	if brokerURL != "" {
+		if tok == "" {
+			return nil, errors.New("--url (AIRLOCK_URL) needs your approver token, from --token-file or AIRLOCK_TOKEN: the admin token stays on the broker's machine")
+		}
+		u, err := url.Parse(brokerURL)
+		if err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && loopbackHost(u.Hostname()))) {
+			return nil, fmt.Errorf("--url %q: an https URL such as https://airlock.example.com (http only on loopback): the token must not cross a network in the clear", brokerURL)
+		}
+		ref := brokerRef{Info: apiInfo{URL: strings.TrimSuffix(u.Scheme+"://"+u.Host+u.Path, "/")}, Token: tok}
+		return []*apiClient{{ref: ref, http: &http.Client{Timeout: 30 * time.Second}}}, nil
 	}
-	return nil
+	clients, err := f.brokers()
+	if err != nil {
+		return nil, err
+	}
+	if tok != "" {
+		for _, c := range clients {
+			c.ref.Token = tok
+		}
+	}
+	return clients, nil
 }

@@ -116,8 +116,17 @@ decision := {"action": "hold", "reason": "writes need alice", "approvers": {"use
 	}
 	private := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(private, []byte(alice+"\n"), 0o600)
-	if out, err := cli(t, "approve", p.ID, "--token-file", private); err != nil || !strings.Contains(out, "is released") {
-		t.Fatalf("alice approves with --token-file: %q %v\n%s", out, err, stderr)
+	// Alice is on her own machine: no state directory names the broker,
+	// and the admin token is not hers to read.
+	elsewhere := []string{"XDG_STATE_HOME=" + t.TempDir()}
+	if _, _, err := cliEnv(t, elsewhere, "approve", p.ID, "--token-file", private); err == nil || !strings.Contains(err.Error(), "no running Airlock broker") {
+		t.Errorf("alice's machine found a broker without --url: %v", err)
+	}
+	if _, _, err := cliEnv(t, elsewhere, "approve", p.ID, "--url", base); err == nil || !strings.Contains(err.Error(), "needs your approver token") {
+		t.Errorf("--url without a token: %v", err)
+	}
+	if out, _, err := cliEnv(t, elsewhere, "approve", p.ID, "--token-file", private, "--url", base); err != nil || !strings.Contains(out, "is released") {
+		t.Fatalf("alice approves with --token-file at --url: %q %v\n%s", out, err, stderr)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
