@@ -23,7 +23,11 @@ import (
 func TestSDKClientCredentials(t *testing.T) {
 	node := brokertest.Node(t)
 	p := authtest.StartProvider(t)
-	var door *auth.Door
+	// Made before the server starts: its handlers read it.
+	door := newDoor(t, auth.Options{
+		ResourceURL: func(r *http.Request, server string) string { return "http://" + r.Host + "/mcp/" + server },
+		OAuth:       &auth.OAuth{Issuer: p.Issuer, Scopes: []string{"mcp"}},
+	}, nil)
 	mux := http.NewServeMux()
 	mux.Handle("GET /.well-known/oauth-protected-resource/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { door.Metadata().ServeHTTP(w, r) }))
 	mux.HandleFunc("/mcp/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -57,10 +61,6 @@ func TestSDKClientCredentials(t *testing.T) {
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	door = newDoor(t, auth.Options{
-		ResourceURL: func(r *http.Request, server string) string { return "http://" + r.Host + "/mcp/" + server },
-		OAuth:       &auth.OAuth{Issuer: p.Issuer, Scopes: []string{"mcp"}},
-	}, nil)
 
 	script := `
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
