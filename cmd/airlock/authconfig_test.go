@@ -2,11 +2,9 @@ package main
 
 import (
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestAuthConfigErrors(t *testing.T) {
@@ -74,16 +72,5 @@ func TestServeAnonymousOptOut(t *testing.T) {
 			t.Errorf("serve exited %d\n%s", code, stderr)
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://127.0.0.1:" + port + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve with auth: {anonymous: true} on 0.0.0.0 did not come up: %v\n%s", err, stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitHealthy(t, "http://127.0.0.1:"+port, stderr)
 }

@@ -224,12 +224,19 @@ func startServe(t *testing.T, config string) (base string, stderr *syncBuffer) {
 		}
 	})
 	base = "http://" + addr
+	waitHealthy(t, base, stderr)
+	return base, stderr
+}
+
+// waitHealthy waits until the broker at base answers /healthz.
+func waitHealthy(t *testing.T, base string, stderr *syncBuffer) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			return base, stderr
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("serve did not come up: %v\n%s", err, stderr)
