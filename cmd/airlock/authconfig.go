@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -71,7 +70,7 @@ func (a *AuthConfig) resolve() error {
 	if o == nil {
 		return nil
 	}
-	if err := checkIssuerURL(o.Issuer); err != nil {
+	if err := checkSecureURL(o.Issuer); err != nil {
 		return fmt.Errorf("config: auth.oauth.issuer: %w", err)
 	}
 	if o.Audience != "" {
@@ -89,7 +88,7 @@ func (a *AuthConfig) resolve() error {
 		return fmt.Errorf("config: auth.oauth.scopes: %q: a scope is one word", o.Scopes)
 	}
 	if o.IntrospectionURL != "" {
-		if err := checkIssuerURL(o.IntrospectionURL); err != nil {
+		if err := checkSecureURL(o.IntrospectionURL); err != nil {
 			return fmt.Errorf("config: auth.oauth.introspection_url: %w", err)
 		}
 		if o.ClientID == "" || o.ClientSecretFile == "" {
@@ -105,10 +104,10 @@ func (a *AuthConfig) resolve() error {
 	return nil
 }
 
-// checkIssuerURL accepts an https URL, or http on a loopback host (for
+// checkSecureURL accepts an https URL, or http on a loopback host (for
 // development and tests): anything else would let a network attacker
-// serve the keys Airlock trusts.
-func checkIssuerURL(s string) error {
+// serve the keys Airlock trusts, or read the tokens it sends.
+func checkSecureURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || u.User != nil {
 		return fmt.Errorf("%q is not a URL such as https://idp.example.com/", s)
@@ -128,15 +127,6 @@ Configure who may call (docs/auth.md):
     tokens: true            # then: airlock tokens create NAME, one per agent
     # oauth: {issuer: https://idp.example.com/}
 or opt out explicitly with "auth: {anonymous: true}", or listen on 127.0.0.1`, listen)
-}
-
-// loopbackHost reports whether host (no port) names this machine only.
-func loopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
 }
 
 // door is who checks serve's callers, as cfg.Auth says. Without an auth

@@ -814,9 +814,8 @@ func (u *UIConfig) resolve() error {
 	if o.Issuer == "" {
 		return fmt.Errorf("config: ui.oidc.issuer is required")
 	}
-	p, err := url.Parse(o.Issuer)
-	if err != nil || p.Host == "" || (p.Scheme != "https" && !(p.Scheme == "http" && loopbackListen(p.Host))) {
-		return fmt.Errorf("config: ui.oidc.issuer: %q must be an https URL (http only on loopback, for testing)", o.Issuer)
+	if err := checkSecureURL(o.Issuer); err != nil {
+		return fmt.Errorf("config: ui.oidc.issuer: %w", err)
 	}
 	if o.ClientID == "" {
 		return fmt.Errorf("config: ui.oidc.client_id is required")
@@ -952,13 +951,15 @@ func checkHostName(h string) error {
 // loopbackListen reports whether addr listens on loopback only.
 func loopbackListen(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
+	return err == nil && loopbackHost(host)
+}
+
+// loopbackHost reports whether host (no port) names this machine only.
+func loopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
-	ip := net.ParseIP(host)
+	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
 }
 

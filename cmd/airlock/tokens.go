@@ -252,10 +252,10 @@ func deciders(f *adminFlags, tokenFile, brokerURL string) ([]*apiClient, error) 
 		if tok == "" {
 			return nil, errors.New("--url (AIRLOCK_URL) needs your approver token, from --token-file or AIRLOCK_TOKEN: the admin token stays on the broker's machine")
 		}
-		u, err := url.Parse(brokerURL)
-		if err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && loopbackHost(u.Hostname()))) {
-			return nil, fmt.Errorf("--url %q: an https URL such as https://airlock.example.com (http only on loopback): the token must not cross a network in the clear", brokerURL)
+		if err := checkSecureURL(brokerURL); err != nil {
+			return nil, fmt.Errorf("--url: %w: the token must not cross a network in the clear", err)
 		}
+		u, _ := url.Parse(brokerURL)
 		ref := brokerRef{Info: apiInfo{URL: strings.TrimSuffix(u.Scheme+"://"+u.Host+u.Path, "/")}, Token: tok}
 		return []*apiClient{{ref: ref, http: &http.Client{Timeout: 30 * time.Second}}}, nil
 	}
