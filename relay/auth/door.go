@@ -133,7 +133,7 @@ func (d *Door) Authenticate(w http.ResponseWriter, r *http.Request, server strin
 }
 
 func (d *Door) authenticate(r *http.Request, server string) (broker.Principal, *refusal) {
-	if r.URL.Query().Has("access_token") {
+	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
 		// RFC 6750's query form leaks tokens into logs; the MCP spec forbids it.
 		return broker.Principal{}, &refusal{status: http.StatusBadRequest, code: "invalid_request", desc: "an access token in the URL is not accepted; send it in the Authorization header"}
 	}
