@@ -50,6 +50,10 @@ type Approval struct {
 	Principal          Principal       `json:"principal"`
 	Client             ClientInfo      `json:"client"`
 	Session            string          `json:"session"`
+	// Holder names the replica (Options.Replica) whose client waits for
+	// the call: the one process that can release it. Approvals stored
+	// before replicas had names have none.
+	Holder string `json:"holder,omitempty"`
 
 	// Decision is the policy's decision to hold the call: reason, risk,
 	// approvers, quorum, timeout, redaction and what may be granted.

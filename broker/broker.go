@@ -59,7 +59,17 @@ type Options struct {
 	// People map identities to persons (config's identities); nil maps
 	// none.
 	People People
-	// Now is the clock; nil means time.Now.
+	// Replica names this process among the brokers that share a store:
+	// the Holder of the approvals it opens, and the name of its lease.
+	// Empty means a random name.
+	Replica string
+	// LeaseTTL is how long this replica's lease lasts without renewal,
+	// and so how long after a replica dies its pending approvals are
+	// abandoned by another; 0 means DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Now is the clock; nil means time.Now. A store shared by replicas
+	// should give the database's (pgstore.Store.Now), so that all of them
+	// agree on when an approval expires.
 	Now func() time.Time
 }
 

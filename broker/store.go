@@ -32,6 +32,13 @@ var ErrNotFound = errors.New("not found")
 //     that made it returns; a change that is not stored is announced to
 //     nobody. Through it a held call can learn that its approval was
 //     decided, whoever decided it.
+//   - The same holds for grants (CreateGrant, UpdateGrant) and the
+//     functions given to WatchGrants: through it every broker sharing the
+//     store keeps the grants it checks calls against current.
+//   - A store that several processes share (PostgreSQL) announces the
+//     changes each of them makes to every other, once each, never an
+//     older state of a record after a newer one, soon after they are
+//     durable; a lost notification delays a change, never loses it.
 //   - Methods are safe for concurrent use; returned values are copies the
 //     caller may keep and change.
 type Store interface {
@@ -80,6 +87,10 @@ type Store interface {
 	// Grants lists grants, newest first. Listing the active ones stays
 	// cheap however many have ended.
 	Grants(ctx context.Context, q GrantQuery) ([]*Grant, error)
+	// WatchGrants is WatchApprovals for grants: f gets the grant as stored
+	// after every change to a grant (CreateGrant and UpdateGrant), with the
+	// same rules.
+	WatchGrants(ctx context.Context, f func(*Grant)) error
 
 	// SeenTool records a tool's definition the first time the tool is seen
 	// for its server and returns the first record: the given one, or the
@@ -98,10 +109,20 @@ type Store interface {
 	Tokens(ctx context.Context) ([]*Token, error)
 	// TokenGeneration is a number that changes once a change to a token
 	// made through this Store value is durable, before the method that
-	// made it returns. The broker reads it at every request that carries
-	// a token, to know its cached records are current: it must be cheap
-	// (an atomic load).
+	// made it returns, and, in a store other processes share, soon after
+	// one of them changed a token. The broker reads it at every request
+	// that carries a token, to know its cached records are current: it
+	// must be cheap (an atomic load).
 	TokenGeneration() uint64
+
+	// Lease records that replica (a process of the broker) is alive for
+	// ttl from now, by the store's clock (the database's, for a store
+	// processes share), and returns the replicas whose leases have not
+	// run out, replica among them. A store that one process owns (bbolt
+	// locks its file) returns replica alone: any other is gone. The
+	// broker renews its lease every ttl/3 and abandons the pending
+	// approvals whose Holder is not live, since nobody waits for them.
+	Lease(ctx context.Context, replica string, ttl time.Duration) (live []string, err error)
 
 	Close() error
 }

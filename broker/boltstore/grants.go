@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -18,6 +19,41 @@ var grants = kind[broker.Grant]{
 	live: func(g *broker.Grant) (time.Time, bool) {
 		return g.ExpiresAt, g.Status == broker.GrantActive
 	},
+	stored: func(s *Store, data []byte) {
+		if err := s.grantFeed.Publish(data); err != nil {
+			s.log.Error("announcing a stored grant failed", "err", err)
+		}
+	},
+}
+
+// WatchGrants is WatchApprovals for grants.
+func (s *Store) WatchGrants(ctx context.Context, f func(*broker.Grant)) error {
+	if s.readOnly {
+		return errReadOnly
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return errClosed
+	}
+	if err := s.grantFeed.Watch(ctx, f); err != nil {
+		return fmt.Errorf("boltstore: %w", err)
+	}
+	return nil
+}
+
+// Lease returns replica alone: the file is locked to one process, so a
+// replica that wrote approvals before this one opened it is gone.
+func (s *Store) Lease(ctx context.Context, replica string, ttl time.Duration) ([]string, error) {
+	if s.readOnly {
+		return nil, errReadOnly
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, errClosed
+	}
+	return []string{replica}, nil
 }
 
 // CreateGrant stores a new grant and appends rec (if not nil) to the audit

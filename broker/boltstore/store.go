@@ -111,8 +111,10 @@ type Store struct {
 	journal   *journal
 	journaled atomic.Int64 // records in the journal, for readers
 
-	feed     broker.ApprovalFeed // published to by the writer goroutine
-	tokenGen atomic.Uint64       // TokenGeneration, moved by the writer goroutine
+	feed broker.ApprovalFeed // published to by the writer goroutine
+	// grantFeed is published to by the writer goroutine too.
+	grantFeed broker.GrantFeed
+	tokenGen  atomic.Uint64 // TokenGeneration, moved by the writer goroutine
 
 	// readOnly is set by Options.ReadOnly. unmoved are then the
 	// journal's records past the database's last, and torn the bytes
@@ -233,6 +235,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	<-s.done
 	s.feed.Close()
+	s.grantFeed.Close()
 	var errs []error
 	if len(s.journal.pending) > 0 {
 		if _, err := s.try(nil); err != nil {

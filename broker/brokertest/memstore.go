@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
 )
@@ -23,9 +24,15 @@ type MemStore struct {
 	lastHash  string
 	tools     map[[2]string][]byte
 	closed    bool
-	// feed is published to under mu, so that one approval's changes
+	// The feeds are published to under mu, so that one record's changes
 	// reach the watchers in the order they were made.
-	feed broker.ApprovalFeed
+	feed      broker.ApprovalFeed
+	grantFeed broker.GrantFeed
+	// leases maps each replica to when its lease runs out. Every user of
+	// one MemStore is a replica, as processes sharing a database are.
+	leases map[string]time.Time
+	// Now is the store's clock for leases; nil means time.Now.
+	Now func() time.Time
 }
 
 // NewMemStore returns an empty store.
@@ -197,6 +204,7 @@ func (m *MemStore) CreateGrant(_ context.Context, g *broker.Grant, rec *broker.A
 		return err
 	}
 	m.appendIf(rec)
+	m.publishGrant(g.ID)
 	return nil
 }
 
@@ -211,7 +219,52 @@ func (m *MemStore) UpdateGrant(_ context.Context, id string, fn func(*broker.Gra
 		return nil, err
 	}
 	m.appendIf(rec)
+	m.publishGrant(id)
 	return g, nil
+}
+
+func (m *MemStore) publishGrant(id string) {
+	if err := m.grantFeed.Publish(m.grants.rows[id]); err != nil {
+		panic(fmt.Sprintf("brokertest: %v", err))
+	}
+}
+
+// WatchGrants is WatchApprovals for grants.
+func (m *MemStore) WatchGrants(ctx context.Context, f func(*broker.Grant)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	return m.grantFeed.Watch(ctx, f)
+}
+
+// Lease keeps leases as a shared database would: every replica's until
+// it runs out.
+func (m *MemStore) Lease(_ context.Context, replica string, ttl time.Duration) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if m.Now != nil {
+		now = m.Now()
+	}
+	if m.leases == nil {
+		m.leases = make(map[string]time.Time)
+	}
+	m.leases[replica] = now.Add(ttl)
+	var live []string
+	for r, until := range m.leases {
+		if now.Before(until) {
+			live = append(live, r)
+		} else {
+			delete(m.leases, r)
+		}
+	}
+	slices.Sort(live)
+	return live, nil
 }
 
 func (m *MemStore) Grant(_ context.Context, id string) (*broker.Grant, error) {
@@ -373,5 +426,6 @@ func (m *MemStore) Close() error {
 	defer m.mu.Unlock()
 	m.closed = true
 	m.feed.Close()
+	m.grantFeed.Close()
 	return nil
 }
