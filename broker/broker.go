@@ -86,6 +86,8 @@ type Broker struct {
 	now       func() time.Time
 	admin     string // who holds the admin token
 	people    People
+	replica   string // this process's name: the Holder of its approvals
+	leaseTTL  time.Duration
 
 	skipAllowed     bool
 	holdWait        time.Duration
@@ -125,6 +127,8 @@ func New(opts Options) (*Broker, error) {
 		now:             opts.Now,
 		admin:           opts.AdminIdentity,
 		people:          opts.People,
+		replica:         opts.Replica,
+		leaseTTL:        orDefault(opts.LeaseTTL, DefaultLeaseTTL),
 		skipAllowed:     opts.SkipAllowedAudit,
 		holdWait:        orDefault(opts.HoldWait, DefaultHoldWait),
 		approvalTimeout: orDefault(opts.ApprovalTimeout, DefaultApprovalTimeout),
@@ -141,12 +145,20 @@ func New(opts Options) (*Broker, error) {
 		b.metrics = noMetrics{}
 	}
 	b.limits = newLimiter(opts.Limits, b.metrics)
+	if b.replica == "" {
+		b.replica = "airlock-" + NewRef()
+	}
 	// A held call learns its decision from the store, whoever made it:
-	// a vote here, or in another process sharing the store.
+	// a vote here, or in another process sharing the store. Grants made
+	// or ended anywhere match here at once the same way.
 	watch, stop := context.WithCancel(context.Background())
 	if err := opts.Store.WatchApprovals(watch, b.changed); err != nil {
 		stop()
 		return nil, fmt.Errorf("broker: watching the store's approvals: %w", err)
+	}
+	if err := opts.Store.WatchGrants(watch, b.grants.put); err != nil {
+		stop()
+		return nil, fmt.Errorf("broker: watching the store's grants: %w", err)
 	}
 	b.stopWatch = stop
 	if b.now == nil {
@@ -200,29 +212,34 @@ func (g *background) Wait() {
 	g.wg.Wait()
 }
 
-// Start abandons the approvals a previous run left pending: their callers
-// are gone with that run. Call it once, before serving.
+// Start takes this replica's lease and abandons the approvals left pending
+// by replicas that are gone (with bbolt, the previous run): nobody waits
+// for their calls. Then it loads the grants and keeps the lease. Call it
+// once, before serving.
 func (b *Broker) Start(ctx context.Context) error {
-	n, err := b.abandonPending(ctx, "Airlock restarted while the call waited")
-	if err != nil {
+	if err := b.keepLease(ctx); err != nil {
 		return err
 	}
-	if n > 0 {
-		b.log.Info("abandoned approvals left pending by the previous run", "count", n)
+	if err := b.loadGrants(ctx); err != nil {
+		return err
 	}
-	return b.loadGrants(ctx)
+	b.bg.Go(b.renewLease)
+	return nil
 }
 
-// Close stops the broker: waiting calls are answered, their approvals
-// abandoned, and background work (message updates, audit writes) is
-// finished. The store stays open; its owner closes it.
+// Close stops the broker: the calls waiting here are answered, their
+// approvals abandoned, and background work (message updates, audit
+// writes) is finished. Other replicas' approvals are theirs. The store
+// stays open; its owner closes it.
 func (b *Broker) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
 		close(b.done)
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		_, err = b.abandonPending(ctx, "Airlock stopped while the call waited")
+		_, err = b.abandonPending(ctx, "Airlock stopped while the call waited", func(a *Approval) bool {
+			return a.Holder == b.replica
+		})
 		b.live.mu.Lock()
 		for _, la := range b.live.byID {
 			la.timer.Stop()
@@ -236,13 +253,16 @@ func (b *Broker) Close() error {
 	return err
 }
 
-func (b *Broker) abandonPending(ctx context.Context, reason string) (int, error) {
+// abandonPending ends the pending approvals that whose says are
+// abandoned, and counts them.
+func (b *Broker) abandonPending(ctx context.Context, reason string, whose func(*Approval) bool) (int, error) {
 	tried := map[string]bool{}
 	for {
 		pending, err := b.store.Approvals(ctx, ApprovalQuery{Status: []Status{StatusPending}, Limit: 1000})
 		if err != nil {
 			return len(tried), fmt.Errorf("broker: listing pending approvals: %w", err)
 		}
+		pending = slices.DeleteFunc(pending, func(a *Approval) bool { return !whose(a) })
 		progress := false
 		for _, a := range pending {
 			if tried[a.ID] {

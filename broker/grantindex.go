@@ -44,6 +44,10 @@ type grantIndex struct {
 	// keySets are, per server and tool, the key sets of its arguments
 	// grants: few, and what a call's values are looked up under.
 	keySets map[[2]string][]keySet
+	// changed, while the grants are loaded at start, names those the
+	// store's change feed put or removed meanwhile: what the feed said is
+	// newer than the page the load read.
+	changed map[string]bool
 }
 
 type keySet struct {
@@ -123,6 +127,33 @@ func (r *grantRec) activeAt(now time.Time) bool {
 func (ix *grantIndex) put(g *Grant) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	if ix.changed != nil {
+		ix.changed[g.ID] = true
+	}
+	ix.putLocked(g)
+}
+
+// loading starts (true) or ends (false) the load at start, during which
+// load leaves alone the grants that put or remove changed.
+func (ix *grantIndex) loading(on bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.changed = nil
+	if on {
+		ix.changed = make(map[string]bool)
+	}
+}
+
+// load puts a grant as a load read it, unless the feed said more since.
+func (ix *grantIndex) load(g *Grant) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if !ix.changed[g.ID] {
+		ix.putLocked(g)
+	}
+}
+
+func (ix *grantIndex) putLocked(g *Grant) {
 	if ix.byID == nil {
 		ix.seed = maphash.MakeSeed()
 		ix.byID = make(map[uint64]int32)
@@ -214,6 +245,9 @@ func (ix *grantIndex) unlink(m map[uint64]int32, h uint64, slot int32, next func
 func (ix *grantIndex) remove(id string) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	if ix.changed != nil {
+		ix.changed[id] = true
+	}
 	ix.removeLocked(id)
 }
 

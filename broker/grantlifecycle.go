@@ -33,7 +33,12 @@ const MaxDirectGrantTTL = 30 * 24 * time.Hour
 const grantSweepInterval = 30 * time.Second
 
 // loadGrants reads the active grants into the index and starts the sweep.
+// The store's change feed keeps the index current from then on (New
+// watches it already, so that no change falls between the load and the
+// watch).
 func (b *Broker) loadGrants(ctx context.Context) error {
+	b.grants.loading(true)
+	defer b.grants.loading(false)
 	before := ""
 	for {
 		page, err := b.store.Grants(ctx, GrantQuery{Status: []GrantStatus{GrantActive}, Before: before, Limit: 10000})
@@ -41,7 +46,7 @@ func (b *Broker) loadGrants(ctx context.Context) error {
 			return fmt.Errorf("broker: loading grants: %w", err)
 		}
 		for _, g := range page {
-			b.grants.put(g)
+			b.grants.load(g)
 		}
 		if len(page) < 10000 {
 			break
@@ -138,7 +143,7 @@ func (b *Broker) storeGrant(ctx context.Context, g *Grant) error {
 	if err := b.store.CreateGrant(ctx, g, grantRecord(EventGrantCreated, g, g.CreatedBy, g.CreatedAt)); err != nil {
 		return err
 	}
-	b.grants.put(g)
+	// The store's change feed has put it in the index.
 	b.log.Info("grant created", "grant_id", g.ID, "server", g.Server, "tool", g.Tool, "scope", g.Scope, "by", g.CreatedBy, "expires_at", g.ExpiresAt)
 	return nil
 }
@@ -251,7 +256,7 @@ func (b *Broker) CreateGrant(ctx context.Context, spec GrantSpec) (*Grant, error
 func (b *Broker) useGrant(ctx context.Context, g *Grant, rec *AuditRecord) (<-chan error, error) {
 	strict := g.MaxUses > 0
 	count := func() error {
-		updated, err := b.store.UpdateGrant(context.WithoutCancel(ctx), g.ID, func(g *Grant) (*AuditRecord, error) {
+		_, err := b.store.UpdateGrant(context.WithoutCancel(ctx), g.ID, func(g *Grant) (*AuditRecord, error) {
 			now := b.now()
 			if strict {
 				if err := g.use(now); err != nil {
@@ -265,9 +270,11 @@ func (b *Broker) useGrant(ctx context.Context, g *Grant, rec *AuditRecord) (<-ch
 			}
 			return rec, nil
 		})
-		if err == nil {
-			b.grants.put(updated)
-		} else if errors.Is(err, ErrGrantNotActive) {
+		// A use that ended the grant reached the index through the
+		// store's change feed, in the order of the grant's changes; so
+		// must every other, or a use stored before a revocation could
+		// put the revoked grant back.
+		if errors.Is(err, ErrGrantNotActive) {
 			b.grants.remove(g.ID)
 		}
 		return err

@@ -300,7 +300,7 @@ func TestRestartAbandonsPending(t *testing.T) {
 	}
 	brokertest.NewHarness(t, broker.Options{Policy: brokertest.AllowAll(), Store: store}) // starts it
 	got, _ := store.Approval(context.Background(), "01TEST")
-	if got.Status != broker.StatusAbandoned || !strings.Contains(got.Note, "restarted") {
+	if got.Status != broker.StatusAbandoned || got.Note != "the Airlock process holding the call stopped" {
 		t.Errorf("after restart: %+v", got)
 	}
 	recs, _ := store.Audit(context.Background(), broker.AuditQuery{})
