@@ -68,7 +68,7 @@ type Options struct {
 	// abandoned by another; 0 means DefaultLeaseTTL.
 	LeaseTTL time.Duration
 	// Now is the clock; nil means time.Now. A store shared by replicas
-	// should give the database's (pgstore.Store.Now), so that all of them
+	// should give the database's clock, so that all of them
 	// agree on when an approval expires.
 	Now func() time.Time
 }
