@@ -91,6 +91,20 @@ func clickNow(t *testing.T, tab context.Context, sel string) {
 	}
 }
 
+// textNow reads the text of the first element sel finds, in one step in
+// the page: the approval's status is swapped for a fresh copy whenever an
+// event about it arrives, so a node chromedp looked up a moment earlier
+// may be gone by the time it reads it.
+func textNow(t *testing.T, tab context.Context, sel string) string {
+	t.Helper()
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e ? e.innerText : null })()`, sel)
+	got := run(t, tab, chromedp.Evaluate[*string](js))
+	if got == nil {
+		t.Fatalf("nothing in the page matches %s", sel)
+	}
+	return *got
+}
+
 // signInBrowser opens a login link, as a person opens the one the broker
 // printed, and lands on the pending page.
 func signInBrowser(t *testing.T, h *harness, tab context.Context) {
@@ -136,7 +150,7 @@ func TestBrowserApproveLive(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#actions button.approve")),
 		chromedp.WaitVisible(chromedp.CSS("#outcome")),
 	)
-	if got := run(t, tab, chromedp.Text(chromedp.CSS("#outcome"))); !strings.HasPrefix(got, "You approved this call") {
+	if got := textNow(t, tab, "#outcome"); !strings.HasPrefix(got, "You approved this call") {
 		t.Errorf("outcome = %q", got)
 	}
 	if o := outcome(t, done); !released(o) {
@@ -178,7 +192,7 @@ func TestBrowserSeesAnotherDecision(t *testing.T) {
 		t.Fatal(err)
 	}
 	do(t, tab, chromedp.WaitVisible(chromedp.CSS("#outcome")), chromedp.WaitNotPresent(chromedp.CSS("#actions")))
-	if got := run(t, tab, chromedp.Text(chromedp.CSS("#outcome"))); !strings.HasPrefix(got, "Already decided by bob at ") {
+	if got := textNow(t, tab, "#outcome"); !strings.HasPrefix(got, "Already decided by bob at ") {
 		t.Errorf("outcome = %q", got)
 	}
 }
