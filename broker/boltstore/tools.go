@@ -58,3 +58,24 @@ func toolKey(server, tool string) []byte {
 	k := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(server)+len(tool)), uint64(len(server)))
 	return append(append(k, server...), tool...)
 }
+
+// ToolRecords lists every tool first seen, by server and tool, for
+// copying the store elsewhere (airlock state copy).
+func (s *Store) ToolRecords(ctx context.Context) ([]*broker.ToolRecord, error) {
+	var out []*broker.ToolRecord
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTools).ForEach(func(k, v []byte) error {
+			r := new(broker.ToolRecord)
+			// Our own store's record, as SeenTool decodes it.
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("boltstore: decode tool record %x: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

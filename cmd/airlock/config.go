@@ -66,6 +66,12 @@ type Config struct {
 	// StateDir holds the database, the admin token and the running
 	// broker's address (default: under the user's state home).
 	StateDir string `yaml:"state_dir"`
+	// State says where the broker's state is kept: a bbolt file in
+	// StateDir (the default), or a PostgreSQL database replicas share.
+	State StateConfig `yaml:"state"`
+	// AdminTokenFile holds the admin token in place of StateDir's
+	// admin-token, so that replicas can share one (created when absent).
+	AdminTokenFile string `yaml:"admin_token_file"`
 	// HoldWait is how long a caller without a progress token is kept
 	// waiting for a decision before it is told to call again (default 50s).
 	HoldWait time.Duration `yaml:"hold_wait"`
@@ -651,6 +657,9 @@ func (c *Config) resolve() error {
 	}
 	policyDir := c.Policy.Dir
 	c.resolvePaths()
+	if err := c.State.resolve(stateEnv()); err != nil {
+		return err
+	}
 	if c.Policy.Dir != "" {
 		if st, err := os.Stat(c.Policy.Dir); err != nil || !st.IsDir() {
 			why := "is not a directory"
@@ -700,6 +709,8 @@ func (c *Config) resolve() error {
 // the server's own business.
 func (c *Config) resolvePaths() {
 	c.StateDir = c.atConfig(c.StateDir)
+	c.State.PasswordFile = c.atConfig(c.State.PasswordFile)
+	c.AdminTokenFile = c.atConfig(c.AdminTokenFile)
 	c.Policy.Dir = c.atConfig(c.Policy.Dir)
 	if s := c.Slack; s != nil {
 		s.BotTokenFile = c.atConfig(s.BotTokenFile)

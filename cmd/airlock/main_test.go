@@ -17,7 +17,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/airlock-mcp/airlock/broker/brokertest"
+	"github.com/airlock-mcp/airlock/broker/pgstore/pgtest"
 )
 
 // The test binary doubles as airlock itself and as a small upstream MCP
@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 		runTestServer(os.Getenv("AIRLOCK_TEST_SERVER"))
 		os.Exit(0)
 	}
-	os.Exit(brokertest.Main(m))
+	os.Exit(pgtest.Main(m))
 }
 
 // runTestServer is an upstream for subprocess tests. Modes:
@@ -83,7 +83,7 @@ func runTestServer(mode string) {
 // other and never the user's.
 func airlockCmd(t *testing.T, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "AIRLOCK_TEST_ROLE=airlock", "XDG_STATE_HOME="+testStateHome(t), "AIRLOCK_STATE_DIR=")
+	cmd.Env = append(os.Environ(), "AIRLOCK_TEST_ROLE=airlock", "XDG_STATE_HOME="+testStateHome(t), "AIRLOCK_STATE_DIR=", "AIRLOCK_DATABASE_URL=")
 	return cmd
 }
 

@@ -29,7 +29,7 @@ Start here:
 		SilenceErrors: true,
 	}
 	root.AddCommand(newWrapCmd(), newServeCmd(), newPendingCmd(), newVoteCmd(broker.Approve), newVoteCmd(broker.Deny),
-		newGrantsCmd(), newTokensCmd(), newAuditCmd(), newLoginCmd(), newDemoCmd(), newPolicyCmd(), newSlackCmd(), newBenchCmd(), newVersionCmd())
+		newGrantsCmd(), newTokensCmd(), newAuditCmd(), newStateCmd(), newLoginCmd(), newDemoCmd(), newPolicyCmd(), newSlackCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

@@ -36,7 +36,9 @@ type runtime struct {
 	cfg      *Config
 	log      *slog.Logger
 	stateDir string
-	store    *boltstore.Store
+	replica  string // this broker's name among its store's replicas (broker.Options.Replica)
+	store    broker.Store
+	lock     *os.File // the state directory's replica lock, with a database
 	engine   *policy.Engine
 	broker   *broker.Broker
 	relay    *relay.Relay
@@ -65,7 +67,7 @@ func protectedPaths(cfg *Config, stateDir string) (protect, workDirs []string) {
 	if home, err := stateHome(); err == nil {
 		protect = append(protect, home)
 	}
-	protect = append(protect, cfg.path, cfg.Policy.Dir)
+	protect = append(protect, cfg.path, cfg.Policy.Dir, cfg.AdminTokenFile, cfg.State.PasswordFile)
 	if s := cfg.Slack; s != nil {
 		protect = append(protect, s.BotTokenFile, s.AppTokenFile, s.SigningSecretFile)
 	}
@@ -104,12 +106,12 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	if err := ensureStateDir(stateDir); err != nil {
 		return nil, err
 	}
-	var err error
-	rt.store, err = boltstore.Open(filepath.Join(stateDir, dbFile), boltstore.Options{Timeout: time.Second, Logger: log})
+	rt.replica = newReplicaID()
+	now, err := rt.openStore(ctx)
 	if err != nil {
-		return nil, lockedError(stateDir, err)
+		return nil, err
 	}
-	if rt.token, err = adminToken(stateDir); err != nil {
+	if rt.token, err = adminToken(cmp.Or(cfg.AdminTokenFile, filepath.Join(stateDir, tokenFile))); err != nil {
 		return nil, err
 	}
 	protect, workDirs := protectedPaths(cfg, stateDir)
@@ -150,6 +152,8 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		AdminIdentity:    cfg.adminIdentity(), // a login link's identity: one person, one name
 		People:           cfg.people(),
 		Servers:          servers,
+		Replica:          rt.replica,
+		Now:              now,
 	})
 	if err != nil {
 		return nil, err
@@ -188,6 +192,46 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	return rt, nil
 }
 
+// openStore opens the state: the bbolt file in the state directory, or
+// the PostgreSQL database the config names, whose clock (now) the broker
+// then keeps time by, so that every replica agrees when an approval
+// expires.
+func (rt *runtime) openStore(ctx context.Context) (now func() time.Time, err error) {
+	st := &rt.cfg.State
+	if !st.database() {
+		// A directory that once ran on a database runs on bbolt now; the
+		// CLI must not read the database for it.
+		os.Remove(filepath.Join(rt.stateDir, databaseFile))
+		bs, err := boltstore.Open(filepath.Join(rt.stateDir, dbFile), boltstore.Options{Timeout: time.Second, Logger: rt.log})
+		if err != nil {
+			return nil, lockedError(rt.stateDir, err)
+		}
+		rt.store = bs // only now: a nil *boltstore.Store would make a non-nil broker.Store
+		rt.log.Info("state", "store", "bbolt", "path", filepath.Join(rt.stateDir, dbFile), "replica", rt.replica)
+		return nil, nil
+	}
+	// State in a bbolt file here would be left behind unseen: say how to
+	// bring it along instead.
+	if _, err := os.Stat(filepath.Join(rt.stateDir, dbFile)); err == nil {
+		return nil, fmt.Errorf("state: the config names a database, but the state directory %s holds a bbolt database (%s) that would be left behind: "+
+			"copy it with `airlock state copy --from bolt:%s --to %s` and move %s away, or give this replica another state_dir",
+			rt.stateDir, dbFile, rt.stateDir, withoutPassword(st.url), dbFile)
+	}
+	if rt.lock, err = lockStateDir(rt.stateDir); err != nil {
+		return nil, lockedError(rt.stateDir, err)
+	}
+	pg, err := openDatabase(ctx, st.url, st.password, rt.log)
+	if err != nil {
+		return nil, err
+	}
+	rt.store = pg
+	if err := writeDatabaseInfo(rt.stateDir, st); err != nil {
+		return nil, err
+	}
+	rt.log.Info("state", "store", "postgres", "database", redactURL(st.url), "replica", rt.replica)
+	return pg.Now, nil
+}
+
 // listen binds the HTTP listener and records its address for the CLI.
 func (rt *runtime) listen(addr, wrapped string) error {
 	ln, err := net.Listen("tcp", addr)
@@ -209,7 +253,8 @@ func (rt *runtime) listen(addr, wrapped string) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute, // an idle keep-alive connection gives its slot back
 	}
-	return writeAPIInfo(rt.stateDir, apiInfo{URL: rt.baseURL(), PID: os.Getpid(), Server: wrapped, StartedAt: time.Now().UTC()})
+	return writeAPIInfo(rt.stateDir, apiInfo{URL: rt.baseURL(), PID: os.Getpid(), Server: wrapped, StartedAt: time.Now().UTC(),
+		TokenFile: rt.cfg.AdminTokenFile, Replica: rt.replica})
 }
 
 // publicHosts are the names besides the listen address's by which
@@ -295,6 +340,9 @@ func (rt *runtime) close() {
 			rt.log.Error("closing the database failed", "err", err)
 		}
 	}
+	if rt.lock != nil {
+		rt.lock.Close()
+	}
 }
 
 // requireToken guards h with the admin token.
@@ -375,11 +423,16 @@ func (rt *runtime) healthz(w http.ResponseWriter, r *http.Request) {
 	h := struct {
 		Status   string             `json:"status"`
 		Version  string             `json:"version"`
+		Replica  string             `json:"replica"`
+		Store    string             `json:"store"`
 		Servers  []server           `json:"servers"`
 		Sessions int                `json:"sessions"`
 		Policy   policy.Status      `json:"policy"`
 		Audit    broker.AuditStatus `json:"audit"`
-	}{Status: "ok", Version: version(), Servers: []server{}, Policy: st, Audit: rt.broker.AuditStatus()}
+	}{Status: "ok", Version: version(), Replica: rt.replica, Store: "bbolt", Servers: []server{}, Policy: st, Audit: rt.broker.AuditStatus()}
+	if rt.cfg.State.database() {
+		h.Store = "postgres"
+	}
 	if rt.sessions != nil {
 		h.Sessions = rt.sessions()
 	}

@@ -93,7 +93,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 		log.Info("serving", "server", u.Name, "upstream", u.Transport, "url", rt.baseURL()+"/mcp/"+u.Name)
 	}
 	log.Info("who may call the MCP endpoints", "auth", cfg.Auth.doorway())
-	log.Info("broker ready", "state_dir", stateDir, "api", rt.baseURL()+"/api/v1/", "policy_revision", rt.engine.Status().Revision)
+	log.Info("broker ready", "state_dir", stateDir, "replica", rt.replica, "api", rt.baseURL()+"/api/v1/", "policy_revision", rt.engine.Status().Revision)
 
 	select {
 	case err := <-errc:

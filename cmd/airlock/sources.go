@@ -27,7 +27,7 @@ type stateSource struct {
 	dir   string
 	label string // the BROKER column and the audit lines' label
 	api   *apiClient
-	store *boltstore.Store // opened read-only; nil with api
+	store broker.Store // the bbolt file opened read-only, or the database; nil with api
 }
 
 func (s *stateSource) close() {
@@ -60,6 +60,14 @@ func (f *adminFlags) sources(stderr io.Writer) ([]*stateSource, error) {
 	for _, d := range dirs {
 		path := filepath.Join(d, dbFile)
 		if _, err := os.Stat(path); err != nil {
+			src, err := databaseSource(context.Background(), d, stderr)
+			if err != nil {
+				closeSources(out)
+				return nil, err
+			}
+			if src != nil {
+				out = append(out, src)
+			}
 			continue
 		}
 		st, err := boltstore.Open(path, boltstore.Options{ReadOnly: true})
@@ -86,10 +94,43 @@ func (f *adminFlags) sources(stderr io.Writer) ([]*stateSource, error) {
 	if len(out) > 0 {
 		return out, nil
 	}
+	if env := stateEnv(); env != "" {
+		// Where no state directory is at hand, as on a machine that runs
+		// no replica: the database the environment names.
+		if err := checkDatabaseURL(env, false); err != nil {
+			return nil, fmt.Errorf("%s: %w", envDatabaseURL, err)
+		}
+		st, err := openDatabase(context.Background(), env, "", nil)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintln(stderr, termSafe(fmt.Sprintf("no broker is running for %s: read the database %s (%s) directly", dir, redactURL(env), envDatabaseURL)))
+		return []*stateSource{{dir: dir, label: redactURL(env), store: st}}, nil
+	}
 	if explicit {
-		return nil, fmt.Errorf("no Airlock broker is running for %s, and it holds no Airlock state (no %s)", dir, dbFile)
+		return nil, fmt.Errorf("no Airlock broker is running for %s, and it holds no Airlock state (no %s, no %s)", dir, dbFile, databaseFile)
 	}
 	return nil, fmt.Errorf("no Airlock broker is running and no Airlock state was found in %s or its wrap-* directories; start `airlock serve` or `airlock wrap`, or name another state directory with --state-dir", dir)
+}
+
+// databaseSource is the PostgreSQL database a state directory's broker
+// uses (its database.json), opened for a command to read; nil when the
+// directory names none.
+func databaseSource(ctx context.Context, dir string, stderr io.Writer) (*stateSource, error) {
+	info, ok, err := readDatabaseInfo(dir)
+	if err != nil || !ok {
+		return nil, err
+	}
+	dbURL, password, err := info.url()
+	if err != nil {
+		return nil, fmt.Errorf("the state directory %s: %w", dir, err)
+	}
+	st, err := openDatabase(ctx, dbURL, password, nil)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(stderr, termSafe(fmt.Sprintf("no broker is running for %s: read its database %s directly", dir, info.Postgres)))
+	return &stateSource{dir: dir, label: brokerLabel(dir), store: st}, nil
 }
 
 func closeSources(ss []*stateSource) {

@@ -28,10 +28,11 @@ func listenError(addr string, err error) error {
 }
 
 // lockedError names the broker that holds the state directory, from the
-// api.json it wrote, when err says the database is locked. A broker that
+// api.json it wrote, when err says the database (or, with the state in
+// PostgreSQL, the directory) is locked. A broker that
 // is still starting has not written api.json yet: then err says enough.
 func lockedError(stateDir string, err error) error {
-	if !errors.Is(err, boltstore.ErrLocked) {
+	if !errors.Is(err, boltstore.ErrLocked) && !errors.Is(err, errStateDirInUse) {
 		return err
 	}
 	data, rerr := os.ReadFile(filepath.Join(stateDir, apiInfoFile))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -62,12 +63,13 @@ func ensureStateDir(dir string) error {
 	return nil
 }
 
-// adminToken reads the API's bearer token, creating it on first start.
-// A token file that exists but cannot be used (empty, unreadable, open to
-// other users) is an error naming it: replacing it would lock out every
-// CLI that already read it, and guessing would loop.
-func adminToken(dir string) (string, error) {
-	path := filepath.Join(dir, tokenFile)
+// adminToken reads the API's bearer token from path (the state
+// directory's admin-token, or admin_token_file), creating it on first
+// start. A token file that exists but cannot be used (empty, unreadable,
+// open to other users) is an error naming it: replacing it would lock out
+// every CLI that already read it, and guessing would loop.
+func adminToken(path string) (string, error) {
+	dir := filepath.Dir(path)
 	tok, err := readSecretFile(path)
 	if !errors.Is(err, fs.ErrNotExist) {
 		if err != nil {
@@ -78,7 +80,7 @@ func adminToken(dir string) (string, error) {
 	tok = rand.Text() + rand.Text()
 	// Written under a temporary name and linked into place, so that a
 	// concurrent start never reads a half-written (empty) file.
-	tmp, err := os.CreateTemp(dir, tokenFile+".tmp-*")
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
@@ -143,6 +145,11 @@ type apiInfo struct {
 	PID       int       `json:"pid"`
 	Server    string    `json:"server,omitempty"` // the wrapped server, for wrap
 	StartedAt time.Time `json:"started_at"`
+	// TokenFile is where the admin token is when it is not the state
+	// directory's admin-token (admin_token_file).
+	TokenFile string `json:"token_file,omitempty"`
+	// Replica is the broker's name among the replicas of its store.
+	Replica string `json:"replica"`
 }
 
 func writeAPIInfo(dir string, info apiInfo) error {
@@ -227,7 +234,7 @@ func runningBrokers(dirs []string) ([]brokerRef, error) {
 		if json.Unmarshal(data, &info) != nil || info.URL == "" || !processAlive(info.PID) {
 			continue
 		}
-		tok, err := readSecretFile(filepath.Join(d, tokenFile))
+		tok, err := readSecretFile(cmp.Or(info.TokenFile, filepath.Join(d, tokenFile)))
 		if err != nil {
 			return nil, fmt.Errorf("reading the admin token of the broker in %s: %w", d, err)
 		}

@@ -9,7 +9,7 @@ import (
 
 func TestAdminTokenIsMadeOnceAndKept(t *testing.T) {
 	dir := t.TempDir()
-	tok, err := adminToken(dir)
+	tok, err := adminToken(filepath.Join(dir, tokenFile))
 	if err != nil || len(tok) < 32 {
 		t.Fatalf("adminToken = %q, %v", tok, err)
 	}
@@ -17,7 +17,7 @@ func TestAdminTokenIsMadeOnceAndKept(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("token file: %v, %v; want mode 0600", st, err)
 	}
-	again, err := adminToken(dir)
+	again, err := adminToken(filepath.Join(dir, tokenFile))
 	if err != nil || again != tok {
 		t.Fatalf("second adminToken = %q, %v; want the first", again, err)
 	}
@@ -50,7 +50,7 @@ func TestAdminTokenRefusesAFileItCannotUse(t *testing.T) {
 				t.Fatal(err)
 			}
 			os.Chmod(path, tc.mode) // past the umask
-			tok, err := adminToken(dir)
+			tok, err := adminToken(filepath.Join(dir, tokenFile))
 			if err == nil {
 				t.Fatalf("adminToken = %q, want an error", tok)
 			}
