@@ -153,6 +153,7 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		People:           cfg.people(),
 		Servers:          servers,
 		Replica:          rt.replica,
+		LeaseTTL:         cfg.State.Lease,
 		Now:              now,
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 )
 
 // envDatabaseURL names a PostgreSQL database in the environment, in place
@@ -25,6 +26,10 @@ type StateConfig struct {
 	// the password comes from AIRLOCK_DATABASE_URL, PGPASSWORD or
 	// ~/.pgpass, as for psql.
 	PasswordFile string `yaml:"password_file"`
+	// Lease is how long a replica that stopped answering keeps its held
+	// calls before a peer abandons them (broker.Options.LeaseTTL); 0
+	// means the broker's default, 30s.
+	Lease time.Duration `yaml:"lease"`
 
 	url      string // the database in effect: Postgres or AIRLOCK_DATABASE_URL; "" for bbolt
 	password string // read from PasswordFile
@@ -38,6 +43,9 @@ func (s *StateConfig) database() bool { return s.url != "" }
 // writing approvals to the wrong one is worse than not starting), checks
 // its URL and reads the password file.
 func (s *StateConfig) resolve(env string) error {
+	if s.Lease != 0 && s.Lease < minLease {
+		return fmt.Errorf("config: state.lease is %s; give at least %s, since a replica renews it every third and a database's pause must not cost a live replica its calls", s.Lease, minLease)
+	}
 	switch {
 	case s.Postgres != "" && env != "":
 		return fmt.Errorf("config: state.postgres is set and so is %s; name the database in one place", envDatabaseURL)
@@ -67,6 +75,9 @@ func (s *StateConfig) resolve(env string) error {
 	}
 	return nil
 }
+
+// minLease is the shortest state.lease accepted.
+const minLease = 3 * time.Second
 
 // secretParams are the query parameters of a libpq URL that carry secrets.
 var secretParams = []string{"password", "sslpassword"}

@@ -25,6 +25,7 @@ func TestStateConfigErrors(t *testing.T) {
 		"file without db":     {"state: {password_file: " + pw + "}\n", "", "config: state.password_file is set, but no database is"},
 		"password twice":      {"state: {password_file: " + pw + "}\n", "postgres://x:hunter2@db/y", "config: state.password_file is set and AIRLOCK_DATABASE_URL carries a password too"},
 		"missing file":        {"state: {postgres: 'postgres://x@db/y', password_file: /nonexistent}\n", "", "config: state.password_file: open /nonexistent"},
+		"short lease":         {"state: {postgres: 'postgres://x@db/y', lease: 1s}\n", "", "config: state.lease is 1s; give at least 3s"},
 		"open file":           {"state: {postgres: 'postgres://x@db/y', password_file: " + open + "}\n", "", "is open to other users (mode 0644)"},
 	}
 	for name, tc := range tests {
