@@ -205,7 +205,6 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall) (*liveApproval,
 		return nil, err
 	}
 	b.metrics.Held(1)
-	b.publish(ApprovalEvent{Type: "held", Approval: a})
 	b.bg.Go(func() { b.notify(a) })
 	return la, nil
 }
@@ -294,11 +293,12 @@ func (b *Broker) end(id string, s Status, reason string, ev Event) {
 }
 
 // changed takes in an approval as the store now has it, whoever changed
-// it, here or in another replica: when it has left pending, the calls
-// waiting for it here wake up. The store's change
+// it, here or in another replica: live views hear of it, and when it has
+// left pending, the calls waiting for it here wake up. The store's change
 // feed calls it (Store.WatchApprovals), perhaps from its writing goroutine
 // with its locks held: it must not call the store.
 func (b *Broker) changed(a *Approval) {
+	b.publish(ApprovalEvent{Type: eventType(a), Approval: a})
 	b.live.mu.Lock()
 	defer b.live.mu.Unlock()
 	la := b.live.byID[a.ID]
@@ -321,16 +321,28 @@ func (b *Broker) changed(a *Approval) {
 	}
 }
 
-// settled tells the channels (live views, notifiers' messages) about an
-// approval this broker changed: one replica updates the messages, the one
-// that made the change. Its waiters heard from the store already.
+// eventType names a change for live views. A pending approval without
+// votes or message references has just been stored: every later change
+// to a pending approval adds one or the other (a vote, the notifiers'
+// references), and every other one ends it.
+func eventType(a *Approval) string {
+	switch {
+	case a.Status != StatusPending:
+		return "decided"
+	case len(a.Votes) == 0 && len(a.Messages) == 0:
+		return "held"
+	default:
+		return "updated"
+	}
+}
+
+// settled tells the notifiers' messages about an approval this broker
+// changed: one replica updates them, the one that made the change. Its
+// waiters and live views heard from the store already.
 func (b *Broker) settled(a *Approval) {
-	typ := "updated"
 	if a.Status != StatusPending {
-		typ = "decided"
 		b.metrics.Waited(string(a.Status), a.DecidedAt.Sub(a.RequestedAt))
 	}
-	b.publish(ApprovalEvent{Type: typ, Approval: a})
 	b.updateMessages(a)
 }
 

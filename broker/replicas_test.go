@@ -30,11 +30,17 @@ func TestReplicasKeepEachOthersHolds(t *testing.T) {
 		if got, _ := a.Store.Approval(context.Background(), held.ID); got.Status != broker.StatusPending {
 			t.Fatalf("another replica's start and stop left the approval %s (%s)", got.Status, got.Note)
 		}
-		// A decision made in another replica releases the call here.
+		// The live view of one replica hears of a decision made in another.
 		c := brokertest.NewHarness(t, broker.Options{Store: a.Store, Replica: "c"})
 		c.Vote(held.ID, "bob", broker.Approve, "")
 		if o := <-done; !released(o) {
 			t.Fatalf("outcome %+v, want released", o)
+		}
+		for {
+			ev := brokertest.Wait(t, a.Events, "the decision made in replica c")
+			if ev.Type == "decided" && ev.Approval.ID == held.ID {
+				break
+			}
 		}
 	})
 }

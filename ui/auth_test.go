@@ -252,7 +252,13 @@ func TestEvents(t *testing.T) {
 		}
 		return ""
 	}
+	// Stored behind the broker's back, as another replica would: the store
+	// announces it.
 	a := h.addApproval(func(a *broker.Approval) { a.Arguments = json.RawMessage(`{"secret":"do-not-stream"}`) })
+	if ev, data := next(), next(); ev != "event: held" || !strings.Contains(data, `"id":"`+a.ID+`"`) || strings.Contains(data, "do-not-stream") {
+		t.Errorf("event %q %q", ev, data)
+	}
+	next() // the blank line that ends it
 	if _, err := h.Broker.Vote(context.Background(), a.ID, broker.Vote{Approver: "bob", Channel: "test", Verdict: broker.Approve}); err != nil {
 		t.Fatal(err)
 	}
