@@ -2,11 +2,11 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Timings of the follower, variables so that tests can shorten them.
@@ -32,19 +32,28 @@ func (s *Store) follow(ctx context.Context) {
 		}
 	}()
 	lastClock := time.Now()
+	// broken is whether the follower is cut off, so that an outage is
+	// logged once when it starts and once when it ends, not every second.
+	broken := false
+	trouble := func(what string, err error) {
+		if ctx.Err() == nil && !broken {
+			broken = true
+			s.log.Warn("pgstore: "+what+"; other replicas' changes arrive when the database answers again", "err", err)
+		}
+	}
 	for ctx.Err() == nil {
 		if conn == nil {
 			var err error
-			if conn, err = s.listen(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("pgstore: cannot listen for other replicas' changes; reading them every second", "err", err)
+			if conn, err = s.listen(ctx); err != nil {
+				trouble("cannot listen for other replicas' changes", err)
 			}
 		}
 		if conn != nil {
 			wctx, cancel := context.WithTimeout(ctx, pollEvery)
 			_, err := conn.WaitForNotification(wctx)
 			cancel()
-			if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
-				s.log.Warn("pgstore: the connection listening for changes broke", "err", err)
+			if err != nil && ctx.Err() == nil && !pgconn.Timeout(err) {
+				trouble("the connection listening for changes broke", err)
 				conn.Close(ctx)
 				conn = nil
 			}
@@ -57,8 +66,11 @@ func (s *Store) follow(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := s.poll(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("pgstore: reading other replicas' changes", "err", err)
+		if err := s.poll(ctx); err != nil {
+			trouble("reading other replicas' changes", err)
+		} else if broken && conn != nil {
+			broken = false
+			s.log.Info("pgstore: following other replicas' changes again")
 		}
 		if time.Since(lastClock) > clockEvery {
 			s.measureClock(ctx)

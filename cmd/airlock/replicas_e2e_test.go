@@ -39,7 +39,13 @@ const testLease = 3 * time.Second
 // (its servers: entry) with policy (a directory), on a fresh database.
 func startReplicas(t *testing.T, n int, policy, up string) *replicaSet {
 	t.Helper()
-	rs := &replicaSet{db: pgtest.Shared(t).NewDatabase(t)}
+	return startReplicasOn(t, pgtest.Shared(t).NewDatabase(t), n, policy, up)
+}
+
+// startReplicasOn is startReplicas on the database db.
+func startReplicasOn(t *testing.T, db string, n int, policy, up string) *replicaSet {
+	t.Helper()
+	rs := &replicaSet{db: db}
 	tokenFile := filepath.Join(t.TempDir(), "admin-token")
 	for range n {
 		config := fmt.Sprintf("state_dir: %s\nadmin_token_file: %s\npolicy: {dir: %s}\nstate: {postgres: %q, lease: %s}\n"+
@@ -312,6 +318,58 @@ func TestKilledReplicasCallsAbandoned(t *testing.T) {
 	}
 	if v := rs.verify(t, 1); !v.OK || v.Records < 50 {
 		t.Errorf("audit verify on B: %+v", v)
+	}
+}
+
+// The database goes away while a replica runs: the held call keeps
+// waiting, an allowed call is refused (never run unaudited) with a
+// reference, and once the database is back the replica works again
+// without a restart and the held call can be approved.
+func TestServeWhileTheDatabaseIsAway(t *testing.T) {
+	pg := pgtest.Private(t)
+	rs := startReplicasOn(t, pg.NewDatabase(t), 1, replicasPolicy(t), stdioUp("echo"))
+	cs := httpSession(t, rs.serve[0].base+"/mcp/up")
+	if got := callText(t, cs, "echo", map[string]any{"k": 0}); !strings.Contains(got, `"k":0`) {
+		t.Fatalf("echo: %q", got)
+	}
+	done := callAsync(cs, "write", map[string]any{"n": 1})
+	held := rs.pendingOn(t, 0, 1)[0]
+
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := within(t, "an allowed call with the database away", 30*time.Second, callAsync(cs, "echo", map[string]any{"k": 1}))
+	if !strings.HasPrefix(got, "tool error: ") || !strings.Contains(got, "(ref ") || strings.Contains(got, `"k":1`) {
+		t.Errorf("an allowed call with the database away read %q, want a tool error with a ref", got)
+	}
+	select {
+	case got := <-done:
+		t.Fatalf("the held call ended while the database was away: %q", got)
+	default:
+	}
+
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := within(t, "an allowed call once the database is back", 30*time.Second, callAsync(cs, "echo", map[string]any{"k": 2}))
+		if strings.Contains(got, `"k":2`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30s after the database came back, an allowed call still reads %q\n%s", got, rs.serve[0].stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code := rs.api(t, 0, "POST", "/api/v1/approvals/"+held.ID+"/decision", map[string]string{"verdict": "approve"}, nil); code != http.StatusOK {
+		t.Fatalf("approving once the database is back: HTTP %d", code)
+	}
+	if got := within(t, "the held call, approved", 10*time.Second, done); got != `wrote {"n":1}` {
+		t.Errorf("the held call read %q", got)
+	}
+	if v := rs.verify(t, 0); !v.OK {
+		t.Errorf("audit verify: %+v", v)
 	}
 }
 

@@ -68,6 +68,27 @@ func Shared(t testing.TB) *Cluster {
 	return shared
 }
 
+// Private starts a cluster of the test's own, for a test that stops and
+// starts it (as a database that goes away does) without disturbing the
+// tests sharing the shared one. It is stopped and removed when the test
+// ends.
+func Private(t testing.TB) *Cluster {
+	t.Helper()
+	bin := binDir()
+	if bin == "" {
+		brokertest.Missing(t, "PostgreSQL (initdb)", hint)
+	}
+	c, err := Start(bin)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		os.RemoveAll(c.dir)
+	})
+	return c
+}
+
 // StopShared stops the shared cluster if one was started; TestMain calls
 // it after the tests ran.
 func StopShared() {
