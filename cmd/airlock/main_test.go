@@ -81,7 +81,7 @@ func runTestServer(mode string) {
 // airlockCmd runs the test binary as airlock with args, with the test's
 // own state home, so that brokers and CLI commands of one test find each
 // other and never the user's.
-func airlockCmd(t *testing.T, args ...string) *exec.Cmd {
+func airlockCmd(t testing.TB, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "AIRLOCK_TEST_ROLE=airlock", "XDG_STATE_HOME="+testStateHome(t), "AIRLOCK_STATE_DIR=", "AIRLOCK_DATABASE_URL=")
 	return cmd
@@ -89,7 +89,7 @@ func airlockCmd(t *testing.T, args ...string) *exec.Cmd {
 
 var stateHomes sync.Map // test name → directory
 
-func testStateHome(t *testing.T) string {
+func testStateHome(t testing.TB) string {
 	if d, ok := stateHomes.Load(t.Name()); ok {
 		return d.(string)
 	}
@@ -107,7 +107,7 @@ func allowAllConfig(t *testing.T) string {
 
 // allowAllPolicy is a policy directory that allows every call, for tests
 // about the relay rather than the gate.
-func allowAllPolicy(t *testing.T) string {
+func allowAllPolicy(t testing.TB) string {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "airlock.rego"), []byte(`package airlock
 
@@ -177,7 +177,7 @@ func connectCmd(cmd *exec.Cmd) (*mcp.ClientSession, *syncBuffer, error) {
 }
 
 // exitCode waits for cmd and returns its exit status.
-func exitCode(t *testing.T, cmd *exec.Cmd) int {
+func exitCode(t testing.TB, cmd *exec.Cmd) int {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
@@ -193,7 +193,7 @@ func exitCode(t *testing.T, cmd *exec.Cmd) int {
 	return cmd.ProcessState.ExitCode()
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +229,7 @@ func startServe(t *testing.T, config string) (base string, stderr *syncBuffer) {
 }
 
 // waitHealthy waits until the broker at base answers /healthz.
-func waitHealthy(t *testing.T, base string, stderr *syncBuffer) {
+func waitHealthy(t testing.TB, base string, stderr *syncBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

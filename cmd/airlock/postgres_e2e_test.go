@@ -29,7 +29,7 @@ type pgServe struct {
 
 // startPGServe starts serve with config (listen is added) and env, and
 // waits until it answers /healthz.
-func startPGServe(t *testing.T, config string, env ...string) *pgServe {
+func startPGServe(t testing.TB, config string, env ...string) *pgServe {
 	t.Helper()
 	addr := freePort(t)
 	path := filepath.Join(t.TempDir(), "airlock.yaml")
@@ -51,7 +51,7 @@ func startPGServe(t *testing.T, config string, env ...string) *pgServe {
 	return s
 }
 
-func (s *pgServe) stop(t *testing.T) {
+func (s *pgServe) stop(t testing.TB) {
 	t.Helper()
 	s.cmd.Process.Signal(os.Interrupt)
 	if code := exitCode(t, s.cmd); code != 0 {

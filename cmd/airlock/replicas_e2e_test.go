@@ -37,13 +37,13 @@ const testLease = 3 * time.Second
 
 // startReplicas starts n replicas of one broker guarding the server "up"
 // (its servers: entry) with policy (a directory), on a fresh database.
-func startReplicas(t *testing.T, n int, policy, up string) *replicaSet {
+func startReplicas(t testing.TB, n int, policy, up string) *replicaSet {
 	t.Helper()
 	return startReplicasOn(t, pgtest.Shared(t).NewDatabase(t), n, policy, up)
 }
 
 // startReplicasOn is startReplicas on the database db.
-func startReplicasOn(t *testing.T, db string, n int, policy, up string) *replicaSet {
+func startReplicasOn(t testing.TB, db string, n int, policy, up string) *replicaSet {
 	t.Helper()
 	rs := &replicaSet{db: db}
 	tokenFile := filepath.Join(t.TempDir(), "admin-token")
@@ -63,7 +63,7 @@ func startReplicasOn(t *testing.T, db string, n int, policy, up string) *replica
 
 // replicasPolicy allows reads and calls a grant covers, and holds the
 // rest.
-func replicasPolicy(t *testing.T) string {
+func replicasPolicy(t testing.TB) string {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "airlock.rego"), []byte(`package airlock
 
@@ -84,7 +84,7 @@ func stdioUp(mode string) string {
 
 // api makes an admin request to replica i and decodes its JSON answer
 // into out (when not nil), returning the HTTP status.
-func (rs *replicaSet) api(t *testing.T, i int, method, path string, body, out any) int {
+func (rs *replicaSet) api(t testing.TB, i int, method, path string, body, out any) int {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -109,7 +109,7 @@ func (rs *replicaSet) api(t *testing.T, i int, method, path string, body, out an
 
 // pendingOn waits until replica i lists n pending approvals and returns
 // them.
-func (rs *replicaSet) pendingOn(t *testing.T, i, n int) []*broker.Approval {
+func (rs *replicaSet) pendingOn(t testing.TB, i, n int) []*broker.Approval {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -383,7 +383,12 @@ func TestReplicasUnderLoad(t *testing.T) {
 	}
 	up := upstreamHTTP(t)
 	rs := startReplicas(t, 3, allowAllPolicy(t), fmt.Sprintf("    url: %s\n", up))
-	const sessions, calls = 300, 100
+	const sessions = 300
+	calls := 100
+	if raceEnabled {
+		calls = 10
+		t.Logf("under the race detector: %d calls per session (the full 100 run without it, in .ci/run)", calls)
+	}
 	var wg sync.WaitGroup
 	var errs atomic.Int64
 	var firstErr sync.Once
@@ -445,7 +450,7 @@ func countEvent(t *testing.T, db, event string) int {
 
 // upstreamHTTP serves the test upstream's echo over streamable HTTP, in
 // the test process, and returns its URL.
-func upstreamHTTP(t *testing.T) string {
+func upstreamHTTP(t testing.TB) string {
 	t.Helper()
 	s := mcp.NewServer(&mcp.Implementation{Name: "airlock-test-upstream", Version: "1"}, nil)
 	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`), Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
