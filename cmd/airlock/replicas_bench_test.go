@@ -10,12 +10,9 @@ import (
 	"time"
 )
 
-// benchCallers is the number of sessions that call at once in
-// BenchmarkReplicas, spread evenly over the replicas.
-const benchCallers = 24
-
 // Allowed calls through one broker on bbolt, one replica on PostgreSQL and
-// three on PostgreSQL, in one run: calls/s and each call's p50 and p99.
+// three on PostgreSQL, in one run: calls/s and each call's p50 and p99,
+// from one session and from 24 at once (spread evenly over the replicas).
 // The upstream is one streamable HTTP server in this process; the client
 // is rawClient, which costs far less than what it measures. Figures:
 // docs/benchmarks.md.
@@ -44,18 +41,20 @@ func BenchmarkReplicas(b *testing.B) {
 				b.TempDir(), allowAllPolicy(b), up))
 			bases, stop = []string{s.base}, func() { s.stop(b) }
 		}
-		b.Run(c.name, func(b *testing.B) { driveAllowed(b, bases) })
+		for _, callers := range []int{1, 24} {
+			b.Run(fmt.Sprintf("%s/callers=%d", c.name, callers), func(b *testing.B) { driveAllowed(b, bases, callers) })
+		}
 		stop()
 	}
 }
 
-// driveAllowed makes b.N echo calls from benchCallers sessions spread over
-// the brokers at bases, and reports calls/s and the calls' p50 and p99.
-func driveAllowed(b *testing.B, bases []string) {
+// driveAllowed makes b.N echo calls from callers sessions spread over the
+// brokers at bases, and reports calls/s and the calls' p50 and p99.
+func driveAllowed(b *testing.B, bases []string, callers int) {
 	ctx := context.Background()
-	sessions := make([]*rawSession, benchCallers)
+	sessions := make([]*rawSession, callers)
 	for i := range sessions {
-		rc := &rawClient{http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchCallers}}, endpoint: bases[i%len(bases)] + "/mcp/up"}
+		rc := &rawClient{http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: callers}}, endpoint: bases[i%len(bases)] + "/mcp/up"}
 		s, err := rc.open(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -63,13 +62,13 @@ func driveAllowed(b *testing.B, bases []string) {
 		defer s.close(ctx)
 		sessions[i] = s
 	}
-	lat := make([][]time.Duration, benchCallers)
+	lat := make([][]time.Duration, callers)
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
 	for i, s := range sessions {
-		n := b.N / benchCallers
-		if i < b.N%benchCallers {
+		n := b.N / callers
+		if i < b.N%callers {
 			n++
 		}
 		wg.Go(func() {
