@@ -83,7 +83,13 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 	st.conn = c
 	st.opened++
 	n := st.opened
-	close(st.connected)
+	// A client that reconnects before its old connection's reader
+	// noticed the close finds connected still closed: it stays so.
+	select {
+	case <-st.connected:
+	default:
+		close(st.connected)
+	}
 	st.wg.Add(2)
 	st.mu.Unlock()
 
