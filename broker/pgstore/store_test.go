@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/brokertest"
@@ -327,5 +328,52 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting: %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A transaction the database refuses for a serialization failure or a
+// deadlock runs again, a bounded number of times; any other error is
+// returned at once.
+func TestTransactionsRetried(t *testing.T) {
+	s := openURL(t, pgtest.Shared(t).NewDatabase(t))
+	runs := 0
+	err := s.tx(t.Context(), func(tx pgx.Tx) error {
+		if runs++; runs < 3 {
+			return &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
+		}
+		_, err := tx.Exec(t.Context(), "SELECT 1")
+		return err
+	})
+	if err != nil || runs != 3 {
+		t.Errorf("after two serialization failures: %v, %d runs", err, runs)
+	}
+	runs = 0
+	err = s.tx(t.Context(), func(pgx.Tx) error { runs++; return &pgconn.PgError{Code: "40P01"} })
+	if err == nil || runs != 5 {
+		t.Errorf("a deadlock every time: %v after %d runs, want an error after 5", err, runs)
+	}
+	runs = 0
+	err = s.tx(t.Context(), func(pgx.Tx) error { runs++; return errors.New("not the database's") })
+	if err == nil || runs != 1 {
+		t.Errorf("another error: %v after %d runs, want it after 1", err, runs)
+	}
+}
+
+// Now is the database's clock, whatever the local one says: replicas
+// whose clocks disagree still agree on expiry.
+func TestNowIsTheDatabasesClock(t *testing.T) {
+	s := openURL(t, pgtest.Shared(t).NewDatabase(t))
+	// As if this machine's clock ran an hour behind the database's.
+	s.offset.Store(int64(time.Hour))
+	if d := s.Now().Sub(time.Now()); d < 59*time.Minute {
+		t.Fatalf("Now with an offset of an hour is %s ahead", d)
+	}
+	s.measureClock(t.Context())
+	var db time.Time
+	if err := s.pool.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	if d := s.Now().Sub(db); d < -time.Second || d > time.Second {
+		t.Errorf("Now is %s from the database's clock", d)
 	}
 }

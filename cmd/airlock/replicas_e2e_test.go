@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -143,6 +144,39 @@ func (rs *replicaSet) verify(t *testing.T, i int) broker.AuditVerification {
 	return v
 }
 
+// events follows replica i's /api/v1/events and delivers each "held"
+// event's data.
+func (rs *replicaSet) events(t *testing.T, i int) <-chan string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", rs.serve[i].base+"/api/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+rs.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("events on replica %d: %v %v", i, resp, err)
+	}
+	out := make(chan string, 16)
+	go func() {
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		held := false
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "event: held":
+				held = true
+			case held && strings.HasPrefix(line, "data: "):
+				held = false
+				select {
+				case out <- strings.TrimPrefix(line, "data: "):
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}
+
 // callAsync calls tool on cs and delivers the text the client read.
 func callAsync(cs *mcp.ClientSession, tool string, args any) <-chan string {
 	out := make(chan string, 1)
@@ -179,9 +213,13 @@ func TestReplicasActAsOne(t *testing.T) {
 	rs := startReplicas(t, 3, replicasPolicy(t), stdioUp("echo"))
 	a := httpSession(t, rs.serve[0].base+"/mcp/up")
 
-	// Held on A, approved through B.
+	// Held on A, approved through B; B's event stream hears of the hold.
+	events := rs.events(t, 1)
 	done := callAsync(a, "write", map[string]any{"n": 1})
 	held := rs.pendingOn(t, 1, 1)[0]
+	if got := within(t, "B's event stream", 10*time.Second, events); !strings.Contains(got, `"id":"`+held.ID+`"`) {
+		t.Errorf("B's event stream said %q first, want the call held on A", got)
+	}
 	if held.Holder == "" || held.Holder != getHealthz(t, rs.serve[0].base).Replica {
 		t.Errorf("the approval's holder is %q, want replica A", held.Holder)
 	}
@@ -276,7 +314,7 @@ func TestReplicasActAsOne(t *testing.T) {
 // marks them abandoned within the lease, the chain verifies, and the
 // calls the killed one answered before it died are all in the log.
 func TestKilledReplicasCallsAbandoned(t *testing.T) {
-	rs := startReplicas(t, 2, replicasPolicy(t), stdioUp("echo"))
+	rs := startReplicas(t, 3, replicasPolicy(t), stdioUp("echo"))
 	a := rs.serve[0]
 	for i := range 10 {
 		cs := httpSession(t, a.base+"/mcp/up")
@@ -316,8 +354,10 @@ func TestKilledReplicasCallsAbandoned(t *testing.T) {
 	if n := len(rs.audit(t, 1, "call.allowed", "")); n != 10 {
 		t.Errorf("%d allowed-call records of the calls A answered before it died, want 10", n)
 	}
-	if v := rs.verify(t, 1); !v.OK || v.Records < 50 {
-		t.Errorf("audit verify on B: %+v", v)
+	for i := 1; i < 3; i++ {
+		if v := rs.verify(t, i); !v.OK || v.Records < 50 {
+			t.Errorf("audit verify on replica %d: %+v", i, v)
+		}
 	}
 }
 
