@@ -15,6 +15,13 @@ import (
 )
 
 func main() {
+	// A client that dies takes its ends of wrap's stdout and stderr with
+	// it. Go's default is to exit on SIGPIPE from a write to fd 1 or 2,
+	// before wrap has recorded anything; taking the signal makes such a
+	// write fail with EPIPE instead, and wrap withdraws the client's held
+	// calls, records it and cleans up. (Notify, not Ignore: an ignored
+	// signal would stay ignored in the servers Airlock starts.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
