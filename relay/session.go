@@ -547,7 +547,10 @@ func (s *Session) soleRequest() jsonrpc.ID {
 }
 
 // relayProgress attaches upstream progress to the client request that gave
-// its token, shifting it past Airlock's own heartbeats if there were any.
+// its token, shifting its progress past Airlock's own heartbeats if there
+// were any, so that it keeps increasing. Its total passes as the upstream
+// sent it: it is the upstream's measure of the work, and shifting it
+// would make a client's percentage wrong (5 of 5 read as 5 of 8).
 func (s *Session) relayProgress(m *jsonrpc.Request) (jsonrpc.ID, *jsonrpc.Request) {
 	tok := progressTokenOf(m.Params)
 	s.mu.Lock()
@@ -557,9 +560,7 @@ func (s *Session) relayProgress(m *jsonrpc.Request) (jsonrpc.ID, *jsonrpc.Reques
 		return jsonrpc.ID{}, m
 	}
 	if n := c.heartbeats.Load(); n > 0 {
-		params := shift(m.Params, "progress", n)
-		params = shift(params, "total", n)
-		m = &jsonrpc.Request{Method: m.Method, Params: params}
+		m = &jsonrpc.Request{Method: m.Method, Params: shift(m.Params, "progress", n)}
 	}
 	return c.clientID, m
 }
