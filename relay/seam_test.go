@@ -150,6 +150,26 @@ func TestClientCancelEndsTheGatesWait(t *testing.T) {
 			t.Errorf("the upstream got %d tools/calls", n)
 		}
 	})
+	// The client's reason for cancelling is kept, as one line and bounded:
+	// the withdrawal says "the client cancelled the call: Request timed
+	// out" where the TypeScript SDK's timeout fired.
+	t.Run("stdio cancel with a reason", func(t *testing.T) {
+		t.Parallel()
+		rr := newRawRelay(t)
+		rr.client(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write","arguments":{"path":"/x"}}}`)
+		c := rr.gateGets()
+		rr.client(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"reason":"Request timed out\n\u001b[31m` + strings.Repeat("é", 300) + `"}}`)
+		select {
+		case <-c.ctx.Done():
+		case <-timeout():
+			t.Fatal("the cancellation did not end the gate's wait")
+		}
+		cause := context.Cause(c.ctx)
+		want := "the client cancelled the call: Request timed out  [31m" + strings.Repeat("é", 88) + "…"
+		if !errors.Is(cause, broker.ErrClientCancelled) || cause.Error() != want {
+			t.Errorf("cause = %q, want %q", cause, want)
+		}
+	})
 	// The session ends when the client closes stdin, or when ServeConn's
 	// context ends (Airlock shutting down).
 	for name, end := range map[string]func(*rawRelay){"stdio session closed": (*rawRelay).close, "stdio ServeConn stopped": func(rr *rawRelay) { rr.stop() }} {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -423,7 +425,35 @@ func (s *Session) clientCancelled(ctx context.Context, m *jsonrpc.Request) {
 	if err != nil {
 		return
 	}
-	s.cancelClientRequest(ctx, id, reason, broker.ErrClientCancelled)
+	cause := broker.ErrClientCancelled
+	if r := cancelReason(reason); r != "" {
+		// The client's own words ("Request timed out") say more than
+		// "cancelled" to whoever reads the withdrawal.
+		cause = fmt.Errorf("%w: %s", broker.ErrClientCancelled, r)
+	}
+	s.cancelClientRequest(ctx, id, reason, cause)
+}
+
+// maxCancelReason bounds the client's reason kept in a withdrawal.
+const maxCancelReason = 200
+
+// cancelReason is a cancellation's reason as kept in the audit log: one
+// line of at most maxCancelReason bytes, since a client writes it.
+func cancelReason(r string) string {
+	r = strings.TrimSpace(strings.Map(func(c rune) rune {
+		if unicode.IsControl(c) {
+			return ' '
+		}
+		return c
+	}, strings.ToValidUTF8(r, "\uFFFD")))
+	if len(r) > maxCancelReason {
+		cut := maxCancelReason
+		for cut > 0 && !utf8.RuneStart(r[cut]) {
+			cut--
+		}
+		r = r[:cut] + "…"
+	}
+	return r
 }
 
 // cancelClientRequest gives up on the client's request id: the client will
