@@ -38,6 +38,12 @@ type Options struct {
 	// before it is told to call again; 0 means DefaultHoldWait, negative
 	// means it waits for the decision however long it takes.
 	HoldWait time.Duration
+	// JoinAcrossSessions lets an identical call from another session of
+	// the same identified principal join a pending approval (a client
+	// that reconnected before calling again). By default only a retry in
+	// the same session joins; anonymous callers never join across
+	// sessions.
+	JoinAcrossSessions bool
 	// ApprovalTimeout applies when the policy names none; 0 means
 	// DefaultApprovalTimeout.
 	ApprovalTimeout time.Duration
@@ -89,10 +95,11 @@ type Broker struct {
 	replica   string // this process's name: the Holder of its approvals
 	leaseTTL  time.Duration
 
-	skipAllowed     bool
-	holdWait        time.Duration
-	approvalTimeout time.Duration
-	heartbeat       time.Duration
+	skipAllowed        bool
+	holdWait           time.Duration
+	joinAcrossSessions bool
+	approvalTimeout    time.Duration
+	heartbeat          time.Duration
 
 	live   liveApprovals
 	limits *limiter
@@ -118,23 +125,24 @@ func New(opts Options) (*Broker, error) {
 		return nil, errors.New("broker: a policy and a store are required")
 	}
 	b := &Broker{
-		log:             opts.Logger,
-		metrics:         opts.Metrics,
-		policy:          opts.Policy,
-		store:           opts.Store,
-		notifiers:       opts.Notifiers,
-		servers:         slices.Clone(opts.Servers),
-		now:             opts.Now,
-		admin:           opts.AdminIdentity,
-		people:          opts.People,
-		replica:         opts.Replica,
-		leaseTTL:        orDefault(opts.LeaseTTL, DefaultLeaseTTL),
-		skipAllowed:     opts.SkipAllowedAudit,
-		holdWait:        orDefault(opts.HoldWait, DefaultHoldWait),
-		approvalTimeout: orDefault(opts.ApprovalTimeout, DefaultApprovalTimeout),
-		heartbeat:       orDefault(opts.Heartbeat, DefaultHeartbeat),
-		live:            liveApprovals{byID: map[string]*liveApproval{}, byKey: map[holdKey]*liveApproval{}},
-		done:            make(chan struct{}),
+		log:                opts.Logger,
+		metrics:            opts.Metrics,
+		policy:             opts.Policy,
+		store:              opts.Store,
+		notifiers:          opts.Notifiers,
+		servers:            slices.Clone(opts.Servers),
+		now:                opts.Now,
+		admin:              opts.AdminIdentity,
+		people:             opts.People,
+		replica:            opts.Replica,
+		leaseTTL:           orDefault(opts.LeaseTTL, DefaultLeaseTTL),
+		skipAllowed:        opts.SkipAllowedAudit,
+		holdWait:           orDefault(opts.HoldWait, DefaultHoldWait),
+		joinAcrossSessions: opts.JoinAcrossSessions,
+		approvalTimeout:    orDefault(opts.ApprovalTimeout, DefaultApprovalTimeout),
+		heartbeat:          orDefault(opts.Heartbeat, DefaultHeartbeat),
+		live:               liveApprovals{byID: map[string]*liveApproval{}, byKey: map[holdKey]*liveApproval{}},
+		done:               make(chan struct{}),
 	}
 	b.pool = pool.New(b.done)
 	b.bg.pool = b.pool

@@ -36,6 +36,9 @@ var (
 // joins the approval its first attempt opened.
 type holdKey struct {
 	source, principal, server, tool, digest string // the same caller: source and id
+	// session is the caller's session, unless Options.JoinAcrossSessions
+	// lets an identified principal's other sessions join.
+	session string
 }
 
 // liveApproval is the broker's live view of one approval it opened for a
@@ -109,7 +112,7 @@ func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller 
 	for {
 		select {
 		case <-la.decided:
-			return b.release(ctx, la, caller)
+			return b.release(ctx, call, la, caller)
 		case <-heartbeat:
 			caller.Waiting(b.waitingText(b.current(la)))
 		case <-holdWait:
@@ -125,7 +128,7 @@ func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller 
 			defer t.Stop()
 			select {
 			case <-la.decided:
-				return b.release(ctx, la, caller)
+				return b.release(ctx, call, la, caller)
 			case <-t.C:
 				return refuse(fmt.Sprintf("Airlock is shutting down; the call was not run (ref %s).", a.ID))
 			}
@@ -141,7 +144,12 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall) (*liveApproval,
 		return nil, errors.New("broker: shutting down")
 	default:
 	}
-	key := holdKey{hc.call.Principal.Source, hc.call.Principal.ID, hc.call.Server, hc.call.Tool, hc.in.ArgumentsDigest}
+	key := holdKey{hc.call.Principal.Source, hc.call.Principal.ID, hc.call.Server, hc.call.Tool, hc.in.ArgumentsDigest, hc.call.Session}
+	if b.joinAcrossSessions && hc.call.Principal.ID != "" && hc.call.Principal.Source != SourceAnonymous {
+		// Anonymous callers are never one caller: one client's retry
+		// must not take another's approval.
+		key.session = ""
+	}
 	b.live.mu.Lock()
 	if la := b.live.byKey[key]; la != nil && la.waiters == 0 && joinable(la.approval, b.now()) {
 		la.waiters++
@@ -348,7 +356,7 @@ func (b *Broker) settled(a *Approval) {
 
 // release forwards an approved call, once, if its tool did not change while
 // it waited; otherwise it tells the caller what became of the approval.
-func (b *Broker) release(ctx context.Context, la *liveApproval, caller Caller) Outcome {
+func (b *Broker) release(ctx context.Context, call *Call, la *liveApproval, caller Caller) Outcome {
 	a := b.current(la)
 	if a.Status != StatusApproved {
 		return refuse(outcomeText(a, b.now()))
@@ -374,7 +382,9 @@ func (b *Broker) release(ctx context.Context, la *liveApproval, caller Caller) O
 			return nil, errAlreadyReleased
 		}
 		a.ReleasedAt = b.now()
-		return callOutcome(EventReleased, a, "", b.now()), nil
+		rec := callOutcome(EventReleased, a, "", b.now())
+		rec.Session = call.Session // the session that runs it, which may have joined
+		return rec, nil
 	})
 	if err != nil {
 		if errors.Is(err, errAlreadyReleased) {

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -160,6 +161,59 @@ func TestHoldWaitRetryJoins(t *testing.T) {
 		}
 		<-r2
 	})
+}
+
+// A retry joins its approval only from the session that opened it: an
+// identical call from another session (another anonymous client, above
+// all) opens its own. With JoinAcrossSessions an identified principal's
+// other session joins, and call.released names the session that ran.
+func TestJoinsScopedToTheSession(t *testing.T) {
+	for _, across := range []bool{false, true} {
+		t.Run(fmt.Sprint("across=", across), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHoldHarness(t, broker.Options{HoldWait: 50 * time.Second, JoinAcrossSessions: across})
+				args := map[string]any{"path": "/x"}
+				if o := <-h.Call(context.Background(), "write", args); o.Forward {
+					t.Fatalf("first attempt: %+v", o)
+				}
+				a := h.Held()
+
+				anon := h.NewCall("write", args)
+				anon.Principal = broker.Principal{Source: broker.SourceAnonymous}
+				anon.Session = "anon-1"
+				first := h.Check(context.Background(), anon)
+				anonA := h.Held()
+				<-first
+				anon2 := h.NewCall("write", args)
+				anon2.Principal = anon.Principal
+				anon2.Session = "anon-2"
+				second := h.Check(context.Background(), anon2)
+				if b := h.Held(); b.ID == anonA.ID {
+					t.Error("another anonymous client's identical call joined the first's approval")
+				}
+				<-second
+
+				other := h.NewCall("write", args)
+				other.Session = "fedcba987654"
+				done := h.Check(context.Background(), other)
+				if across {
+					h.Vote(a.ID, "alice", broker.Approve, "")
+					if o := <-done; !released(o) {
+						t.Fatalf("the same principal's other session: %+v", o)
+					}
+					recs, _ := h.Store.Audit(context.Background(), broker.AuditQuery{ApprovalID: a.ID, Event: string(broker.EventReleased)})
+					if len(recs) != 1 || recs[0].Session != other.Session {
+						t.Errorf("call.released records %+v, want the session %s that ran it", recs, other.Session)
+					}
+					return
+				}
+				if b := h.Held(); b.ID == a.ID {
+					t.Error("an identical call from another session joined the approval")
+				}
+				<-done
+			})
+		})
+	}
 }
 
 // A caller that gave a progress token is kept waiting with a progress

@@ -75,6 +75,10 @@ type Config struct {
 	// HoldWait is how long a caller without a progress token is kept
 	// waiting for a decision before it is told to call again (default 50s).
 	HoldWait time.Duration `yaml:"hold_wait"`
+	// JoinAcrossSessions lets an identical retry from another session of
+	// the same identified principal join a pending approval (default
+	// false: only a retry in the same session joins).
+	JoinAcrossSessions bool `yaml:"join_across_sessions"`
 	// ApprovalTimeout applies when the policy names no timeout (default
 	// 10m).
 	ApprovalTimeout time.Duration `yaml:"approval_timeout"`
