@@ -9,8 +9,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Timings of the follower, variables so that tests can shorten them.
-var (
+// Timings of the follower.
+const (
 	// pollEvery bounds how late a change arrives when its notification
 	// was lost: the follower reads new revisions at least this often.
 	pollEvery = time.Second
