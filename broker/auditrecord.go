@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -164,6 +165,13 @@ type AuditVerification struct {
 	Problem   string `json:"problem,omitempty"`
 }
 
+// BrokenAt is the verification of a chain whose records before seq hold
+// and whose record seq fails as problem says: for the checks a store makes
+// itself (where a record is stored, where the chain ends).
+func BrokenAt(seq uint64, problem string) AuditVerification {
+	return AuditVerification{Records: seq - 1, BrokenSeq: seq, Problem: problem}
+}
+
 // Verifier checks records handed to it in sequence order; stores use it to
 // implement VerifyAudit.
 type Verifier struct {
@@ -190,6 +198,31 @@ func (v *Verifier) Check(r *AuditRecord) bool {
 		return true
 	}
 	return false
+}
+
+// CheckJSON is Check for a record as a store keeps it, its JSON: data must
+// decode, and be the record's own encoding byte for byte. JSON that decodes
+// to a sealed record but reads otherwise (a key in other case, a second
+// "actor") would show whoever reads the stored bytes (SQL, a file) what
+// the chain does not vouch for. It returns the record, nil when data does
+// not decode.
+func (v *Verifier) CheckJSON(data []byte) (*AuditRecord, bool) {
+	if v.result.BrokenSeq != 0 {
+		return nil, false
+	}
+	want := v.result.Records + 1
+	// A store's own bytes; re-encoding below is what holds them to the
+	// record the hash covers.
+	r := new(AuditRecord)
+	if err := json.Unmarshal(data, r); err != nil {
+		v.fail(want, "record %d is not valid JSON (%v)", want, err)
+		return nil, false
+	}
+	if enc, err := json.Marshal(r); err != nil || !bytes.Equal(enc, data) {
+		v.fail(want, "record %d is stored as bytes that are not its own encoding (they were changed)", want)
+		return r, false
+	}
+	return r, v.Check(r)
 }
 
 func (v *Verifier) fail(seq uint64, format string, args ...any) {

@@ -198,6 +198,7 @@ func update[T any](ctx context.Context, s *Store, k *kind[T], id string, fn func
 			return err
 		}
 		v := new(T)
+		// The store's own encoding of a record the core built (see collect).
 		if err := json.Unmarshal(old, v); err != nil {
 			return fmt.Errorf("decoding %s %s: %w", k.noun, id, err)
 		}

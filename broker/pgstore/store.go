@@ -451,19 +451,14 @@ func (s *Store) VerifyAudit(ctx context.Context) (broker.AuditVerification, erro
 				rows.Close()
 				return broker.AuditVerification{}, fmt.Errorf("pgstore: verify audit: %w", err)
 			}
-			r := new(broker.AuditRecord)
-			want := v.Result().Records + 1
-			if err := json.Unmarshal(data, r); err != nil {
-				rows.Close()
-				return broken(want, fmt.Sprintf("the record stored as seq %d is not valid JSON (%v)", after, err)), nil
-			}
-			if !v.Check(r) {
+			r, ok := v.CheckJSON(data)
+			if !ok {
 				rows.Close()
 				return v.Result(), nil
 			}
 			if r.Seq != uint64(after) {
 				rows.Close()
-				return broken(r.Seq, fmt.Sprintf("record %d is stored as seq %d", r.Seq, after)), nil
+				return broker.BrokenAt(r.Seq, fmt.Sprintf("record %d is stored as seq %d", r.Seq, after)), nil
 			}
 			last = r
 		}
@@ -476,13 +471,9 @@ func (s *Store) VerifyAudit(ctx context.Context) (broker.AuditVerification, erro
 	}
 	res := v.Result()
 	if int64(res.Records) != headSeq || (last != nil && last.Hash != headHash) {
-		return broken(res.Records+1, fmt.Sprintf("the chain's head is record %d (%.12s…), but the log ends at record %d", headSeq, headHash, res.Records)), nil
+		return broker.BrokenAt(res.Records+1, fmt.Sprintf("the chain's head is record %d (%.12s…), but the log ends at record %d", headSeq, headHash, res.Records)), nil
 	}
 	return res, nil
-}
-
-func broken(seq uint64, problem string) broker.AuditVerification {
-	return broker.AuditVerification{Records: seq - 1, BrokenSeq: seq, Problem: problem}
 }
 
 // collect decodes rows of one JSON column. The JSON is the store's own

@@ -377,3 +377,26 @@ func TestNowIsTheDatabasesClock(t *testing.T) {
 		t.Errorf("Now is %s from the database's clock", d)
 	}
 }
+
+// A record whose stored bytes decode to the sealed record but read
+// otherwise (a second "Actor" a case-insensitive decoder drops) is caught:
+// a reader of the table would see what the chain does not vouch for.
+func TestVerifyCatchesBytesThatAreNotTheRecords(t *testing.T) {
+	s := openURL(t, pgtest.Shared(t).NewDatabase(t))
+	ctx := t.Context()
+	for i := range 3 {
+		if err := s.AppendAudit(ctx, &broker.AuditRecord{Time: time.Now().UTC(), Event: broker.EventAllowed, Actor: broker.Airlock, Reason: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE airlock_audit SET data = convert_to(replace(convert_from(data, 'UTF8'), '"actor":"airlock"', '"Actor":"mallory","actor":"airlock"'), 'UTF8') WHERE seq = 2`); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.VerifyAudit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.OK || v.BrokenSeq != 2 || !strings.Contains(v.Problem, "not its own encoding") {
+		t.Errorf("verification after rewriting record 2's bytes: %+v", v)
+	}
+}
