@@ -73,6 +73,11 @@ type Options struct {
 	// and so how long after a replica dies its pending approvals are
 	// abandoned by another; 0 means DefaultLeaseTTL.
 	LeaseTTL time.Duration
+	// Gone names replicas known to have stopped, whatever their leases
+	// say: the process that held a state file locked to one process
+	// before this one took the lock. Their pending approvals are
+	// abandoned at Start.
+	Gone []string
 	// Now is the clock; nil means time.Now. A store shared by replicas
 	// should give the database's clock, so that all of them
 	// agree on when an approval expires.
@@ -94,6 +99,7 @@ type Broker struct {
 	people    People
 	replica   string // this process's name: the Holder of its approvals
 	leaseTTL  time.Duration
+	gone      []string // Options.Gone
 
 	skipAllowed        bool
 	holdWait           time.Duration
@@ -136,6 +142,7 @@ func New(opts Options) (*Broker, error) {
 		people:             opts.People,
 		replica:            opts.Replica,
 		leaseTTL:           orDefault(opts.LeaseTTL, DefaultLeaseTTL),
+		gone:               opts.Gone,
 		skipAllowed:        opts.SkipAllowedAudit,
 		holdWait:           orDefault(opts.HoldWait, DefaultHoldWait),
 		joinAcrossSessions: opts.JoinAcrossSessions,
@@ -245,8 +252,8 @@ func (b *Broker) Close() error {
 		close(b.done)
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		_, err = b.abandonPending(ctx, "Airlock stopped while the call waited", func(a *Approval) bool {
-			return a.Holder == b.replica
+		_, err = b.abandonPending(ctx, "Airlock stopped while the call waited", func(a *Approval) (bool, time.Time) {
+			return a.Holder == b.replica, time.Time{}
 		})
 		b.live.mu.Lock()
 		for _, la := range b.live.byID {
@@ -262,27 +269,33 @@ func (b *Broker) Close() error {
 }
 
 // abandonPending ends the pending approvals that whose says are
-// abandoned, and counts them.
-func (b *Broker) abandonPending(ctx context.Context, reason string, whose func(*Approval) bool) (int, error) {
+// abandoned, and counts them. whose also says when the wait ended, if
+// before now.
+func (b *Broker) abandonPending(ctx context.Context, reason string, whose func(*Approval) (bool, time.Time)) (int, error) {
 	tried := map[string]bool{}
 	for {
 		pending, err := b.store.Approvals(ctx, ApprovalQuery{Status: []Status{StatusPending}, Limit: 1000})
 		if err != nil {
 			return len(tried), fmt.Errorf("broker: listing pending approvals: %w", err)
 		}
-		pending = slices.DeleteFunc(pending, func(a *Approval) bool { return !whose(a) })
+		left := 0
 		progress := false
 		for _, a := range pending {
+			mine, at := whose(a)
+			if !mine {
+				continue
+			}
+			left++
 			if tried[a.ID] {
 				continue
 			}
 			tried[a.ID] = true
 			progress = true
-			b.end(a.ID, StatusAbandoned, reason, EventAbandoned)
+			b.endAt(a.ID, StatusAbandoned, reason, EventAbandoned, at)
 		}
 		if !progress {
-			if len(pending) > 0 {
-				return len(tried), fmt.Errorf("broker: %d approvals could not be marked abandoned", len(pending))
+			if left > 0 {
+				return len(tried), fmt.Errorf("broker: %d approvals could not be marked abandoned", left)
 			}
 			return len(tried), nil
 		}

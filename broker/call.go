@@ -29,6 +29,12 @@ type Call struct {
 	// waiting with progress notifications (Caller.Waiting) instead of being
 	// told to call again after Options.HoldWait.
 	Progress bool
+	// Holder names the process whose client waits for the call when it is
+	// not this broker's: a wrap attached to it (see broker/remote), which
+	// holds a lease of its own, so that the call's approval outlives this
+	// broker's stop while that wrap goes on waiting. Empty means this
+	// broker (Options.Replica).
+	Holder string
 
 	// Set by Check from Params.
 	Tool string
@@ -52,6 +58,14 @@ type Caller interface {
 	// that its call still waits, with message for the person: a progress
 	// notification, which also resets the client's request timeout.
 	Waiting(message string)
+}
+
+// A HeldCaller is a Caller that learns which approval its held call
+// waits on, so that it can go on waiting through another broker if this
+// one stops (Broker.Resume).
+type HeldCaller interface {
+	Caller
+	Held(approvalID string)
 }
 
 // Outcome is what Check made of a call: forward it, or answer the client

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,6 +31,10 @@ var (
 	ErrClientCancelled = errors.New("the client cancelled the call")
 	ErrClientGone      = errors.New("the client disconnected")
 	ErrSessionClosed   = errors.New("the client's session ended")
+	// ErrHandedOver ends a held call's wait here without ending its
+	// approval: the caller goes on waiting for it through another broker
+	// (see Resume), since this one is stopping.
+	ErrHandedOver = errors.New("the call's wait moved to another Airlock process")
 )
 
 // holdKey identifies identical calls: a retry after "approval pending"
@@ -39,6 +44,17 @@ type holdKey struct {
 	// session is the caller's session, unless Options.JoinAcrossSessions
 	// lets an identified principal's other sessions join.
 	session string
+}
+
+// holdKey is the key of call, whose arguments have digest.
+func (b *Broker) holdKey(call *Call, digest string) holdKey {
+	key := holdKey{call.Principal.Source, call.Principal.ID, call.Server, call.Tool, digest, call.Session}
+	if b.joinAcrossSessions && call.Principal.ID != "" && call.Principal.Source != SourceAnonymous {
+		// Anonymous callers are never one caller: one client's retry
+		// must not take another's approval.
+		key.session = ""
+	}
+	return key
 }
 
 // liveApproval is the broker's live view of one approval it opened for a
@@ -76,7 +92,7 @@ type heldCall struct {
 // identical earlier call's), waits for people to decide, then releases or
 // refuses the call.
 func (b *Broker) hold(ctx context.Context, hc *heldCall, caller Caller) Outcome {
-	la, err := b.openApproval(ctx, hc)
+	la, err := b.openApproval(ctx, hc, caller)
 	var le *LimitError
 	if errors.As(err, &le) {
 		return refuse(b.refuseHeld(hc, le))
@@ -119,7 +135,9 @@ func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller 
 			log.Info("caller told to retry", "hold_wait", b.holdWait)
 			return refuse(pendingText(b.current(la), b.now()))
 		case <-ctx.Done():
-			b.withdrawIfAlone(la, context.Cause(ctx))
+			if cause := context.Cause(ctx); !errors.Is(cause, ErrHandedOver) {
+				b.withdrawIfAlone(la, cause)
+			}
 			return Outcome{} // nobody is left to answer
 		case <-b.done:
 			// Close abandons every pending approval right after this;
@@ -138,23 +156,27 @@ func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller 
 
 // openApproval joins the open approval of an identical earlier call, or
 // stores a new approval and announces it.
-func (b *Broker) openApproval(ctx context.Context, hc *heldCall) (*liveApproval, error) {
+//
+// A HeldCaller hears of the approval before anyone else can: a broker that
+// stops once people see the call must not leave its caller unable to find
+// the approval again.
+func (b *Broker) openApproval(ctx context.Context, hc *heldCall, caller Caller) (*liveApproval, error) {
+	heldCaller, _ := caller.(HeldCaller)
 	select {
 	case <-b.done:
 		return nil, errors.New("broker: shutting down")
 	default:
 	}
-	key := holdKey{hc.call.Principal.Source, hc.call.Principal.ID, hc.call.Server, hc.call.Tool, hc.in.ArgumentsDigest, hc.call.Session}
-	if b.joinAcrossSessions && hc.call.Principal.ID != "" && hc.call.Principal.Source != SourceAnonymous {
-		// Anonymous callers are never one caller: one client's retry
-		// must not take another's approval.
-		key.session = ""
-	}
+	key := b.holdKey(hc.call, hc.in.ArgumentsDigest)
 	b.live.mu.Lock()
 	if la := b.live.byKey[key]; la != nil && la.waiters == 0 && joinable(la.approval, b.now()) {
 		la.waiters++
+		id := la.approval.ID
 		b.live.mu.Unlock()
-		b.log.Info("retry joined its approval", "approval_id", la.approval.ID)
+		if heldCaller != nil {
+			heldCaller.Held(id)
+		}
+		b.log.Info("retry joined its approval", "approval_id", id)
 		return la, nil
 	}
 	b.live.mu.Unlock()
@@ -177,7 +199,7 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall) (*liveApproval,
 		Principal:          hc.call.Principal,
 		Client:             hc.call.Client,
 		Session:            hc.call.Session,
-		Holder:             b.replica,
+		Holder:             cmp.Or(hc.call.Holder, b.replica),
 		Decision:           hc.decision,
 		RequestedAt:        now,
 		ExpiresAt:          now.Add(timeout),
@@ -195,6 +217,9 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall) (*liveApproval,
 	// another process sharing the store) finds its waiter; stored before
 	// anyone hears of it, since a decision can only be about an approval
 	// that exists.
+	if heldCaller != nil {
+		heldCaller.Held(a.ID)
+	}
 	la := &liveApproval{key: key, decided: make(chan struct{}), approval: a, waiters: 1, release: release}
 	b.live.mu.Lock()
 	b.live.byID[a.ID] = la
@@ -281,10 +306,23 @@ func (b *Broker) expire(id string, after time.Duration) {
 
 // end finishes a pending approval without a person.
 func (b *Broker) end(id string, s Status, reason string, ev Event) {
+	b.endAt(id, s, reason, ev, time.Time{})
+}
+
+// endAt is end for an approval whose wait ended at at, before now (zero
+// means now): when the process its caller waited in was last alive.
+func (b *Broker) endAt(id string, s Status, reason string, ev Event, at time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	a, err := b.store.UpdateApproval(ctx, id, func(a *Approval) (*AuditRecord, error) {
-		if err := a.end(s, reason, b.now()); err != nil {
+		when := b.now()
+		if !at.IsZero() && at.Before(when) {
+			when = at
+			if when.Before(a.RequestedAt) {
+				when = a.RequestedAt
+			}
+		}
+		if err := a.end(s, reason, when); err != nil {
 			return nil, err
 		}
 		return outcomeRecord(ev, a), nil
@@ -307,6 +345,11 @@ func (b *Broker) end(id string, s Status, reason string, ev Event) {
 // with its locks held: it must not call the store.
 func (b *Broker) changed(a *Approval) {
 	b.publish(ApprovalEvent{Type: eventType(a), Approval: a})
+	b.track(a)
+}
+
+// track takes in a's current state for the calls waiting for it here.
+func (b *Broker) track(a *Approval) {
 	b.live.mu.Lock()
 	defer b.live.mu.Unlock()
 	la := b.live.byID[a.ID]

@@ -21,12 +21,26 @@ const DefaultLeaseTTL = 30 * time.Second
 // gone, and a dead one's approvals are abandoned within one TTL of its
 // last renewal.
 func (b *Broker) keepLease(ctx context.Context) error {
-	live, err := b.store.Lease(ctx, b.replica, 2*b.leaseTTL/3)
+	leases, err := b.store.Lease(ctx, b.replica, 2*b.leaseTTL/3)
 	if err != nil {
 		return err
 	}
-	n, err := b.abandonPending(ctx, "the Airlock process holding the call stopped", func(a *Approval) bool {
-		return !slices.Contains(live, a.Holder)
+	lastSeen := map[string]time.Time{}
+	for _, l := range leases {
+		if l.Live && !slices.Contains(b.gone, l.Replica) {
+			lastSeen[l.Replica] = time.Time{}
+		} else {
+			lastSeen[l.Replica] = l.Renewed
+		}
+	}
+	n, err := b.abandonPending(ctx, "the Airlock process holding the call stopped", func(a *Approval) (bool, time.Time) {
+		seen, known := lastSeen[a.Holder]
+		if known && seen.IsZero() {
+			return false, time.Time{} // live
+		}
+		// Its wait ended when its process was last alive, not now: a
+		// restart long after a crash must not make the wait look longer.
+		return true, seen
 	})
 	if n > 0 {
 		b.log.Info("abandoned approvals whose Airlock process is gone", "count", n)
@@ -74,3 +88,14 @@ func (b *Broker) expireOverdue() {
 
 // Replica names this process among the replicas sharing the store.
 func (b *Broker) Replica() string { return b.replica }
+
+// Lease renews the lease of replica, a process whose calls this broker
+// holds for it (a wrap attached to this one: Call.Holder), as keepLease
+// renews this broker's own.
+func (b *Broker) Lease(ctx context.Context, replica string) error {
+	_, err := b.store.Lease(ctx, replica, 2*b.leaseTTL/3)
+	return err
+}
+
+// LeaseInterval is how often a lease is renewed.
+func (b *Broker) LeaseInterval() time.Duration { return b.leaseTTL / 3 }

@@ -115,16 +115,28 @@ type Store interface {
 	// must be cheap (an atomic load).
 	TokenGeneration() uint64
 
-	// Lease records that replica (a process of the broker) is alive for
-	// ttl from now, by the store's clock (the database's, for a store
-	// processes share), and returns the replicas whose leases have not
-	// run out, replica among them. A store that one process owns (bbolt
-	// locks its file) returns replica alone: any other is gone. The
-	// broker renews its lease every ttl/3 and abandons the pending
-	// approvals whose Holder is not live, since nobody waits for them.
-	Lease(ctx context.Context, replica string, ttl time.Duration) (live []string, err error)
+	// Lease records that replica (a process of the broker, or a wrap
+	// that reaches the broker through another: see Call.Holder) is alive
+	// for ttl from now, by the store's clock (the database's, for a store
+	// processes share), and returns the leases the store keeps: every
+	// replica's that has not run out, replica's among them, and those
+	// that ran out in the last day, so that the broker can tell when a
+	// dead replica was last alive. The broker renews its lease every
+	// ttl/3 and abandons the pending approvals whose Holder's lease is not
+	// live, since nobody waits for them.
+	Lease(ctx context.Context, replica string, ttl time.Duration) ([]Lease, error)
 
 	Close() error
+}
+
+// A Lease is a replica's claim to be alive, as Store.Lease returns it.
+type Lease struct {
+	Replica string
+	// Renewed is when the replica last renewed it: the last moment it is
+	// known to have been alive.
+	Renewed time.Time
+	// Live says the lease has not run out, by the store's clock.
+	Live bool
 }
 
 // ApprovalQuery selects approvals. Zero fields select everything.

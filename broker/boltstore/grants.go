@@ -1,7 +1,9 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -42,18 +44,54 @@ func (s *Store) WatchGrants(ctx context.Context, f func(*broker.Grant)) error {
 	return nil
 }
 
-// Lease returns replica alone: the file is locked to one process, so a
-// replica that wrote approvals before this one opened it is gone.
-func (s *Store) Lease(ctx context.Context, replica string, ttl time.Duration) ([]string, error) {
-	if s.readOnly {
-		return nil, errReadOnly
+// Lease keeps leases in the file, each until a day after it runs out:
+// the replicas are this process and the wraps attached to it, and one of
+// those wraps may open the file next, while the others still wait on
+// approvals they hold.
+func (s *Store) Lease(ctx context.Context, replica string, ttl time.Duration) ([]broker.Lease, error) {
+	now := time.Now()
+	var out []broker.Lease
+	err := s.write(ctx, func(tx *txn) error {
+		out = out[:0]
+		b := tx.Bucket(bucketLeases)
+		data, err := json.Marshal(boltLease{Renewed: now, Until: now.Add(ttl)})
+		if err != nil {
+			return err
+		}
+		if err := put(b, []byte(replica), data); err != nil {
+			return err
+		}
+		var stale [][]byte
+		err = b.ForEach(func(k, v []byte) error {
+			var l boltLease
+			// Our own records; one that does not read is dropped.
+			if json.Unmarshal(v, &l) != nil || now.After(l.Until.Add(24*time.Hour)) {
+				stale = append(stale, bytes.Clone(k))
+				return nil
+			}
+			out = append(out, broker.Lease{Replica: string(k), Renewed: l.Renewed, Live: now.Before(l.Until)})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if err := b.Delete(k); err != nil {
+				return &spoiledError{fmt.Errorf("boltstore: delete: %w", err)}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, errClosed
-	}
-	return []string{replica}, nil
+	return out, nil
+}
+
+// boltLease is a lease as the file keeps it.
+type boltLease struct {
+	Renewed time.Time `json:"renewed"`
+	Until   time.Time `json:"until"`
 }
 
 // CreateGrant stores a new grant and appends rec (if not nil) to the audit

@@ -59,6 +59,11 @@ var (
 	// A file written before tokens existed lacks it until its next
 	// read-write open.
 	bucketTokens = []byte("tokens")
+	// leases: replica → its lease JSON ({"renewed", "until"}). The file
+	// is locked to one process, but that process serves the wraps
+	// attached to it (broker.Call.Holder), which hold leases of their own
+	// and outlive it when one of them takes over the file.
+	bucketLeases = []byte("leases")
 
 	keySchema = []byte("schema")
 )
@@ -70,7 +75,7 @@ const schemaVersion = 1
 
 // buckets lists every bucket the store uses; setup creates the missing
 // ones.
-var buckets = [][]byte{bucketMeta, bucketApprovals, bucketPending, bucketAudit, bucketTools, bucketGrants, bucketGrantsActive, bucketTokens}
+var buckets = [][]byte{bucketMeta, bucketApprovals, bucketPending, bucketAudit, bucketTools, bucketGrants, bucketGrantsActive, bucketTokens, bucketLeases}
 
 // ErrLocked reports a database file that another process holds open.
 var ErrLocked = errors.New("locked by another process")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,9 +29,9 @@ type MemStore struct {
 	// reach the watchers in the order they were made.
 	feed      broker.ApprovalFeed
 	grantFeed broker.GrantFeed
-	// leases maps each replica to when its lease runs out. Every user of
+	// leases holds each replica's last renewal and expiry. Every user of
 	// one MemStore is a replica, as processes sharing a database are.
-	leases map[string]time.Time
+	leases map[string]memLease
 	// Now is the store's clock for leases; nil means time.Now.
 	Now func() time.Time
 }
@@ -240,8 +241,8 @@ func (m *MemStore) WatchGrants(ctx context.Context, f func(*broker.Grant)) error
 }
 
 // Lease keeps leases as a shared database would: every replica's until
-// it runs out.
-func (m *MemStore) Lease(_ context.Context, replica string, ttl time.Duration) ([]string, error) {
+// a day after it runs out.
+func (m *MemStore) Lease(_ context.Context, replica string, ttl time.Duration) ([]broker.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(); err != nil {
@@ -252,20 +253,22 @@ func (m *MemStore) Lease(_ context.Context, replica string, ttl time.Duration) (
 		now = m.Now()
 	}
 	if m.leases == nil {
-		m.leases = make(map[string]time.Time)
+		m.leases = make(map[string]memLease)
 	}
-	m.leases[replica] = now.Add(ttl)
-	var live []string
-	for r, until := range m.leases {
-		if now.Before(until) {
-			live = append(live, r)
-		} else {
+	m.leases[replica] = memLease{renewed: now, until: now.Add(ttl)}
+	var out []broker.Lease
+	for r, l := range m.leases {
+		if now.After(l.until.Add(24 * time.Hour)) {
 			delete(m.leases, r)
+			continue
 		}
+		out = append(out, broker.Lease{Replica: r, Renewed: l.renewed, Live: now.Before(l.until)})
 	}
-	slices.Sort(live)
-	return live, nil
+	slices.SortFunc(out, func(a, b broker.Lease) int { return strings.Compare(a.Replica, b.Replica) })
+	return out, nil
 }
+
+type memLease struct{ renewed, until time.Time }
 
 func (m *MemStore) Grant(_ context.Context, id string) (*broker.Grant, error) {
 	m.mu.Lock()

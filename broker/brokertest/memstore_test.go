@@ -9,7 +9,6 @@ import (
 
 func TestMemStore(t *testing.T) {
 	TestStore(t, func(*testing.T) broker.Store { return NewMemStore() }, StoreOptions{
-		Shared: true, // every user of one MemStore is a replica
 		TamperAudit: func(t *testing.T, s broker.Store, seq uint64, fn func(*broker.AuditRecord) *broker.AuditRecord) {
 			m := s.(*MemStore)
 			var removed bool

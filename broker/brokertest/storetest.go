@@ -23,9 +23,6 @@ type StoreOptions struct {
 	// record and returns what to store in its place, or nil to remove the
 	// record. The suite skips its tamper tests when TamperAudit is nil.
 	TamperAudit func(t *testing.T, s broker.Store, seq uint64, fn func(*broker.AuditRecord) *broker.AuditRecord)
-	// Shared says several processes may use the store at once (its leases
-	// are every replica's); false means one process owns it (bbolt).
-	Shared bool
 }
 
 // TestStore checks that the stores open makes keep the broker.Store
@@ -77,7 +74,7 @@ func TestStore(t *testing.T, open func(t *testing.T) broker.Store, opts StoreOpt
 		"grant/watch_creates_and_updates":      testWatchGrants,
 		"lease/own_is_live":                    testLeaseOwn,
 		"lease/others": func(t *testing.T, s broker.Store) {
-			testLeaseOthers(t, s, opts.Shared)
+			testLeaseOthers(t, s)
 		},
 	}
 	for _, name := range slices.Sorted(maps.Keys(tests)) {

@@ -76,6 +76,9 @@ CREATE TABLE airlock_replicas (
 	expires_at timestamptz NOT NULL
 );
 `,
+	// 2: when each replica last renewed its lease, so that the approvals
+	// of one that died are abandoned with the wait they really had.
+	`ALTER TABLE airlock_replicas ADD COLUMN renewed_at timestamptz NOT NULL DEFAULT now();`,
 }
 
 // migrationLock is the advisory lock under which replicas starting at

@@ -542,32 +542,35 @@ func (s *Store) ToolRecords(ctx context.Context) ([]*broker.ToolRecord, error) {
 }
 
 // Lease renews replica's lease by the database's clock and returns the
-// replicas whose leases run. Leases that ran out a day ago are removed.
-func (s *Store) Lease(ctx context.Context, replica string, ttl time.Duration) ([]string, error) {
+// leases kept. Leases that ran out a day ago are removed.
+func (s *Store) Lease(ctx context.Context, replica string, ttl time.Duration) ([]broker.Lease, error) {
 	leave, err := s.enter()
 	if err != nil {
 		return nil, err
 	}
 	defer leave()
-	var live []string
+	var out []broker.Lease
 	err = s.tx(ctx, func(tx pgx.Tx) error {
-		live = live[:0]
-		if _, err := tx.Exec(ctx, `INSERT INTO airlock_replicas (id, expires_at) VALUES ($1, now() + $2 * interval '1 microsecond')
-			ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at`, replica, ttl.Microseconds()); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO airlock_replicas (id, expires_at, renewed_at) VALUES ($1, now() + $2 * interval '1 microsecond', now())
+			ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at, renewed_at = EXCLUDED.renewed_at`, replica, ttl.Microseconds()); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM airlock_replicas WHERE expires_at < now() - interval '1 day'"); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, "SELECT id FROM airlock_replicas WHERE expires_at > now() ORDER BY id")
+		rows, err := tx.Query(ctx, "SELECT id, renewed_at, expires_at > now() FROM airlock_replicas ORDER BY id")
 		if err != nil {
 			return err
 		}
-		live, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (broker.Lease, error) {
+			var l broker.Lease
+			err := row.Scan(&l.Replica, &l.Renewed, &l.Live)
+			return l, err
+		})
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: lease: %w", err)
 	}
-	return live, nil
+	return out, nil
 }

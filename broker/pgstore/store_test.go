@@ -45,7 +45,7 @@ func TestConformance(t *testing.T) {
 	c := pgtest.Shared(t)
 	brokertest.TestStore(t, func(t *testing.T) broker.Store {
 		return openURL(t, c.NewDatabase(t))
-	}, brokertest.StoreOptions{TamperAudit: tamper, Shared: true})
+	}, brokertest.StoreOptions{TamperAudit: tamper})
 }
 
 // tamper rewrites a stored record as someone with write access to the
