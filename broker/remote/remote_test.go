@@ -59,7 +59,9 @@ func TestHeldCallOutlivesTheOwner(t *testing.T) {
 
 	caller := brokertest.NewCaller()
 	out := make(chan broker.Outcome, 1)
-	go func() { out <- sw.Check(context.Background(), owner.NewCall("write", map[string]any{"path": "/x"}), caller) }()
+	go func() {
+		out <- sw.Check(context.Background(), owner.NewCall("write", map[string]any{"path": "/x"}), caller)
+	}()
 	a := owner.Held()
 	if a.Holder != "wrap-b" {
 		t.Fatalf("holder = %q, want the attached wrap's replica", a.Holder)
