@@ -40,7 +40,7 @@ func TestCoreImportsNoRelayNorPlugins(t *testing.T) {
 			walk(imp, path)
 		}
 	}
-	for _, p := range []string{"broker", "broker/boltstore", "broker/pgstore", "broker/pool"} {
+	for _, p := range []string{"broker", "broker/boltstore", "broker/pgstore", "broker/pool", "broker/remote"} {
 		walk(module+"/"+p, "")
 	}
 }

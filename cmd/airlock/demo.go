@@ -92,7 +92,7 @@ func runDemo(ctx context.Context, out, stderr io.Writer, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	rt, err := startRuntime(ctx, cfg, log, stateDir, []*relay.Upstream{relay.InProcessUpstream(demoServer, srv)})
+	rt, err := startRuntime(ctx, cfg, log, stateDir, []*relay.Upstream{relay.InProcessUpstream(demoServer, srv)}, runtimeOptions{})
 	if err != nil {
 		return err
 	}

@@ -332,7 +332,7 @@ identities:
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := startRuntime(t.Context(), cfg, newLogger(os.Stderr, "error"), filepath.Join(t.TempDir(), "state"), nil)
+	rt, err := startRuntime(t.Context(), cfg, newLogger(os.Stderr, "error"), filepath.Join(t.TempDir(), "state"), nil, runtimeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

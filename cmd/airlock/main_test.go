@@ -93,9 +93,9 @@ func testStateHome(t testing.TB) string {
 	if d, ok := stateHomes.Load(t.Name()); ok {
 		return d.(string)
 	}
-	d := t.TempDir()
-	stateHomes.Store(t.Name(), d)
-	return d
+	// Goroutines of one test may ask at once: one directory wins.
+	d, _ := stateHomes.LoadOrStore(t.Name(), t.TempDir())
+	return d.(string)
 }
 
 // allowAllConfig is a config file whose policy allows every call.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/airlock-mcp/airlock/broker"
 	"github.com/airlock-mcp/airlock/broker/boltstore"
+	"github.com/airlock-mcp/airlock/broker/remote"
 	"github.com/airlock-mcp/airlock/notifiers/slack"
 	"github.com/airlock-mcp/airlock/policy"
 	"github.com/airlock-mcp/airlock/relay"
@@ -54,6 +55,25 @@ type runtime struct {
 
 	slack     *slack.Notifier // nil without a slack section
 	stopSlack func()          // ends Socket Mode; nil when not running
+
+	ownRelay bool           // the relay is the runtime's, not a wrap's
+	gate     *remote.Server // serves the wraps attached to this one; nil for none
+	gatePath string         // its socket
+}
+
+// runtimeOptions are what a wrap brings to the runtime it starts: its
+// relay, which outlives the broker it began with, and its name among the
+// replicas. Zero values mean the runtime's own.
+type runtimeOptions struct {
+	relay   *relay.Relay
+	metrics *promMetrics
+	replica string
+	// gone names a replica known to have stopped: the process that held
+	// the state directory before.
+	gone string
+	// lockWait is how long to wait for a bbolt file another process
+	// holds; 0 means a second.
+	lockWait time.Duration
 }
 
 // protectedPaths are the files no tool call may name (see docs/policy.md):
@@ -94,9 +114,9 @@ func protectedPaths(cfg *Config, stateDir string) (protect, workDirs []string) {
 // startRuntime opens the state directory (failing fast when another broker
 // holds it), loads the policy, and starts the broker for ups. The caller
 // adds its own routes to rt.mux, then calls rt.serve.
-func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir string, ups []*relay.Upstream) (*runtime, error) {
+func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir string, ups []*relay.Upstream, opts runtimeOptions) (*runtime, error) {
 	tuneGC(gcHeadroom)
-	rt := &runtime{cfg: cfg, log: log, stateDir: stateDir, metrics: newPromMetrics(), mux: http.NewServeMux()}
+	rt := &runtime{cfg: cfg, log: log, stateDir: stateDir, metrics: cmp.Or(opts.metrics, newPromMetrics()), mux: http.NewServeMux()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -106,8 +126,8 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	if err := ensureStateDir(stateDir); err != nil {
 		return nil, err
 	}
-	rt.replica = newReplicaID()
-	now, err := rt.openStore(ctx)
+	rt.replica = cmp.Or(opts.replica, newReplicaID())
+	now, err := rt.openStore(ctx, cmp.Or(opts.lockWait, time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -154,16 +174,20 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		People:             cfg.people(),
 		Servers:            servers,
 		Replica:            rt.replica,
+		Gone:               slices.DeleteFunc([]string{opts.gone}, func(s string) bool { return s == "" }),
 		LeaseTTL:           cfg.State.Lease,
 		Now:                now,
 	})
 	if err != nil {
 		return nil, err
 	}
-	rt.relay, err = relay.New(relay.Options{Gate: rt.broker, Logger: log, Metrics: rt.metrics,
-		InitTimeout: cfg.InitTimeout, Limits: cfg.Limits.relay()}, ups...)
-	if err != nil {
-		return nil, err
+	if rt.relay = opts.relay; rt.relay == nil {
+		rt.ownRelay = true
+		rt.relay, err = relay.New(relay.Options{Gate: rt.broker, Logger: log, Metrics: rt.metrics,
+			InitTimeout: cfg.InitTimeout, Limits: cfg.Limits.relay()}, ups...)
+		if err != nil {
+			return nil, err
+		}
 	}
 	rt.metrics.watchUsage(rt.broker, rt.relay, func() int {
 		if rt.sessions == nil {
@@ -198,13 +222,13 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 // the PostgreSQL database the config names, whose clock (now) the broker
 // then keeps time by, so that every replica agrees when an approval
 // expires.
-func (rt *runtime) openStore(ctx context.Context) (now func() time.Time, err error) {
+func (rt *runtime) openStore(ctx context.Context, lockWait time.Duration) (now func() time.Time, err error) {
 	st := &rt.cfg.State
 	if !st.database() {
 		// A directory that once ran on a database runs on bbolt now; the
 		// CLI must not read the database for it.
 		os.Remove(filepath.Join(rt.stateDir, databaseFile))
-		bs, err := boltstore.Open(filepath.Join(rt.stateDir, dbFile), boltstore.Options{Timeout: time.Second, Logger: rt.log})
+		bs, err := boltstore.Open(filepath.Join(rt.stateDir, dbFile), boltstore.Options{Timeout: lockWait, Logger: rt.log})
 		if err != nil {
 			return nil, lockedError(rt.stateDir, err)
 		}
@@ -293,6 +317,7 @@ func (rt *runtime) serve() error {
 // call has left the gate and its answer is written. Both waits are bounded,
 // so that a stuck store or upstream cannot hold up the shutdown.
 func (rt *runtime) answerHeld() {
+	rt.handOver()
 	if err := rt.broker.Close(); err != nil {
 		rt.log.Error("abandoning the pending approvals failed", "err", err)
 	}
@@ -313,7 +338,8 @@ const gateDrainTimeout = 5 * time.Second
 // stops, the store closes last.
 func (rt *runtime) close() {
 	rt.closeSlack()
-	if rt.relay != nil {
+	rt.handOver()
+	if rt.relay != nil && rt.ownRelay {
 		rt.relay.Close()
 	}
 	if rt.broker != nil {
@@ -344,6 +370,16 @@ func (rt *runtime) close() {
 	}
 	if rt.lock != nil {
 		rt.lock.Close()
+	}
+}
+
+// handOver stops serving attached wraps, leaving their held calls
+// pending for the wrap that takes the state over next.
+func (rt *runtime) handOver() {
+	if rt.gate != nil {
+		rt.gate.Close()
+		os.Remove(rt.gatePath)
+		rt.gate = nil
 	}
 }
 

@@ -54,7 +54,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 		return errOpenDoor(cfg.Listen)
 	}
 	log := newLogger(os.Stderr, cfg.LogLevel)
-	stateDir, err := stateDirFor(stateFlag, cfg.StateDir, "")
+	stateDir, err := stateDirFor(stateFlag, cfg.StateDir, false)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func serve(ctx context.Context, cfg *Config, stateFlag string) error {
 	for _, name := range cfg.serverNames() {
 		ups = append(ups, newUpstream(name, cfg.Servers[name], log, newPrefixWriter(&stderrMu, os.Stderr, name)))
 	}
-	rt, err := startRuntime(ctx, cfg, log, stateDir, ups)
+	rt, err := startRuntime(ctx, cfg, log, stateDir, ups, runtimeOptions{})
 	if err != nil {
 		return err
 	}

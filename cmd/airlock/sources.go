@@ -140,10 +140,12 @@ func closeSources(ss []*stateSource) {
 }
 
 // brokerLabel names a broker by its state directory: a wrap's under the
-// state home by its directory's name (wrap-NAME), any other by its path,
+// state home by its directory's name (wraps, or an older wrap-NAME), any
+// other by its path,
 // with the home directory shortened to ~.
 func brokerLabel(dir string) string {
-	if home, err := stateHome(); err == nil && filepath.Dir(filepath.Clean(dir)) == filepath.Clean(home) && strings.HasPrefix(filepath.Base(dir), "wrap-") {
+	if home, err := stateHome(); err == nil && filepath.Dir(filepath.Clean(dir)) == filepath.Clean(home) &&
+		(strings.HasPrefix(filepath.Base(dir), "wrap-") || filepath.Base(dir) == wrapsDir) {
 		return filepath.Base(dir)
 	}
 	if h, err := os.UserHomeDir(); err == nil && h != "" && strings.HasPrefix(dir, h+string(filepath.Separator)) {

@@ -28,7 +28,7 @@ func TestWrapMissingCommandFailsFirst(t *testing.T) {
 		if strings.Contains(strings.ToLower(string(out)), "login") {
 			t.Errorf("wrap %s made a login link before failing:\n%s", tc.command, out)
 		}
-		if _, err := os.Stat(filepath.Join(testStateHome(t), "airlock", "wrap-missing")); err == nil {
+		if _, err := os.Stat(filepath.Join(testStateHome(t), "airlock", wrapsDir)); err == nil {
 			t.Errorf("wrap %s opened its state directory before failing", tc.command)
 		}
 	}

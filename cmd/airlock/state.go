@@ -21,6 +21,7 @@ const (
 	tokenFile   = "admin-token" // the API's bearer token, mode 0600
 	apiInfoFile = "api.json"    // where the running broker's API listens
 	loginFile   = "login-link"  // the login link made at start, mode 0600
+	wrapsDir    = "wraps"       // the wraps' state directory in the state home
 )
 
 // stateHome is where Airlock keeps state by default:
@@ -37,10 +38,10 @@ func stateHome() (string, error) {
 }
 
 // stateDirFor picks a broker's state directory: the flag, then
-// AIRLOCK_STATE_DIR, then the config file, then the default. Each `wrap`
-// gets its own directory under the state home by default, because a
-// client typically starts several at once and a database has one owner.
-func stateDirFor(flag, config, wrapName string) (string, error) {
+// AIRLOCK_STATE_DIR, then the config file, then the default: the state
+// home for serve, and for every wrap one directory beneath it, wraps,
+// which the first wrap owns and the others attach to.
+func stateDirFor(flag, config string, wrap bool) (string, error) {
 	for _, d := range []string{flag, os.Getenv("AIRLOCK_STATE_DIR"), config} {
 		if d != "" {
 			return d, nil
@@ -50,8 +51,8 @@ func stateDirFor(flag, config, wrapName string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if wrapName != "" {
-		return filepath.Join(home, "wrap-"+wrapName), nil
+	if wrap {
+		return filepath.Join(home, wrapsDir), nil
 	}
 	return home, nil
 }
@@ -209,11 +210,15 @@ func findBrokers(dir string, includeWraps bool) ([]brokerRef, error) {
 	return refs, nil
 }
 
-// brokerDirs is dir and, with includeWraps, the wrap-* directories in it.
+// brokerDirs is dir and, with includeWraps, the wraps' directories in it:
+// wraps, and the wrap-* of each wrap's own from before wraps shared one.
 func brokerDirs(dir string, includeWraps bool) []string {
 	dirs := []string{dir}
 	if includeWraps {
 		wraps, _ := filepath.Glob(filepath.Join(dir, "wrap-*"))
+		if _, err := os.Stat(filepath.Join(dir, wrapsDir)); err == nil {
+			wraps = append(wraps, filepath.Join(dir, wrapsDir))
+		}
 		sort.Strings(wraps)
 		dirs = append(dirs, wraps...)
 	}

@@ -48,7 +48,7 @@ func TestWrapClientCrashWithHeldCall(t *testing.T) {
 	}
 	go cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "write", Arguments: map[string]any{"n": 1}})
 	held := pending(t, 1)[0]
-	stateDir := filepath.Join(testStateHome(t), "airlock", "wrap-t")
+	stateDir := filepath.Join(testStateHome(t), "airlock", wrapsDir)
 	if _, err := os.Stat(filepath.Join(stateDir, apiInfoFile)); err != nil {
 		t.Fatalf("no api.json while wrap runs: %v", err)
 	}
