@@ -291,7 +291,7 @@ func (b *Broker) Close() error {
 		}
 		b.live.mu.Unlock()
 		for _, id := range unused {
-			b.lapse(id, "approved, but Airlock stopped before the agent called again")
+			b.lapse(id, "Airlock stopped before the agent called again")
 		}
 		b.bg.Wait()
 		// Last-used times are kept in memory between write-backs.

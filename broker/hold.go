@@ -353,7 +353,7 @@ func (b *Broker) expire(id string, after time.Duration) {
 
 // lapseAfter lapses an approved call nobody ran by its retry window's end.
 func (b *Broker) lapseAfter(id string, until time.Time) {
-	b.lapse(id, "approved, but the agent did not call again by "+until.UTC().Format(time.RFC3339))
+	b.lapse(id, "the agent did not call again by "+until.UTC().Format(time.RFC3339))
 }
 
 // lapse ends an approved call that was never run and can no longer be:
@@ -570,6 +570,8 @@ func outcomeText(a *Approval, now time.Time) string {
 		return fmt.Sprintf("The call to %s was withdrawn before anyone decided%s (ref %s).", a.Tool, colon(a.Note), a.ID)
 	case StatusAbandoned:
 		return fmt.Sprintf("The call to %s was abandoned%s (ref %s).", a.Tool, colon(a.Note), a.ID)
+	case StatusLapsed:
+		return fmt.Sprintf("The call to %s was approved but never run%s; call again to ask anew (ref %s).", a.Tool, colon(a.Note), a.ID)
 	}
 	return fmt.Sprintf("The call to %s was not approved (%s, ref %s).", a.Tool, a.Status, a.ID)
 }

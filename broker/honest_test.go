@@ -185,7 +185,7 @@ func TestApprovedWithoutWaiter(t *testing.T) {
 			}
 			time.Sleep(2 * time.Second)
 			got := stored(t, h, a.ID)
-			if got.Status != broker.StatusLapsed || got.DecidedBy != "alice" || !strings.HasPrefix(got.Note, "approved, but the agent did not call again by ") {
+			if got.Status != broker.StatusLapsed || got.DecidedBy != "alice" || !strings.HasPrefix(got.Note, "the agent did not call again by ") {
 				t.Fatalf("after the window: %+v", got)
 			}
 			if evs := strings.Join(h.AuditEvents(), " "); evs != "call.held approval.approved approval.lapsed" {
@@ -249,7 +249,7 @@ func TestApprovedWithoutWaiter(t *testing.T) {
 			h := newHoldHarness(t, broker.Options{})
 			a := pending(t, h)
 			h.Broker.Close()
-			if got := stored(t, h, a.ID); got.Status != broker.StatusLapsed || got.Note != "approved, but Airlock stopped before the agent called again" {
+			if got := stored(t, h, a.ID); got.Status != broker.StatusLapsed || got.Note != "Airlock stopped before the agent called again" {
 				t.Errorf("after Close: %s (%s)", got.Status, got.Note)
 			}
 		})

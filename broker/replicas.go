@@ -59,7 +59,7 @@ func (b *Broker) lapseOrphans(ctx context.Context, live []string) error {
 			case a.Holder == b.replica || !slices.Contains(live, a.Holder):
 				// At Start nothing waits here yet: this replica's name on
 				// it is its previous run's.
-				b.lapse(a.ID, "approved, but the Airlock process holding the call stopped before the agent called again")
+				b.lapse(a.ID, "the Airlock process holding the call stopped before the agent called again")
 			case now.After(b.retryUntil(a)):
 				b.lapseAfter(a.ID, b.retryUntil(a))
 			}
