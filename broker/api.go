@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -101,6 +102,11 @@ func (b *Broker) apiApprovals(w http.ResponseWriter, r *http.Request) {
 	aq := ApprovalQuery{Server: q.Get("server"), Tool: q.Get("tool"), Before: q.Get("before")}
 	for _, s := range q["status"] {
 		for part := range strings.SplitSeq(s, ",") {
+			// A misspelt status would list nothing, which reads as "none".
+			if !slices.Contains(Statuses, Status(part)) {
+				apiError(w, http.StatusBadRequest, "status: %q is not a status (%s)", part, statusList())
+				return
+			}
 			aq.Status = append(aq.Status, Status(part))
 		}
 	}
@@ -118,6 +124,14 @@ func (b *Broker) apiApprovals(w http.ResponseWriter, r *http.Request) {
 		list = []*Approval{}
 	}
 	writeAPI(w, http.StatusOK, map[string]any{"approvals": list})
+}
+
+func statusList() string {
+	names := make([]string, len(Statuses))
+	for i, s := range Statuses {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
 }
 
 func (b *Broker) apiApproval(w http.ResponseWriter, r *http.Request) {

@@ -77,6 +77,9 @@ func TestAPIVote(t *testing.T) {
 	if code := api.do("GET", "/api/v1/approvals?status=pending", "", &list); code != 200 || len(list.Approvals) != 1 || list.Approvals[0].ID != a.ID {
 		t.Fatalf("pending: %d %+v", code, list)
 	}
+	if code := api.do("GET", "/api/v1/approvals?status=pending,lapsd", "", nil); code != 400 {
+		t.Errorf("a misspelt status: %d, want 400", code)
+	}
 	var got broker.Approval
 	if code := api.do("GET", "/api/v1/approvals/"+a.ID, "", &got); code != 200 || got.Decision.Reason != "tests hold write" {
 		t.Fatalf("get: %d %+v", code, got)
@@ -281,4 +284,27 @@ func TestQuorumDoesNotAddUpRealms(t *testing.T) {
 		t.Fatalf("a mapped and an unmapped Slack user: %v, %s; want approved", err, got.Status)
 	}
 	<-done
+}
+
+// The vote's answer says whether the call runs now (its caller waits) or
+// when the agent calls again, until when.
+func TestAPIVoteSaysWhetherTheCallRuns(t *testing.T) {
+	// An HTTP server is no part of a synctest bubble: real time, short.
+	h := newHoldHarness(t, broker.Options{HoldWait: time.Second})
+	api := newAPI(t, h)
+	done := h.Call(context.Background(), "write", map[string]any{"path": "/x"})
+	a := h.Held()
+	var got map[string]any
+	if code := api.do("POST", "/api/v1/approvals/"+a.ID+"/decision", `{"verdict":"approve"}`, &got); code != 200 || got["caller_waiting"] != true {
+		t.Errorf("approved while waited for: %d %v", code, got)
+	}
+	<-done
+	if o := <-h.Call(context.Background(), "write", map[string]any{"path": "/y"}); o.Forward {
+		t.Fatalf("told pending: %+v", o)
+	}
+	b := h.Held()
+	got = nil
+	if code := api.do("POST", "/api/v1/approvals/"+b.ID+"/decision", `{"verdict":"approve"}`, &got); code != 200 || got["caller_waiting"] != nil || got["retry_until"] == nil {
+		t.Errorf("approved after its caller was told pending: %d %v", code, got)
+	}
 }

@@ -10,8 +10,9 @@ import (
 	"github.com/airlock-mcp/airlock/policy"
 )
 
-// Status is where an approval is in its life. Pending is the only state
-// that changes; every other one is final.
+// Status is where an approval is in its life. Pending changes once, to
+// any other; approved changes once more, to lapsed, when its call was not
+// run in time (ReleasedAt stays zero). Every other one is final.
 type Status string
 
 const (
@@ -21,7 +22,12 @@ const (
 	StatusExpired   Status = "expired"   // nobody decided within the timeout
 	StatusWithdrawn Status = "withdrawn" // the caller cancelled or went away
 	StatusAbandoned Status = "abandoned" // the broker stopped while it waited
+	StatusLapsed    Status = "lapsed"    // approved, but the agent did not call again in time to run it
 )
+
+// Statuses lists every status, for the channels that offer them as
+// filters and for validating a query.
+var Statuses = []Status{StatusPending, StatusApproved, StatusDenied, StatusExpired, StatusWithdrawn, StatusAbandoned, StatusLapsed}
 
 // Verdict is what an approver says.
 type Verdict string
@@ -75,6 +81,16 @@ type Approval struct {
 	// ReleasedAt is set when the approved call was forwarded: an approval
 	// releases one call, once.
 	ReleasedAt time.Time `json:"released_at,omitzero"`
+	// RetryUntil is set with an approval: until then an identical retry
+	// of the call runs it (the call's client may have been told "pending"
+	// and gone); after it, an approval not yet released lapses. It is
+	// ExpiresAt plus the approved retry window.
+	RetryUntil time.Time `json:"retry_until,omitzero"`
+	// CallerWaiting says the call's client was known to be waiting for it
+	// when it was approved, so that it ran at once. Only the replica that
+	// holds the call knows: false means "it runs when the agent calls
+	// again", unless ReleasedAt says it ran.
+	CallerWaiting bool `json:"caller_waiting,omitempty"`
 	// GrantID is the "always allow" the approver made with the approval.
 	GrantID string `json:"grant_id,omitempty"`
 
@@ -184,6 +200,21 @@ func (a *Approval) end(s Status, reason string, at time.Time) error {
 	a.settle(s, Airlock, at, reason)
 	return nil
 }
+
+// lapse ends an approved call that was never run: nobody can release it
+// any more. DecidedBy and DecidedAt keep who approved it and when.
+func (a *Approval) lapse(reason string) error {
+	if a.Status != StatusApproved || !a.ReleasedAt.IsZero() {
+		return &DecidedError{Status: a.Status, By: a.DecidedBy, At: a.DecidedAt}
+	}
+	a.Status, a.Note = StatusLapsed, reason
+	return nil
+}
+
+// Awaited says whether an approved call ran or runs at once (its client
+// was waiting, or it was released) rather than when its agent calls
+// again.
+func (a *Approval) Awaited() bool { return a.CallerWaiting || !a.ReleasedAt.IsZero() }
 
 func (a *Approval) settle(s Status, by string, at time.Time, note string) {
 	a.Status, a.DecidedBy, a.DecidedAt, a.Note = s, by, at, note

@@ -61,6 +61,7 @@ const (
 	EventExpired   Event = "approval.expired"   // nobody decided in time
 	EventWithdrawn Event = "approval.withdrawn" // the caller went away
 	EventAbandoned Event = "approval.abandoned" // the broker restarted while it waited
+	EventLapsed    Event = "approval.lapsed"    // approved, but never run: the agent did not call again in time
 
 	EventTokenCreated   Event = "token.created"   // an agent or approver token was made
 	EventTokenRevoked   Event = "token.revoked"   // a token was revoked

@@ -38,6 +38,22 @@ type Options struct {
 	// before it is told to call again; 0 means DefaultHoldWait, negative
 	// means it waits for the decision however long it takes.
 	HoldWait time.Duration
+	// HoldWaitProgress is how long a caller that gave a progress token
+	// gets heartbeats before it is told to call again; 0 means
+	// DefaultHoldWaitProgress, negative means heartbeats until the
+	// decision.
+	HoldWaitProgress time.Duration
+	// CancelGrace is how long an approval stays open for the retry of a
+	// client that cancelled because its request timed out
+	// (ErrClientTimedOut) before it is withdrawn; 0 means
+	// DefaultCancelGrace, negative means it is withdrawn at once.
+	CancelGrace time.Duration
+	// ApprovedRetryWindow is how long after its expiry an approved call
+	// that did not run (its client was told to call again) still runs
+	// on an identical retry; then it lapses. 0 means
+	// DefaultApprovedRetryWindow, negative means none: it lapses at its
+	// expiry.
+	ApprovedRetryWindow time.Duration
 	// JoinAcrossSessions lets an identical call from another session of
 	// the same identified principal join a pending approval (a client
 	// that reconnected before calling again). By default only a retry in
@@ -103,6 +119,9 @@ type Broker struct {
 
 	skipAllowed        bool
 	holdWait           time.Duration
+	holdWaitProgress   time.Duration
+	cancelGrace        time.Duration
+	retryWindow        time.Duration // ApprovedRetryWindow, at least 0
 	joinAcrossSessions bool
 	approvalTimeout    time.Duration
 	heartbeat          time.Duration
@@ -145,6 +164,9 @@ func New(opts Options) (*Broker, error) {
 		gone:               opts.Gone,
 		skipAllowed:        opts.SkipAllowedAudit,
 		holdWait:           orDefault(opts.HoldWait, DefaultHoldWait),
+		holdWaitProgress:   orDefault(opts.HoldWaitProgress, DefaultHoldWaitProgress),
+		cancelGrace:        orDefault(opts.CancelGrace, DefaultCancelGrace),
+		retryWindow:        max(orDefault(opts.ApprovedRetryWindow, DefaultApprovedRetryWindow), 0),
 		joinAcrossSessions: opts.JoinAcrossSessions,
 		approvalTimeout:    orDefault(opts.ApprovalTimeout, DefaultApprovalTimeout),
 		heartbeat:          orDefault(opts.Heartbeat, DefaultHeartbeat),
@@ -232,7 +254,11 @@ func (g *background) Wait() {
 // for their calls. Then it loads the grants and keeps the lease. Call it
 // once, before serving.
 func (b *Broker) Start(ctx context.Context) error {
-	if err := b.keepLease(ctx); err != nil {
+	live, err := b.keepLease(ctx)
+	if err != nil {
+		return err
+	}
+	if err := b.lapseOrphans(ctx, live); err != nil {
 		return err
 	}
 	if err := b.loadGrants(ctx); err != nil {
@@ -255,11 +281,27 @@ func (b *Broker) Close() error {
 		_, err = b.abandonPending(ctx, "Airlock stopped while the call waited", func(a *Approval) (bool, time.Time) {
 			return a.Holder == b.replica, time.Time{}
 		})
+		// An approved call not yet run can only run here: once this broker
+		// stops, no retry can.
+		var unused []string
 		b.live.mu.Lock()
 		for _, la := range b.live.byID {
 			la.timer.Stop()
+			for _, t := range []*time.Timer{la.grace, la.lapse} {
+				if t != nil {
+					t.Stop()
+				}
+			}
+			// An attached wrap's (Holder) can still run through the
+			// broker that takes the state over.
+			if a := la.approval; a.Status == StatusApproved && a.ReleasedAt.IsZero() && a.Holder == b.replica {
+				unused = append(unused, a.ID)
+			}
 		}
 		b.live.mu.Unlock()
+		for _, id := range unused {
+			b.lapse(id, "Airlock stopped before the agent called again")
+		}
 		b.bg.Wait()
 		// Last-used times are kept in memory between write-backs.
 		b.flushTokenUse(ctx)

@@ -60,12 +60,23 @@ type Caller interface {
 	Waiting(message string)
 }
 
-// A HeldCaller is a Caller that learns which approval its held call
-// waits on, so that it can go on waiting through another broker if this
-// one stops (Broker.Resume).
+// A HeldCaller is a Caller that hears which approval its held call waits
+// on, as soon as the call is held and before anyone else can decide it:
+// a call answered through a task tells its client then (Call.Task), and a
+// wrap attached to another process's broker can go on waiting for the same
+// approval through the next broker if that one stops (Broker.Resume).
 type HeldCaller interface {
 	Caller
-	Held(approvalID string)
+	Held(p Pending)
+}
+
+// Pending is what a HeldCaller is told of its held call's approval.
+type Pending struct {
+	ApprovalID string
+	Reason     string // the policy's, for the person and the agent
+	// Left is how long the approval may still wait for a decision: a task
+	// for the call must outlive it.
+	Left time.Duration
 }
 
 // Outcome is what Check made of a call: forward it, or answer the client

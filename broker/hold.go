@@ -23,6 +23,17 @@ const (
 	// DefaultHeartbeat spaces the progress notifications sent to a waiting
 	// caller that gave a progress token.
 	DefaultHeartbeat = 10 * time.Second
+	// DefaultHoldWaitProgress is how long a caller with a progress token is
+	// kept waiting before it is told to call again: under the 5 minutes
+	// after which Cursor and VS Code give up on a request, progress or not.
+	DefaultHoldWaitProgress = 4*time.Minute + 30*time.Second
+	// DefaultCancelGrace is how long an approval whose client timed out
+	// stays open for the client's retry before it is withdrawn.
+	DefaultCancelGrace = 2 * time.Minute
+	// DefaultApprovedRetryWindow is how long after an approval's expiry
+	// an identical retry still runs an approved call whose client was not
+	// waiting; then the approval lapses.
+	DefaultApprovedRetryWindow = 10 * time.Minute
 )
 
 // Why a held call's context ended. The relay cancels a held call's
@@ -31,6 +42,10 @@ var (
 	ErrClientCancelled = errors.New("the client cancelled the call")
 	ErrClientGone      = errors.New("the client disconnected")
 	ErrSessionClosed   = errors.New("the client's session ended")
+	// ErrClientTimedOut marks, alongside ErrClientCancelled, a
+	// cancellation whose client gave up waiting: it will likely call
+	// again, so its approval stays open for Options.CancelGrace.
+	ErrClientTimedOut = errors.New("the client's request timed out")
 	// ErrHandedOver ends a held call's wait here without ending its
 	// approval: the caller goes on waiting for it through another broker
 	// (see Resume), since this one is stopping.
@@ -69,6 +84,8 @@ type liveApproval struct {
 	approval *Approval
 	waiters  int
 	closed   bool
+	grace    *time.Timer // withdraws it once a timed-out client did not call again
+	lapse    *time.Timer // lapses it once approved and not run in time
 }
 
 // liveApprovals tracks the approvals opened since the broker started
@@ -113,8 +130,14 @@ func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller 
 	defer b.leave(la)
 
 	var holdWait <-chan time.Time
-	if !call.Progress && b.holdWait > 0 {
-		t := time.NewTimer(b.holdWait)
+	wait := b.holdWait
+	if call.Progress {
+		// Progress resets some clients' timeouts, not all (Cursor's and
+		// VS Code's end at 5 minutes): even this caller is told in time.
+		wait = b.holdWaitProgress
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		holdWait = t.C
 	}
@@ -132,7 +155,7 @@ func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller 
 		case <-heartbeat:
 			caller.Waiting(b.waitingText(b.current(la)))
 		case <-holdWait:
-			log.Info("caller told to retry", "hold_wait", b.holdWait)
+			log.Info("caller told to retry", "hold_wait", wait)
 			return refuse(pendingText(b.current(la), b.now()))
 		case <-ctx.Done():
 			if cause := context.Cause(ctx); !errors.Is(cause, ErrHandedOver) {
@@ -169,12 +192,17 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall, caller Caller) 
 	}
 	key := b.holdKey(hc.call, hc.in.ArgumentsDigest)
 	b.live.mu.Lock()
-	if la := b.live.byKey[key]; la != nil && la.waiters == 0 && joinable(la.approval, b.now()) {
+	if la := b.live.byKey[key]; la != nil && la.waiters == 0 && b.joinable(la.approval, b.now()) {
 		la.waiters++
-		id := la.approval.ID
+		a := la.approval
+		id := a.ID
+		if la.grace != nil {
+			la.grace.Stop() // its client called again
+			la.grace = nil
+		}
 		b.live.mu.Unlock()
 		if heldCaller != nil {
-			heldCaller.Held(id)
+			heldCaller.Held(Pending{ApprovalID: id, Reason: a.Decision.Reason, Left: a.ExpiresAt.Sub(b.now())})
 		}
 		b.log.Info("retry joined its approval", "approval_id", id)
 		return la, nil
@@ -218,7 +246,7 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall, caller Caller) 
 	// anyone hears of it, since a decision can only be about an approval
 	// that exists.
 	if heldCaller != nil {
-		heldCaller.Held(a.ID)
+		heldCaller.Held(Pending{ApprovalID: a.ID, Reason: a.Decision.Reason, Left: timeout})
 	}
 	la := &liveApproval{key: key, decided: make(chan struct{}), approval: a, waiters: 1, release: release}
 	b.live.mu.Lock()
@@ -261,13 +289,35 @@ func heldRefusedText(tool, reason string, le *LimitError, ref string) string {
 		"The call was not run; call again once pending calls are decided (ref %s).", tool, paren(reason), clause(le.Error()), ref)
 }
 
-// joinable says whether a retry may use an approval: still pending, or
-// approved but not yet used, and not past its expiry.
-func joinable(a *Approval, now time.Time) bool {
-	if now.After(a.ExpiresAt) {
-		return false
+// joinable says whether a retry may use an approval: still pending and
+// not past its expiry, or approved but not yet used and within its retry
+// window (a person said yes; the agent may have been told "pending" just
+// before).
+func (b *Broker) joinable(a *Approval, now time.Time) bool {
+	switch {
+	case a.Status == StatusPending:
+		return !now.After(a.ExpiresAt)
+	case a.Status == StatusApproved && a.ReleasedAt.IsZero():
+		return !now.After(b.retryUntil(a))
 	}
-	return a.Status == StatusPending || (a.Status == StatusApproved && a.ReleasedAt.IsZero())
+	return false
+}
+
+// retryUntil is when an approved call not yet run lapses. Approvals stored
+// before RetryUntil was kept get the window from their expiry.
+func (b *Broker) retryUntil(a *Approval) time.Time {
+	if !a.RetryUntil.IsZero() {
+		return a.RetryUntil
+	}
+	return a.ExpiresAt.Add(b.retryWindow)
+}
+
+// callerWaits says whether a caller waits here for the approval id now.
+func (b *Broker) callerWaits(id string) bool {
+	b.live.mu.Lock()
+	defer b.live.mu.Unlock()
+	la := b.live.byID[id]
+	return la != nil && la.waiters > 0
 }
 
 func (b *Broker) current(la *liveApproval) *Approval {
@@ -283,25 +333,78 @@ func (b *Broker) leave(la *liveApproval) {
 }
 
 // withdrawIfAlone withdraws the approval when its last caller went away
-// before anyone decided: its call must never run afterwards.
+// before anyone decided: its call must never run afterwards. A client
+// that timed out will likely call again: its approval stays joinable for
+// the cancel grace, and is withdrawn after it unless a retry joined.
 func (b *Broker) withdrawIfAlone(la *liveApproval, cause error) {
-	b.live.mu.Lock()
-	alone := la.waiters == 1 && la.approval.Status == StatusPending
-	id := la.approval.ID
-	b.live.mu.Unlock()
-	if !alone {
-		return
-	}
 	reason := "the caller went away"
 	if cause != nil && !errors.Is(cause, context.Canceled) {
 		reason = cause.Error()
 	}
+	b.live.mu.Lock()
+	alone := la.waiters == 1 && la.approval.Status == StatusPending
+	id := la.approval.ID
+	if alone && b.cancelGrace > 0 && errors.Is(cause, ErrClientTimedOut) {
+		if la.grace != nil {
+			la.grace.Stop()
+		}
+		la.grace = time.AfterFunc(b.cancelGrace, func() { b.graceOver(la, reason) })
+		alone = false
+	}
+	b.live.mu.Unlock()
+	if !alone {
+		return
+	}
 	b.end(id, StatusWithdrawn, reason, EventWithdrawn)
+}
+
+// graceOver withdraws an approval whose timed-out client did not call
+// again within the cancel grace. Once decided it is not withdrawn: an
+// approval nobody runs lapses instead.
+func (b *Broker) graceOver(la *liveApproval, reason string) {
+	b.live.mu.Lock()
+	alone := la.waiters == 0 && la.approval.Status == StatusPending && la.grace != nil
+	la.grace = nil
+	id := la.approval.ID
+	b.live.mu.Unlock()
+	if alone {
+		b.end(id, StatusWithdrawn, reason, EventWithdrawn)
+	}
 }
 
 // expire ends an approval nobody decided in time.
 func (b *Broker) expire(id string, after time.Duration) {
 	b.end(id, StatusExpired, "no decision within "+after.String(), EventExpired)
+}
+
+// lapseAfter lapses an approved call nobody ran by its retry window's end.
+func (b *Broker) lapseAfter(id string, until time.Time) {
+	b.lapse(id, "the agent did not call again by "+until.UTC().Format(time.RFC3339))
+}
+
+// lapse ends an approved call that was never run and can no longer be:
+// without it, the approval would say "approved" forever of a call that
+// did not run.
+func (b *Broker) lapse(id, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := b.store.UpdateApproval(ctx, id, func(a *Approval) (*AuditRecord, error) {
+		if err := a.lapse(reason); err != nil {
+			return nil, err
+		}
+		return callOutcome(EventLapsed, a, reason, b.now()), nil
+	})
+	var de *DecidedError
+	switch {
+	case errors.As(err, &de):
+		return // released (or ended) first
+	case err != nil:
+		b.log.Error("lapsing an approval failed", "approval_id", id, "err", err)
+		return
+	}
+	b.log.Info("approved call lapsed", "approval_id", id, "server", a.Server, "tool", a.Tool)
+	// Not settled: its wait was measured when it was approved.
+	b.updateMessages(a)
 }
 
 // end finishes a pending approval without a person.
@@ -361,14 +464,32 @@ func (b *Broker) track(a *Approval) {
 		la.closed = true
 		close(la.decided)
 		la.timer.Stop()
+		if la.grace != nil {
+			la.grace.Stop()
+			la.grace = nil
+		}
 		la.release()
 		b.metrics.Held(-1)
-		// Its waiters keep what they need; the map must not keep every
+	}
+	if unused := a.Status == StatusApproved && a.ReleasedAt.IsZero(); unused {
+		// Kept until a retry runs it or it lapses: its client may have
+		// been told "pending" and will call again.
+		if la.lapse == nil {
+			until := b.retryUntil(a)
+			la.lapse = time.AfterFunc(until.Sub(b.now()), func() { b.lapseAfter(a.ID, until) })
+		}
+		return
+	}
+	if a.Status != StatusPending {
+		if la.lapse != nil {
+			la.lapse.Stop()
+		}
+		// Its waiters keep what they need; the maps must not keep every
 		// decided call's arguments for the life of the broker.
 		delete(b.live.byID, a.ID)
-	}
-	if a.Status != StatusPending && a.Status != StatusApproved {
-		delete(b.live.byKey, la.key)
+		if b.live.byKey[la.key] == la {
+			delete(b.live.byKey, la.key)
+		}
 	}
 }
 
@@ -439,8 +560,19 @@ func (b *Broker) release(ctx context.Context, call *Call, la *liveApproval, call
 	}
 	b.live.mu.Lock()
 	la.approval = updated
-	delete(b.live.byKey, la.key)
+	if la.lapse != nil {
+		la.lapse.Stop()
+	}
+	delete(b.live.byID, a.ID)
+	if b.live.byKey[la.key] == la {
+		delete(b.live.byKey, la.key)
+	}
 	b.live.mu.Unlock()
+	if !updated.CallerWaiting {
+		// Its messages said it would run when the agent called again: now
+		// it has.
+		b.updateMessages(updated)
+	}
 	if stored, ok := b.grantsStoring.Load(a.ID); ok {
 		// The vote that approved it came with an "always allow" that this
 		// broker is storing: once the result is out, the agent's next call
@@ -482,6 +614,8 @@ func outcomeText(a *Approval, now time.Time) string {
 		return fmt.Sprintf("The call to %s was withdrawn before anyone decided%s (ref %s).", a.Tool, colon(a.Note), a.ID)
 	case StatusAbandoned:
 		return fmt.Sprintf("The call to %s was abandoned%s (ref %s).", a.Tool, colon(a.Note), a.ID)
+	case StatusLapsed:
+		return fmt.Sprintf("The call to %s was approved but never run%s; call again to ask anew (ref %s).", a.Tool, colon(a.Note), a.ID)
 	}
 	return fmt.Sprintf("The call to %s was not approved (%s, ref %s).", a.Tool, a.Status, a.ID)
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -20,15 +21,19 @@ const DefaultLeaseTTL = 30 * time.Second
 // thirds of it: a live replica misses one renewal before it counts as
 // gone, and a dead one's approvals are abandoned within one TTL of its
 // last renewal.
-func (b *Broker) keepLease(ctx context.Context) error {
+//
+// It returns the replicas alive.
+func (b *Broker) keepLease(ctx context.Context) ([]string, error) {
 	leases, err := b.store.Lease(ctx, b.replica, 2*b.leaseTTL/3)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lastSeen := map[string]time.Time{}
+	var live []string
 	for _, l := range leases {
 		if l.Live && !slices.Contains(b.gone, l.Replica) {
 			lastSeen[l.Replica] = time.Time{}
+			live = append(live, l.Replica)
 		} else {
 			lastSeen[l.Replica] = l.Renewed
 		}
@@ -45,7 +50,45 @@ func (b *Broker) keepLease(ctx context.Context) error {
 	if n > 0 {
 		b.log.Info("abandoned approvals whose Airlock process is gone", "count", n)
 	}
-	return err
+	return live, err
+}
+
+// orphanScan bounds how many approved approvals, newest first, Start looks
+// at for calls that were never run: older ones' windows are long past.
+const orphanScan = 10_000
+
+// lapseOrphans lapses the approved calls that were never run and can no
+// longer be: those held by a replica that is gone (only the holder can run
+// a call), and any past its retry window. Without it they would stay
+// "approved" forever. This replica's own are not orphans: its name is new
+// at every start, unless it is a wrap taking the state over, whose held
+// calls resume their approvals after Start.
+func (b *Broker) lapseOrphans(ctx context.Context, live []string) error {
+	now := b.now()
+	before, n := "", 0
+	for n < orphanScan {
+		page, err := b.store.Approvals(ctx, ApprovalQuery{Status: []Status{StatusApproved}, Before: before, Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("broker: listing approved approvals: %w", err)
+		}
+		for _, a := range page {
+			if !a.ReleasedAt.IsZero() {
+				continue
+			}
+			switch {
+			case !slices.Contains(live, a.Holder):
+				b.lapse(a.ID, "the Airlock process holding the call stopped before the agent called again")
+			case now.After(b.retryUntil(a)):
+				b.lapseAfter(a.ID, b.retryUntil(a))
+			}
+		}
+		n += len(page)
+		if len(page) < 1000 {
+			break
+		}
+		before = page[len(page)-1].ID
+	}
+	return nil
 }
 
 // renewLease keeps the lease until the broker closes, and retries the
@@ -61,7 +104,7 @@ func (b *Broker) renewLease() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.leaseTTL/3)
-		if err := b.keepLease(ctx); err != nil {
+		if _, err := b.keepLease(ctx); err != nil {
 			b.log.Warn("renewing the lease failed", "replica", b.replica, "err", err)
 		}
 		cancel()
@@ -70,19 +113,26 @@ func (b *Broker) renewLease() {
 }
 
 // expireOverdue ends this replica's approvals past their expiry that are
-// still pending.
+// still pending, and lapses its approved calls past their retry window.
 func (b *Broker) expireOverdue() {
 	now := b.now()
-	var overdue []*Approval
+	var overdue, unused []*Approval
 	b.live.mu.Lock()
 	for _, la := range b.live.byID {
-		if a := la.approval; a.Status == StatusPending && now.After(a.ExpiresAt) {
+		a := la.approval
+		switch {
+		case a.Status == StatusPending && now.After(a.ExpiresAt):
 			overdue = append(overdue, a)
+		case a.Status == StatusApproved && a.ReleasedAt.IsZero() && now.After(b.retryUntil(a)):
+			unused = append(unused, a)
 		}
 	}
 	b.live.mu.Unlock()
 	for _, a := range overdue {
 		b.expire(a.ID, a.ExpiresAt.Sub(a.RequestedAt))
+	}
+	for _, a := range unused {
+		b.lapseAfter(a.ID, b.retryUntil(a))
 	}
 }
 

@@ -76,7 +76,7 @@ func (b *Broker) adopt(ctx context.Context, id string, call *Call, digest string
 		return la, nil
 	}
 	b.live.mu.Unlock()
-	if !joinable(a, b.now()) {
+	if !b.joinable(a, b.now()) {
 		return nil, nil
 	}
 	// Counted again here: the limits are this broker's, and the broker

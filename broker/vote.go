@@ -138,6 +138,13 @@ func (b *Broker) Vote(ctx context.Context, id string, v Vote) (*Approval, error)
 			return nil, ve
 		}
 		a.apply(v)
+		if a.Status == StatusApproved {
+			a.RetryUntil = a.ExpiresAt.Add(b.retryWindow)
+			// Known here only when this replica holds the call. A retry
+			// that joins after this still runs it, and its release
+			// updates the messages that said it would wait for one.
+			a.CallerWaiting = b.callerWaits(id)
+		}
 		if g != nil {
 			g.ID = grantID
 			a.GrantID = g.ID

@@ -15,7 +15,7 @@ import (
 // the plain types a Call carries. No approval, vote, grant or hold type.
 var seam = []string{
 	"Call", "Caller", "Outcome", "ToolDefinition", "ParseDefinition", "Principal", "ClientInfo",
-	"ErrClientCancelled", "ErrClientGone", "ErrSessionClosed", "LimitError", "NewRef",
+	"ErrClientCancelled", "ErrClientTimedOut", "ErrClientGone", "ErrSessionClosed", "LimitError", "NewRef",
 }
 
 func TestRelayUsesOnlyTheSeam(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -139,8 +140,8 @@ func TestClientCancelEndsTheGatesWait(t *testing.T) {
 		}()
 		brokertest.Wait(t, h.Held, "the call to be held")
 		cancel()
-		if cause := brokertest.Wait(t, h.Ended, "the gate's wait to end"); !errors.Is(cause, broker.ErrClientCancelled) {
-			t.Errorf("cause = %v, want %v", cause, broker.ErrClientCancelled)
+		if cause := brokertest.Wait(t, h.Ended, "the gate's wait to end"); !errors.Is(cause, broker.ErrClientCancelled) || errors.Is(cause, broker.ErrClientTimedOut) {
+			t.Errorf("cause = %v, want %v and no timeout", cause, broker.ErrClientCancelled)
 		}
 		brokertest.Wait(t, errc, "the call to return")
 		if err := cs.Ping(ctxT(t), nil); err != nil {
@@ -166,8 +167,25 @@ func TestClientCancelEndsTheGatesWait(t *testing.T) {
 		}
 		cause := context.Cause(c.ctx)
 		want := "the client cancelled the call: Request timed out  [31m" + strings.Repeat("é", 88) + "…"
-		if !errors.Is(cause, broker.ErrClientCancelled) || cause.Error() != want {
-			t.Errorf("cause = %q, want %q", cause, want)
+		if !errors.Is(cause, broker.ErrClientCancelled) || !errors.Is(cause, broker.ErrClientTimedOut) || cause.Error() != want {
+			t.Errorf("cause = %q, want %q, a timeout", cause, want)
+		}
+	})
+	// The go-sdk cancels a call whose context's deadline passed with the
+	// reason "context deadline exceeded": a timeout too, whose approval
+	// the core keeps open for the retry.
+	t.Run("stdio go-sdk deadline", func(t *testing.T) {
+		t.Parallel()
+		h := relaytest.NewHold(0)
+		r := relaytest.NewRelay(t, relay.Options{Gate: &relaytest.Gate{Decide: h.Decide}}, relaytest.NewServer().Upstream("test"))
+		cs := relaytest.StdioClient(t, r, relaytest.NewClient(relaytest.NewEvents()))
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		go cs.CallTool(ctx, &mcp.CallToolParams{Name: "write", Arguments: map[string]any{"path": "/x"}})
+		brokertest.Wait(t, h.Held, "the call to be held")
+		cause := brokertest.Wait(t, h.Ended, "the gate's wait to end")
+		if !errors.Is(cause, broker.ErrClientTimedOut) || cause.Error() != "the client cancelled the call: context deadline exceeded" {
+			t.Errorf("cause = %q, want a timeout", cause)
 		}
 	})
 	// The session ends when the client closes stdin, or when ServeConn's

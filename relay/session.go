@@ -431,8 +431,26 @@ func (s *Session) clientCancelled(ctx context.Context, m *jsonrpc.Request) {
 		// "cancelled" to whoever reads the withdrawal.
 		cause = fmt.Errorf("%w: %s", broker.ErrClientCancelled, r)
 	}
+	if timedOut(reason) {
+		cause = timeoutCause{cause}
+	}
 	s.cancelClientRequest(ctx, id, reason, cause)
 }
+
+// timedOut says whether a cancellation's reason is the client's request
+// timing out, rather than someone cancelling it: the TypeScript SDK says
+// "Request timed out", the go-sdk "context deadline exceeded" (its
+// ctx.Err()), others "timeout". Such a client will likely call again.
+func timedOut(reason string) bool {
+	r := strings.ToLower(reason)
+	return strings.Contains(r, "timed out") || strings.Contains(r, "timeout") || strings.Contains(r, "deadline exceeded")
+}
+
+// timeoutCause is a cancellation's cause that says, to errors.Is, that the
+// client timed out too, and reads as the cancellation does.
+type timeoutCause struct{ error }
+
+func (c timeoutCause) Unwrap() []error { return []error{c.error, broker.ErrClientTimedOut} }
 
 // maxCancelReason bounds the client's reason kept in a withdrawal.
 const maxCancelReason = 200

@@ -281,6 +281,7 @@ var outcomes = []option{
 	{string(broker.EventExpired), "expired"},
 	{string(broker.EventWithdrawn), "withdrawn"},
 	{string(broker.EventAbandoned), "abandoned"},
+	{string(broker.EventLapsed), "lapsed (approved, never run)"},
 	{string(broker.EventReleased), "released"},
 	{string(broker.EventBlocked), "blocked (tool changed)"},
 	{string(broker.EventRefused), "refused (bad arguments)"},

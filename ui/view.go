@@ -132,16 +132,24 @@ func outcome(a *broker.Approval, user string) string {
 		if a.Note != "" {
 			said = fmt.Sprintf(" (%q)", a.Note)
 		}
+		text := fmt.Sprintf("Already decided by %s at %s: %s%s.", a.DecidedBy, at, verb, said)
 		if a.DecidedBy == user {
-			return fmt.Sprintf("You %s this call at %s%s.", verb, at, said)
+			text = fmt.Sprintf("You %s this call at %s%s.", verb, at, said)
 		}
-		return fmt.Sprintf("Already decided by %s at %s: %s%s.", a.DecidedBy, at, verb, said)
+		if a.Status == broker.StatusApproved && !a.Awaited() {
+			// Its client was told to call again (or waits at another
+			// replica, which only that one knows): it has not run.
+			text += fmt.Sprintf(" It runs when the agent calls again (until %s); otherwise it lapses.", timeText(a.RetryUntil))
+		}
+		return text
 	case broker.StatusExpired:
 		return fmt.Sprintf("Expired at %s%s.", at, note)
 	case broker.StatusWithdrawn:
 		return fmt.Sprintf("Withdrawn at %s%s.", at, note)
 	case broker.StatusAbandoned:
 		return fmt.Sprintf("Abandoned at %s%s.", at, note)
+	case broker.StatusLapsed:
+		return fmt.Sprintf("Approved by %s at %s, but the call never ran%s.", a.DecidedBy, at, note)
 	}
 	return fmt.Sprintf("Ended (%s) at %s%s.", a.Status, at, note)
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/airlock-mcp/airlock/broker"
 )
 
 func TestLineDiff(t *testing.T) {
@@ -79,6 +81,36 @@ func TestDuration(t *testing.T) {
 	} {
 		if got := duration(d); got != want {
 			t.Errorf("duration(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// An approved call says whether it ran or waits for the agent's retry,
+// and one that lapsed says it never ran.
+func TestOutcomeSaysWhetherTheCallRan(t *testing.T) {
+	at := time.Date(2026, 11, 20, 10, 1, 0, 0, time.UTC)
+	approved := func(edit func(*broker.Approval)) *broker.Approval {
+		a := &broker.Approval{Status: broker.StatusApproved, DecidedBy: "bob", DecidedAt: at, RetryUntil: at.Add(19 * time.Minute)}
+		edit(a)
+		return a
+	}
+	for name, tc := range map[string]struct {
+		a    *broker.Approval
+		want string
+	}{
+		"waited": {approved(func(a *broker.Approval) { a.CallerWaiting = true }),
+			"Already decided by bob at 2026-11-20 10:01:00 UTC: approved."},
+		"released": {approved(func(a *broker.Approval) { a.ReleasedAt = at.Add(time.Minute) }),
+			"Already decided by bob at 2026-11-20 10:01:00 UTC: approved."},
+		"nobody waiting": {approved(func(*broker.Approval) {}),
+			"Already decided by bob at 2026-11-20 10:01:00 UTC: approved. It runs when the agent calls again (until 2026-11-20 10:20:00 UTC); otherwise it lapses."},
+		"lapsed": {approved(func(a *broker.Approval) {
+			a.Status, a.Note = broker.StatusLapsed, "the agent did not call again by 2026-11-20T10:20:00Z"
+		}),
+			"Approved by bob at 2026-11-20 10:01:00 UTC, but the call never ran: the agent did not call again by 2026-11-20T10:20:00Z."},
+	} {
+		if got := outcome(tc.a, "alice"); got != tc.want {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
 		}
 	}
 }

@@ -42,6 +42,7 @@ func TestStore(t *testing.T, open func(t *testing.T) broker.Store, opts StoreOpt
 		"list/newest_first":                    testListNewestFirst,
 		"list/filters":                         testListFilters,
 		"list/pending_follows_updates":         testListPending,
+		"list/lapsed_follows_updates":          testListLapsed,
 		"list/pages":                           testListPages,
 		"list/default_limit":                   testListDefaultLimit,
 		"audit/seal_and_chain":                 testAuditChain,
@@ -593,7 +594,7 @@ func testListNewestFirst(t *testing.T, s broker.Store) {
 // fixture creates approvals 0..n-1 with a mix of statuses, servers and
 // tools, in an order other than their ids', and returns them oldest first.
 func fixture(t *testing.T, s broker.Store, n int) []*broker.Approval {
-	statuses := []broker.Status{broker.StatusPending, broker.StatusApproved, broker.StatusDenied, broker.StatusExpired, broker.StatusPending}
+	statuses := []broker.Status{broker.StatusPending, broker.StatusApproved, broker.StatusDenied, broker.StatusExpired, broker.StatusPending, broker.StatusLapsed}
 	as := make([]*broker.Approval, n)
 	for i := range n {
 		a := newApproval(i)
@@ -633,6 +634,7 @@ func testListFilters(t *testing.T, s broker.Store) {
 		"final":                     {Status: []broker.Status{broker.StatusApproved, broker.StatusDenied}},
 		"pending_or_expired":        {Status: []broker.Status{broker.StatusPending, broker.StatusExpired}},
 		"none_withdrawn":            {Status: []broker.Status{broker.StatusWithdrawn}},
+		"lapsed":                    {Status: []broker.Status{broker.StatusLapsed}},
 		"server":                    {Server: "github"},
 		"tool":                      {Tool: "delete_file"},
 		"server_and_tool":           {Server: "fs", Tool: "move_file"},
@@ -690,6 +692,43 @@ func testListPending(t *testing.T, s broker.Store) {
 	}
 	if got := get(t, s, approvalID(2)); !got.ExpiresAt.Equal(newApproval(2).ExpiresAt.Add(-time.Hour)) {
 		t.Errorf("ExpiresAt = %v, want the new deadline", got.ExpiresAt)
+	}
+}
+
+// testListLapsed: an approved call not run lapses, the one change of an
+// approval after its decision; the lists by status follow it, and what
+// says when it may run and whether its caller waited survives.
+func testListLapsed(t *testing.T, s broker.Store) {
+	for i := range 3 {
+		a := newApproval(i)
+		a.Status, a.DecidedBy, a.DecidedAt = broker.StatusApproved, "bob", t0.Add(time.Minute)
+		a.RetryUntil, a.CallerWaiting = a.ExpiresAt.Add(10*time.Minute), i == 2
+		create(t, s, a, nil)
+	}
+	lapsed, err := s.UpdateApproval(t.Context(), approvalID(1), func(a *broker.Approval) (*broker.AuditRecord, error) {
+		if a.Status != broker.StatusApproved || !a.ReleasedAt.IsZero() {
+			return nil, fmt.Errorf("not an approved call waiting to run: %s", a.Status)
+		}
+		a.Status, a.Note = broker.StatusLapsed, "the agent did not call again"
+		return &broker.AuditRecord{Time: t0.Add(30 * time.Minute), Event: broker.EventLapsed, ApprovalID: a.ID}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lapsed.Status != broker.StatusLapsed || lapsed.DecidedBy != "bob" || !lapsed.RetryUntil.Equal(t0.Add(1*time.Second+20*time.Minute)) {
+		t.Errorf("lapsed = %+v", lapsed)
+	}
+	if got := list(t, s, broker.ApprovalQuery{Status: []broker.Status{broker.StatusApproved}}); !slices.Equal(got, []string{approvalID(2), approvalID(0)}) {
+		t.Errorf("approved = %v", got)
+	}
+	if got := list(t, s, broker.ApprovalQuery{Status: []broker.Status{broker.StatusLapsed}}); !slices.Equal(got, []string{approvalID(1)}) {
+		t.Errorf("lapsed = %v", got)
+	}
+	if got := get(t, s, approvalID(2)); !got.CallerWaiting || got.RetryUntil.IsZero() {
+		t.Errorf("caller_waiting and retry_until were not kept: %+v", got)
+	}
+	if get(t, s, approvalID(0)).CallerWaiting {
+		t.Error("caller_waiting set on an approval that had it false")
 	}
 }
 

@@ -129,6 +129,10 @@ func (c *Conn) read(dec *json.Decoder) {
 				err = errors.New(f.Err)
 			}
 			ck.audited <- err
+		case opHeld:
+			if hc, ok := ck.caller.(broker.HeldCaller); ok {
+				hc.Held(broker.Pending{ApprovalID: f.Approval, Reason: f.Text, Left: time.Duration(f.Left) * time.Millisecond})
+			}
 		case opWaiting:
 			ck.caller.Waiting(f.Message)
 		case opDefinition:
@@ -194,7 +198,7 @@ func (c *Conn) check(ctx context.Context, call *broker.Call, caller broker.Calle
 			// nothing: wait for that, so that the wait ends there first.
 			cancelled = nil
 			cause := context.Cause(ctx)
-			c.send(&frame{Op: opCancel, ID: id, Cause: causeKey(cause), Text: cause.Error()})
+			c.send(&frame{Op: opCancel, ID: id, Causes: causeKeys(cause), Text: cause.Error()})
 		case <-c.done:
 			if ctx.Err() != nil {
 				return broker.Outcome{}, "", nil // nobody is left to answer

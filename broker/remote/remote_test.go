@@ -173,3 +173,43 @@ func TestResumeChecksTheCall(t *testing.T) {
 		t.Fatalf("resume with other arguments = %+v, want refused", o)
 	}
 }
+
+// A client that timed out keeps its approval open for its retry, through
+// the socket as in process: the cause arrives whole.
+func TestTimeoutCauseCrossesTheSocket(t *testing.T) {
+	owner := brokertest.NewHarness(t, broker.Options{})
+	_, path := serve(t, owner)
+	c, err := Dial(t.Context(), path, testToken, "wrap-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	out := make(chan broker.Outcome, 1)
+	go func() { out <- c.Check(ctx, owner.NewCall("write", nil), brokertest.NewCaller()) }()
+	a := owner.Held()
+	cancel(fmt.Errorf("%w: Request timed out (%w)", broker.ErrClientCancelled, broker.ErrClientTimedOut))
+	brokertest.Wait(t, out, "the outcome")
+	got, _ := owner.Store.Approval(context.Background(), a.ID)
+	if got.Status != broker.StatusPending {
+		t.Fatalf("after a timeout: %s (%s), want pending for the cancel grace", got.Status, got.Note)
+	}
+	// The retry joins it: approving it releases the retry.
+	caller := &heldSpy{Caller: brokertest.NewCaller(), held: make(chan string, 1)}
+	go func() { out <- c.Check(t.Context(), owner.NewCall("write", nil), caller) }()
+	if id := brokertest.Wait(t, caller.held, "the retry to be held"); id != a.ID {
+		t.Fatalf("the retry waits on %s, want %s", id, a.ID)
+	}
+	owner.Vote(a.ID, "alice", broker.Approve, "")
+	if o := brokertest.Wait(t, out, "the retry's outcome"); !o.Forward {
+		t.Fatalf("retry = %+v, want forwarded", o)
+	}
+}
+
+// heldSpy hears which approval its call waits on.
+type heldSpy struct {
+	*brokertest.Caller
+	held chan string
+}
+
+func (h *heldSpy) Held(p broker.Pending) { h.held <- p.ApprovalID }

@@ -357,6 +357,6 @@ func (rc *remoteCaller) Waiting(message string) {
 	rc.sc.send(&frame{Op: opWaiting, ID: rc.id, Message: message})
 }
 
-func (rc *remoteCaller) Held(approvalID string) {
-	rc.sc.send(&frame{Op: opHeld, ID: rc.id, Approval: approvalID})
+func (rc *remoteCaller) Held(p broker.Pending) {
+	rc.sc.send(&frame{Op: opHeld, ID: rc.id, Approval: p.ApprovalID, Text: p.Reason, Left: p.Left.Milliseconds()})
 }

@@ -40,10 +40,11 @@ type frame struct {
 	// check, resume
 	Call     *wireCall `json:"call,omitempty"`
 	Approval string    `json:"approval,omitempty"` // resume, held
+	Left     int64     `json:"left,omitempty"`     // held: milliseconds the approval may still wait
 
 	// cancel
-	Cause string `json:"cause,omitempty"` // a key of causes
-	Text  string `json:"text,omitempty"`  // the cause's own words
+	Causes []string `json:"causes,omitempty"` // keys of causes
+	Text   string   `json:"text,omitempty"`   // the cause's own words; held: the policy's reason
 
 	// outcome
 	Forward   bool   `json:"forward,omitempty"`
@@ -94,43 +95,58 @@ type wireCall struct {
 }
 
 // causes names the reasons a held call's context ends, so that the broker
-// records the one the wrap's relay gave.
-var causes = map[string]error{
-	"cancelled": broker.ErrClientCancelled,
-	"gone":      broker.ErrClientGone,
-	"closed":    broker.ErrSessionClosed,
+// records the one the wrap's relay gave. A cause may be several (a
+// cancellation because the client timed out): each that it is travels.
+var causes = []struct {
+	key string
+	err error
+}{
+	{"cancelled", broker.ErrClientCancelled},
+	{"timedout", broker.ErrClientTimedOut},
+	{"gone", broker.ErrClientGone},
+	{"closed", broker.ErrSessionClosed},
 }
 
-// causeKey names cause for the wire: the first of causes it is.
-func causeKey(cause error) string {
-	for k, c := range causes {
-		if errors.Is(cause, c) {
-			return k
+// causeKeys names cause for the wire.
+func causeKeys(cause error) []string {
+	var keys []string
+	for _, c := range causes {
+		if errors.Is(cause, c.err) {
+			keys = append(keys, c.key)
 		}
 	}
-	return ""
+	return keys
 }
 
-// wireCause is a cause as the wrap gave it: its words, and the sentinel
+// wireCause is a cause as the wrap gave it: its words, and the sentinels
 // it wraps, so that the broker can tell a timeout from a disconnection.
 type wireCause struct {
-	sentinel error
-	text     string
+	sentinels []error
+	text      string
 }
 
-func (c *wireCause) Error() string { return c.text }
-func (c *wireCause) Unwrap() error { return c.sentinel }
+func (c *wireCause) Error() string   { return c.text }
+func (c *wireCause) Unwrap() []error { return c.sentinels }
 
-// readCause rebuilds a cause from a cancel frame.
+// readCause rebuilds a cause from a cancel frame. One that names none the
+// broker knows is a client gone.
 func readCause(f *frame) error {
-	s, ok := causes[f.Cause]
-	if !ok {
-		s = broker.ErrClientGone
+	var sentinels []error
+	for _, k := range f.Causes {
+		for _, c := range causes {
+			if c.key == k {
+				sentinels = append(sentinels, c.err)
+			}
+		}
 	}
-	if strings.TrimSpace(f.Text) == "" {
-		return s
+	if len(sentinels) == 0 {
+		sentinels = []error{broker.ErrClientGone}
 	}
-	return &wireCause{sentinel: s, text: f.Text}
+	text := strings.TrimSpace(f.Text)
+	if text == "" {
+		text = sentinels[0].Error()
+	}
+	return &wireCause{sentinels: sentinels, text: text}
 }
 
 // definition reads a definition sent as bytes, as the relay parsed it.

@@ -330,7 +330,14 @@ func newVoteCmd(verdict broker.Verdict) *cobra.Command {
 				case broker.StatusPending:
 					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s (%d of %d approvals needed).\n", id, a.Approvals(), a.Quorum())
 				case broker.StatusApproved:
-					fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, tool, server)
+					if a.Awaited() {
+						fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s is released.\n", id, tool, server)
+					} else {
+						// Its client was told to call again, or the broker
+						// holding it is another: it has not run yet.
+						fmt.Fprintf(cmd.OutOrStdout(), "Approved %s: the call to %s on %s runs when the agent calls again (until %s); otherwise it lapses.\n",
+							id, tool, server, a.RetryUntil.Local().Format(time.DateTime))
+					}
 					if g := termSafe(a.GrantID); g != "" && err == nil {
 						// The vote's answer is the approval; the grant says
 						// how long it lasts and whether it was capped.

@@ -119,8 +119,9 @@ func TestApproveRefusals(t *testing.T) {
 	}
 }
 
-// Approved, but the grant was not stored: the CLI says the call is
-// released, and fails naming the grant.
+// Approved, but the grant was not stored: the CLI says the call was
+// approved, and fails naming the grant. Nobody waits for this call (it was
+// put in the store), so the CLI says it runs when the agent calls again.
 func TestApproveGrantNotStored(t *testing.T) {
 	store := brokertest.FailGrants(brokertest.NewMemStore())
 	_, dir := voteBroker(t, store)
@@ -128,7 +129,7 @@ func TestApproveGrantNotStored(t *testing.T) {
 		a.Decision.Grantable = &policy.Grantable{Scopes: []string{policy.ScopeExact}, MaxTTL: policy.Duration(time.Hour)}
 	})
 	out, _, err := run(t, "", "approve", id, "--grant", "exact", "--state-dir", dir)
-	if !strings.Contains(out, "Approved "+id+": the call to write_file on fs is released.") || strings.Contains(out, "Grant ") {
+	if !strings.Contains(out, "Approved "+id+": the call to write_file on fs runs when the agent calls again (until ") || strings.Contains(out, "Grant ") {
 		t.Errorf("stdout: %q", out)
 	}
 	if err == nil || !strings.Contains(err.Error(), "approved, but the grant was not stored (grant_not_stored): the call was approved, but the grant could not be stored (ref ") {

@@ -75,6 +75,18 @@ type Config struct {
 	// HoldWait is how long a caller without a progress token is kept
 	// waiting for a decision before it is told to call again (default 50s).
 	HoldWait time.Duration `yaml:"hold_wait"`
+	// HoldWaitProgress is how long a caller with a progress token gets
+	// heartbeats before it is told to call again (default 4m30s, under the
+	// 5 minutes after which Cursor and VS Code give up).
+	HoldWaitProgress time.Duration `yaml:"hold_wait_progress"`
+	// CancelGrace is how long the approval of a call whose client
+	// cancelled it because its request timed out stays open for the
+	// retry before it is withdrawn (default 2m).
+	CancelGrace time.Duration `yaml:"cancel_grace"`
+	// ApprovedRetryWindow is how long after its expiry an approved call
+	// whose client was no longer waiting still runs on the agent's
+	// identical retry, before it lapses (default 10m).
+	ApprovedRetryWindow time.Duration `yaml:"approved_retry_window"`
 	// JoinAcrossSessions lets an identical retry from another session of
 	// the same identified principal join a pending approval (default
 	// false: only a retry in the same session joins).
@@ -646,6 +658,15 @@ func (c *Config) resolve() error {
 	}
 	if c.HoldWait < 0 {
 		return fmt.Errorf("config: hold_wait: must not be negative")
+	}
+	if c.HoldWaitProgress < 0 {
+		return fmt.Errorf("config: hold_wait_progress: must not be negative (a value above every approval timeout keeps a caller with a progress token waiting for the decision)")
+	}
+	if c.CancelGrace < 0 {
+		return fmt.Errorf("config: cancel_grace: must not be negative")
+	}
+	if c.ApprovedRetryWindow < 0 {
+		return fmt.Errorf("config: approved_retry_window: must not be negative")
 	}
 	if c.Heartbeat < 0 {
 		return fmt.Errorf("config: heartbeat: must not be negative")

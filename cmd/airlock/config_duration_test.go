@@ -15,6 +15,9 @@ import (
 func TestConfigDurations(t *testing.T) {
 	cfg, err := loadConfig(writeConfig(t, `
 hold_wait: 45s
+hold_wait_progress: 4m
+cancel_grace: 90s
+approved_retry_window: 1h
 approval_timeout: 1d
 session_idle: 1d12h
 init_timeout: "90s"
@@ -26,12 +29,15 @@ ui: {session_ttl: 7d}
 	}
 	const day = 24 * time.Hour
 	for key, kv := range map[string][2]time.Duration{
-		"hold_wait":        {cfg.HoldWait, 45 * time.Second},
-		"approval_timeout": {cfg.ApprovalTimeout, day},
-		"session_idle":     {cfg.SessionIdle, day + 12*time.Hour},
-		"init_timeout":     {cfg.InitTimeout, 90 * time.Second},
-		"policy.timeout":   {cfg.Policy.Timeout, 2 * time.Second},
-		"ui.session_ttl":   {cfg.UI.SessionTTL, 7 * day},
+		"hold_wait":             {cfg.HoldWait, 45 * time.Second},
+		"hold_wait_progress":    {cfg.HoldWaitProgress, 4 * time.Minute},
+		"cancel_grace":          {cfg.CancelGrace, 90 * time.Second},
+		"approved_retry_window": {cfg.ApprovedRetryWindow, time.Hour},
+		"approval_timeout":      {cfg.ApprovalTimeout, day},
+		"session_idle":          {cfg.SessionIdle, day + 12*time.Hour},
+		"init_timeout":          {cfg.InitTimeout, 90 * time.Second},
+		"policy.timeout":        {cfg.Policy.Timeout, 2 * time.Second},
+		"ui.session_ttl":        {cfg.UI.SessionTTL, 7 * day},
 	} {
 		if kv[0] != kv[1] {
 			t.Errorf("%s = %v, want %v", key, kv[0], kv[1])

@@ -41,6 +41,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		"missing secret file":   {"ui:\n  oidc: {issuer: 'https://idp.example', client_id: x, client_secret_file: /nonexistent}\n", "ui.oidc.client_secret_file:"},
 		"negative limit":        {"limits: {held_bytes: -1}\n", "limits.held_bytes: must not be negative"},
 		"unknown limit":         {"limits: {childs: 3}\n", `line 1: unknown key "childs"`},
+		"negative progress cap": {"hold_wait_progress: -1s\n", `hold_wait_progress: "-1s" is not a duration`},
 		"email as domain":       {"ui:\n  oidc: {issuer: 'https://idp.example', client_id: x, allowed_domains: [a@b.c]}\n", "ui.oidc.allowed_domains:"},
 	}
 	for name, tc := range tests {

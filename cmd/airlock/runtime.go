@@ -159,24 +159,27 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		servers[i] = u.Name
 	}
 	rt.broker, err = broker.New(broker.Options{
-		Notifiers:          notifiers,
-		Policy:             rt.engine,
-		Store:              rt.store,
-		Logger:             log,
-		Metrics:            rt.metrics,
-		HoldWait:           cfg.HoldWait,
-		JoinAcrossSessions: cfg.JoinAcrossSessions,
-		ApprovalTimeout:    cfg.ApprovalTimeout,
-		Heartbeat:          cfg.Heartbeat,
-		SkipAllowedAudit:   cfg.AuditAllowedCalls != nil && !*cfg.AuditAllowedCalls,
-		Limits:             cfg.Limits.broker(),
-		AdminIdentity:      cfg.adminIdentity(), // a login link's identity: one person, one name
-		People:             cfg.people(),
-		Servers:            servers,
-		Replica:            rt.replica,
-		Gone:               slices.DeleteFunc([]string{opts.gone}, func(s string) bool { return s == "" }),
-		LeaseTTL:           cfg.State.Lease,
-		Now:                now,
+		Notifiers:           notifiers,
+		Policy:              rt.engine,
+		Store:               rt.store,
+		Logger:              log,
+		Metrics:             rt.metrics,
+		HoldWait:            cfg.HoldWait,
+		HoldWaitProgress:    cfg.HoldWaitProgress,
+		CancelGrace:         cfg.CancelGrace,
+		ApprovedRetryWindow: cfg.ApprovedRetryWindow,
+		JoinAcrossSessions:  cfg.JoinAcrossSessions,
+		ApprovalTimeout:     cfg.ApprovalTimeout,
+		Heartbeat:           cfg.Heartbeat,
+		SkipAllowedAudit:    cfg.AuditAllowedCalls != nil && !*cfg.AuditAllowedCalls,
+		Limits:              cfg.Limits.broker(),
+		AdminIdentity:       cfg.adminIdentity(), // a login link's identity: one person, one name
+		People:              cfg.people(),
+		Servers:             servers,
+		Replica:             rt.replica,
+		Gone:                slices.DeleteFunc([]string{opts.gone}, func(s string) bool { return s == "" }),
+		LeaseTTL:            cfg.State.Lease,
+		Now:                 now,
 	})
 	if err != nil {
 		return nil, err

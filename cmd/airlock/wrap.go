@@ -267,16 +267,18 @@ func (w *wrapper) own(ctx context.Context, sock string) (*runtime, error) {
 	}
 	// Whoever held the lock before is gone, and its socket with it.
 	os.Remove(sock)
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		return nil, fmt.Errorf("state dir: the socket for other wraps: %w", err)
+	if ln, err := net.Listen("unix", sock); err != nil {
+		// This wrap still serves its client; other wraps cannot share the
+		// directory, and say so when they find it locked.
+		w.log.Warn("other wraps cannot attach to this one", "socket", sock, "err", err)
+	} else {
+		rt.gate, rt.gatePath = remote.NewServer(rt.broker, rt.broker, rt.token, w.log), sock
+		go func() {
+			if err := rt.gate.Serve(ln); err != nil {
+				w.log.Error("serving other wraps stopped", "err", err)
+			}
+		}()
 	}
-	rt.gate, rt.gatePath = remote.NewServer(rt.broker, rt.broker, rt.token, w.log), sock
-	go func() {
-		if err := rt.gate.Serve(ln); err != nil {
-			w.log.Error("serving other wraps stopped", "err", err)
-		}
-	}()
 	go func() {
 		if err := rt.serve(); err != nil {
 			w.log.Error("approval API stopped", "err", err)

@@ -123,6 +123,7 @@ var statusTitles = map[broker.Status]string{
 	broker.StatusExpired:   "Expired",
 	broker.StatusWithdrawn: "Withdrawn",
 	broker.StatusAbandoned: "Abandoned",
+	broker.StatusLapsed:    "Lapsed",
 }
 
 // decideButtons are the approver's choices: Approve, Deny, and "Always
@@ -311,6 +312,11 @@ func (n *Notifier) outcome(a *broker.Approval) []slackgo.Block {
 		if a.Quorum() > 1 {
 			line += fmt.Sprintf(" (%d of %d)", a.Approvals(), a.Quorum())
 		}
+		if !a.Awaited() {
+			// Its client was told to call again, or waits at a replica
+			// that did not decide: it has not run, and may never.
+			line += fmt.Sprintf(". It runs when the agent calls again (until %s); otherwise it lapses.", slackDate(a.RetryUntil))
+		}
 	case broker.StatusDenied:
 		by := n.person(a.DecidedBy)
 		for _, v := range a.Votes {
@@ -329,6 +335,9 @@ func (n *Notifier) outcome(a *broker.Approval) []slackgo.Block {
 		note = a.Note
 	case broker.StatusAbandoned:
 		line = ":black_square_for_stop: *Abandoned*, " + at
+		note = a.Note
+	case broker.StatusLapsed:
+		line = fmt.Sprintf(":zzz: *Lapsed*: approved by %s, %s, but the call never ran.", n.approvers(a), at)
 		note = a.Note
 	default:
 		line = "*" + escape(string(a.Status)) + "*"

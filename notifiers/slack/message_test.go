@@ -52,7 +52,16 @@ func TestMessageGolden(t *testing.T) {
 				{Approver: "alice", Channel: "slack", Verdict: broker.Approve, At: at},
 				{Approver: "bob", Channel: "web", Verdict: broker.Approve, At: at},
 			}
-			a.Status, a.DecidedBy, a.DecidedAt = broker.StatusApproved, "bob", at
+			a.Status, a.DecidedBy, a.DecidedAt, a.CallerWaiting = broker.StatusApproved, "bob", at, true
+		},
+		// Its client was told "pending" and has not called again.
+		"approved_unawaited": func(a *broker.Approval) {
+			a.Votes = []broker.Vote{{Approver: "bob", Channel: "web", Verdict: broker.Approve, At: at}}
+			a.Status, a.DecidedBy, a.DecidedAt, a.RetryUntil = broker.StatusApproved, "bob", at, a.ExpiresAt.Add(10*time.Minute)
+		},
+		"lapsed": func(a *broker.Approval) {
+			a.Votes = []broker.Vote{{Approver: "bob", Channel: "web", Verdict: broker.Approve, At: at}}
+			a.Status, a.DecidedBy, a.DecidedAt, a.Note = broker.StatusLapsed, "bob", at, "the agent did not call again by 2026-11-20T10:20:00Z"
 		},
 		"denied": func(a *broker.Approval) {
 			a.Votes = []broker.Vote{{Approver: "slack:" + bob, Channel: "slack", Verdict: broker.Deny, Reason: "not on a Friday <!here>", At: at}}
