@@ -29,6 +29,12 @@ type Call struct {
 	// waiting with progress notifications (Caller.Waiting) instead of being
 	// told to call again after Options.HoldWait.
 	Progress bool
+	// Task says the caller is answered through a task (MCP's tasks
+	// utility): its client polls the task rather than holding a request
+	// open, so a held call waits until a decision or expiry, with no
+	// per-attempt cap (Options.HoldWait) and no progress heartbeats. A
+	// caller that is a TaskCaller is told at once that the call is held.
+	Task bool
 
 	// Set by Check from Params.
 	Tool string
@@ -52,6 +58,24 @@ type Caller interface {
 	// that its call still waits, with message for the person: a progress
 	// notification, which also resets the client's request timeout.
 	Waiting(message string)
+}
+
+// TaskCaller is a Caller whose call is answered through a task
+// (Call.Task). Held is called once, when the call is held and before the
+// wait, so that the caller can answer its client then; the Outcome of the
+// wait ends the task.
+type TaskCaller interface {
+	Caller
+	Held(h Hold)
+}
+
+// Hold is what a TaskCaller is told of its held call.
+type Hold struct {
+	ApprovalID string
+	Reason     string // the policy's, for the person and the agent
+	// Left is how long the approval may still wait for a decision: a task
+	// for the call must outlive it.
+	Left time.Duration
 }
 
 // Outcome is what Check made of a call: forward it, or answer the client

@@ -86,6 +86,10 @@ func (b *Broker) hold(ctx context.Context, hc *heldCall, caller Caller) Outcome 
 		b.log.Error("holding a call failed", "ref", ref, "server", hc.call.Server, "tool", hc.call.Tool, "err", err)
 		return refuse(fmt.Sprintf("Airlock could not hold this call for approval, so it was not run (ref %s).", ref))
 	}
+	if tc, ok := caller.(TaskCaller); ok && hc.call.Task {
+		a := b.current(la)
+		tc.Held(Hold{ApprovalID: a.ID, Reason: a.Decision.Reason, Left: a.ExpiresAt.Sub(b.now())})
+	}
 	return b.wait(ctx, hc.call, la, caller)
 }
 
@@ -97,13 +101,13 @@ func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller 
 	defer b.leave(la)
 
 	var holdWait <-chan time.Time
-	if !call.Progress && b.holdWait > 0 {
+	if !call.Progress && !call.Task && b.holdWait > 0 {
 		t := time.NewTimer(b.holdWait)
 		defer t.Stop()
 		holdWait = t.C
 	}
 	var heartbeat <-chan time.Time
-	if call.Progress {
+	if call.Progress && !call.Task {
 		t := time.NewTicker(b.heartbeat)
 		defer t.Stop()
 		heartbeat = t.C
