@@ -161,7 +161,7 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		return nil, err
 	}
 	rt.relay, err = relay.New(relay.Options{Gate: rt.broker, Logger: log, Metrics: rt.metrics,
-		InitTimeout: cfg.InitTimeout, Limits: cfg.Limits.relay()}, ups...)
+		InitTimeout: cfg.InitTimeout, Limits: cfg.Limits.relay(), OfferTasks: cfg.OfferTasks}, ups...)
 	if err != nil {
 		return nil, err
 	}
