@@ -66,11 +66,12 @@ type Caller interface {
 // wait ends the task.
 type TaskCaller interface {
 	Caller
-	Held(h Hold)
+	Held(p Pending)
 }
 
-// Hold is what a TaskCaller is told of its held call.
-type Hold struct {
+// Pending is what a TaskCaller is told of its held call's approval: what
+// its client's task needs to say and how long it must last.
+type Pending struct {
 	ApprovalID string
 	Reason     string // the policy's, for the person and the agent
 	// Left is how long the approval may still wait for a decision: a task

@@ -88,7 +88,7 @@ func (b *Broker) hold(ctx context.Context, hc *heldCall, caller Caller) Outcome 
 	}
 	if tc, ok := caller.(TaskCaller); ok && hc.call.Task {
 		a := b.current(la)
-		tc.Held(Hold{ApprovalID: a.ID, Reason: a.Decision.Reason, Left: a.ExpiresAt.Sub(b.now())})
+		tc.Held(Pending{ApprovalID: a.ID, Reason: a.Decision.Reason, Left: a.ExpiresAt.Sub(b.now())})
 	}
 	return b.wait(ctx, hc.call, la, caller)
 }

@@ -15,10 +15,10 @@ import (
 // through a task: it hears Held.
 type taskCaller struct {
 	*brokertest.Caller
-	held chan broker.Hold
+	held chan broker.Pending
 }
 
-func (c *taskCaller) Held(h broker.Hold) { c.held <- h }
+func (c *taskCaller) Held(h broker.Pending) { c.held <- h }
 
 // A call answered through a task is told at once that it is held, with
 // the approval and the time it may wait, and then waits past HoldWait
@@ -26,7 +26,7 @@ func (c *taskCaller) Held(h broker.Hold) { c.held <- h }
 func TestTaskCallerWaitsForTheDecision(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHoldHarness(t, broker.Options{Policy: brokertest.HoldTools(1, "slow"), HoldWait: 50 * time.Second, Heartbeat: 10 * time.Second})
-		caller := &taskCaller{Caller: h.Caller, held: make(chan broker.Hold, 1)}
+		caller := &taskCaller{Caller: h.Caller, held: make(chan broker.Pending, 1)}
 		call := h.NewCall("slow", map[string]any{"ms": 0, "id": "t"})
 		call.Task, call.Progress = true, true
 		done := make(chan broker.Outcome, 1)
