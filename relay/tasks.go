@@ -357,7 +357,7 @@ func (s *Session) taskStatusChanged(t *task) {
 }
 
 // runTask carries out the outcome of a held call answered through t.
-func (s *Session) runTask(ctx context.Context, c *inflight, call *broker.Call, m *jsonrpc.Request, o broker.Outcome) {
+func (s *Session) runTask(ctx context.Context, c *inflight, m *jsonrpc.Request, o broker.Outcome) {
 	t := c.task
 	switch {
 	case ctx.Err() != nil:
@@ -366,7 +366,7 @@ func (s *Session) runTask(ctx context.Context, c *inflight, call *broker.Call, m
 	case o.Forward:
 		s.tasks.update(t, "approved; running upstream", true)
 		s.taskStatusChanged(t)
-		result, rpcErr := s.runUpstream(ctx, t, call, m.Params)
+		result, rpcErr := s.runUpstream(ctx, t, m.Params)
 		if o.Audited != nil {
 			if err := <-o.Audited; err != nil {
 				result, rpcErr = withheldResult(s, err), nil
@@ -405,12 +405,14 @@ func withheldResult(s *Session, err error) json.RawMessage {
 // one (its definition's execution.taskSupport), following the upstream's
 // task to its end; otherwise as a plain call, without params.task, since
 // an upstream that does not support tasks for the tool may refuse it.
-func (s *Session) runUpstream(ctx context.Context, t *task, call *broker.Call, params json.RawMessage) (json.RawMessage, error) {
-	def, _ := s.tools.lookup(call.Tool)
-	if taskSupport(def) != "required" {
-		if p, err := policy.ReadObject(params, "task"); err == nil {
-			params = p.Remove("task")
-		}
+func (s *Session) runUpstream(ctx context.Context, t *task, params json.RawMessage) (json.RawMessage, error) {
+	p, err := policy.ReadObject(params, "name", "task")
+	if err != nil {
+		return nil, upstreamError(s, err) // the gate read them; it cannot happen
+	}
+	name, _, _ := p.String("name")
+	if def, _ := s.tools.lookup(name); taskSupport(def) != "required" {
+		params = p.Remove("task")
 	}
 	resp, err := s.requestRaw(ctx, "tools/call", params)
 	if err != nil {

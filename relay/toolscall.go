@@ -52,7 +52,7 @@ func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request
 	if c.task != nil {
 		// Held and answered with a task: the outcome ends the task.
 		leaveGate()
-		s.runTask(ctx, c, call, m, o)
+		s.runTask(ctx, c, m, o)
 		return
 	}
 	switch {
