@@ -35,6 +35,12 @@ type Call struct {
 	// broker's stop while that wrap goes on waiting. Empty means this
 	// broker (Options.Replica).
 	Holder string
+	// Task says the caller is answered through a task (MCP's tasks
+	// utility): its client polls the task rather than holding a request
+	// open, so a held call waits until a decision or expiry, with no
+	// per-attempt cap (Options.HoldWait) and no progress heartbeats. A
+	// caller that is a HeldCaller is told at once that the call is held.
+	Task bool
 
 	// Set by Check from Params.
 	Tool string

@@ -136,13 +136,17 @@ func (b *Broker) wait(ctx context.Context, call *Call, la *liveApproval, caller 
 		// VS Code's end at 5 minutes): even this caller is told in time.
 		wait = b.holdWaitProgress
 	}
+	if call.Task {
+		// Its client polls a task, with no request held open.
+		wait = 0
+	}
 	if wait > 0 {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		holdWait = t.C
 	}
 	var heartbeat <-chan time.Time
-	if call.Progress {
+	if call.Progress && !call.Task {
 		t := time.NewTicker(b.heartbeat)
 		defer t.Stop()
 		heartbeat = t.C

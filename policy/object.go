@@ -31,6 +31,7 @@ type Object struct {
 
 type member struct {
 	name       string
+	key        int // where the member's name starts in data
 	start, end int // the value's bytes in data
 }
 
@@ -74,7 +75,7 @@ func ParseObject(data []byte) (*Object, error) {
 			if err := p.skip(1); err != nil {
 				return nil, err
 			}
-			o.members = append(o.members, member{name: name, start: start, end: p.pos})
+			o.members = append(o.members, member{name: name, key: nameAt, start: start, end: p.pos})
 			p.skipSpace()
 			if p.pos >= len(p.data) {
 				return nil, p.errorf("unexpected end of input in an object")
@@ -194,6 +195,32 @@ func (o *Object) Replace(name string, raw []byte) []byte {
 	}
 	out = append(append(append(out, key...), ':'), raw...)
 	return append(out, o.data[end:]...)
+}
+
+// Remove returns the object's bytes without the member named name (and
+// the comma that joined it to a neighbour); everything else keeps its
+// bytes. Without such a member it returns the bytes unchanged.
+func (o *Object) Remove(name string) []byte {
+	i := -1
+	for j, m := range o.members {
+		if m.name == name {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return o.data
+	}
+	from, to := o.members[i].key, o.members[i].end
+	switch {
+	case i+1 < len(o.members):
+		to = o.members[i+1].key // through the comma after it
+	case i > 0:
+		from = o.members[i-1].end // from the comma before it
+	}
+	out := make([]byte, 0, len(o.data)-(to-from))
+	out = append(out, o.data[:from]...)
+	return append(out, o.data[to:]...)
 }
 
 // DecodeString decodes raw, which must be exactly one JSON string, with the

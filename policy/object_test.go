@@ -65,6 +65,30 @@ func TestObjectReplace(t *testing.T) {
 	}
 }
 
+// Remove leaves every other byte as it was, and the result is one
+// object with the other members.
+func TestObjectRemove(t *testing.T) {
+	for in, want := range map[string]string{
+		`{ "a" : 1, "b":[2] , "c" : {} }`: `{ "b":[2] , "c" : {} }`,
+		`{"b":[2], "a" :1 ,"c":3}`:        `{"b":[2], "c":3}`,
+		`{"b":[2] , "a" : 1 }`:            `{"b":[2] }`,
+		`{ "a" : 1 }`:                     `{  }`,
+		`{"b":1}`:                         `{"b":1}`,
+	} {
+		o, err := ParseObject([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := o.Remove("a")
+		if string(got) != want {
+			t.Errorf("Remove(a) of %s = %s, want %s", in, got, want)
+		}
+		if _, err := ParseObject(got); err != nil {
+			t.Errorf("Remove(a) of %s is not an object: %v", in, err)
+		}
+	}
+}
+
 // FuzzReadObject checks that what ReadObject accepts, every reader agrees
 // on: the exact-name scan of encoding/json's tokens finds the same members
 // with the same bytes, and encoding/json's case-insensitive struct decoding

@@ -16,6 +16,7 @@ import (
 var seam = []string{
 	"Call", "Caller", "Outcome", "ToolDefinition", "ParseDefinition", "Principal", "ClientInfo",
 	"ErrClientCancelled", "ErrClientTimedOut", "ErrClientGone", "ErrSessionClosed", "LimitError", "NewRef",
+	"HeldCaller", "Pending", // a call answered through a task is told when it is held
 }
 
 func TestRelayUsesOnlyTheSeam(t *testing.T) {

@@ -91,6 +91,12 @@ type Options struct {
 	// Limits bound sessions and child processes; the zero value means the
 	// defaults.
 	Limits Limits
+	// OfferTasks declares task support to clients (MCP's tasks utility)
+	// where the upstream declares none: in initialize's capabilities, and
+	// as execution.taskSupport "optional" on each tool that says nothing of
+	// it. A held call that asked for a task is answered with one of
+	// Airlock's whether or not this is set.
+	OfferTasks bool
 }
 
 // Relay serves client sessions for the upstreams it guards.
@@ -99,6 +105,7 @@ type Relay struct {
 	log         *slog.Logger
 	upstreams   map[string]*Upstream
 	initTimeout time.Duration
+	offerTasks  bool
 	limits      *limiter
 	pool        pool.Pool // goroutines for tools/calls, which may wait
 	atGate      gateCount // tools/calls the gate has not let go of yet
@@ -115,6 +122,7 @@ func New(opts Options, upstreams ...*Upstream) (*Relay, error) {
 		log:         opts.Logger,
 		upstreams:   make(map[string]*Upstream, len(upstreams)),
 		initTimeout: opts.InitTimeout,
+		offerTasks:  opts.OfferTasks,
 		done:        make(chan struct{}),
 	}
 	if r.initTimeout == 0 {

@@ -80,6 +80,11 @@ type Session struct {
 	tools    toolCache
 	info     broker.ClientInfo
 	closed   bool
+	// upTasksList says the upstream lists its tasks (capabilities.tasks.list).
+	upTasksList bool
+
+	// tasks are Airlock's own tasks: held calls answered through one.
+	tasks taskTable
 
 	done chan struct{}
 	err  error // why the session ended; set before done is closed
@@ -104,6 +109,12 @@ type inflight struct {
 	// audited yields the outcome of the call's audit write, which must be
 	// durable before its result reaches the client.
 	audited <-chan error
+
+	// wantTask says the tools/call asked for a task (params.task); task is
+	// the one Airlock answered it with once the gate held it. Both are
+	// set on the goroutine that runs the call through the gate.
+	wantTask bool
+	task     *task
 
 	// heartbeats counts progress notifications Airlock itself sent with the
 	// client's token while the gate held the call; upstream progress is
@@ -203,6 +214,10 @@ func (s *Session) handle(ctx context.Context, msg jsonrpc.Message) {
 			s.r.pool.Go(func() { s.toolsCall(ctx, c, m) })
 		case "initialize":
 			s.initialize(ctx, c, m)
+		case "tasks/get", "tasks/result", "tasks/cancel":
+			s.tasksRequest(ctx, c, m)
+		case "tasks/list":
+			s.listTasks(ctx, c, m)
 		case "server/discover":
 			// The 2026-07-28 handshake; clients fall back to initialize.
 			s.answerError(c, jsonrpc.CodeMethodNotFound, "server/discover is not supported; use initialize")
@@ -279,6 +294,20 @@ func (s *Session) request(ctx context.Context, method string, params any) (json.
 	if err != nil {
 		return nil, err
 	}
+	r, err := s.requestRaw(ctx, method, raw)
+	if err != nil {
+		return nil, err
+	}
+	if r.Error != nil {
+		return nil, r.Error
+	}
+	return r.Result, nil
+}
+
+// requestRaw makes a request of Airlock's own with params as they are
+// (an approved call's, byte for byte) and returns the upstream's answer,
+// an error among them.
+func (s *Session) requestRaw(ctx context.Context, method string, raw json.RawMessage) (*jsonrpc.Response, error) {
 	c := &inflight{method: method, started: time.Now(), reply: make(chan *jsonrpc.Response, 1)}
 	upID := s.nextID.Add(1)
 	s.mu.Lock()
@@ -294,10 +323,7 @@ func (s *Session) request(ctx context.Context, method string, params any) (json.
 	}
 	select {
 	case r := <-c.reply:
-		if r.Error != nil {
-			return nil, r.Error
-		}
-		return r.Result, nil
+		return r, nil
 	case <-ctx.Done():
 		if s.takeUp(upID) != nil {
 			s.write(context.WithoutCancel(ctx), cancelledNotification(upstreamID(upID), "Airlock stopped waiting"))
@@ -324,7 +350,7 @@ func (s *Session) answerAudited(c *inflight, m *jsonrpc.Response) {
 			raw, _ := json.Marshal(toolError(fmt.Sprintf("Airlock could not write this call to its audit log, so its result is withheld (ref %s). The call may have run.", ref)))
 			resp = &jsonrpc.Response{ID: c.clientID, Result: raw}
 		}
-		s.send(resp, c.clientID)
+		s.send(s.plainAnswerAsTask(c, resp), c.clientID)
 	}
 	select {
 	case err := <-c.audited:
@@ -541,20 +567,25 @@ func (s *Session) upstreamResponse(m *jsonrpc.Response) {
 		c.reply <- m
 		return
 	}
+	resp := &jsonrpc.Response{ID: c.clientID, Result: m.Result, Error: m.Error}
 	switch c.method {
 	case "initialize":
-		s.initialized(c, m)
+		resp.Result = s.initialized(c, m)
 	case "tools/list":
 		if m.Error == nil {
 			s.recordTools(m.Result)
+			if s.r.offerTasks {
+				resp.Result = offerTaskSupport(m.Result)
+			}
 		}
 	case "tools/call":
 		if c.audited != nil {
 			s.answerAudited(c, m)
 			return
 		}
+		resp = s.plainAnswerAsTask(c, resp)
 	}
-	s.send(&jsonrpc.Response{ID: c.clientID, Result: m.Result, Error: m.Error}, c.clientID)
+	s.send(resp, c.clientID)
 }
 
 func (s *Session) upstreamRequest(m *jsonrpc.Request) {
@@ -692,6 +723,7 @@ func (s *Session) close(err error) {
 	} else {
 		s.log.Info("session ended")
 	}
+	s.tasks.close(errSessionClosed)
 	for _, c := range pending {
 		if c.cancel != nil {
 			c.cancel(errSessionClosed)
@@ -752,21 +784,36 @@ func (s *Session) initialize(ctx context.Context, c *inflight, m *jsonrpc.Reques
 	}
 }
 
-// initialized checks the upstream's answer to initialize.
-func (s *Session) initialized(c *inflight, m *jsonrpc.Response) {
+// initialized checks the upstream's answer to initialize and returns the
+// result the client is to read: the upstream's, with task support added
+// when Airlock offers it (Options.OfferTasks) and the upstream has none.
+func (s *Session) initialized(c *inflight, m *jsonrpc.Response) json.RawMessage {
 	if m.Error != nil {
-		return
+		return m.Result
 	}
 	var version string
-	if res, err := policy.ReadObject(m.Result, "protocolVersion"); err == nil {
+	res, err := policy.ReadObject(m.Result, "protocolVersion", "capabilities")
+	if err == nil {
 		version, _, _ = res.String("protocolVersion")
 	}
+	caps := upstreamTaskCaps(res)
 	s.mu.Lock()
 	s.info.ProtocolVersion = version
+	s.upTasksList = caps.list
 	s.mu.Unlock()
 	if !supportedVersion(version) {
 		s.log.Warn("upstream chose a protocol version Airlock does not relay", "protocol_version", version)
 	}
+	if s.r.offerTasks && res != nil && caps.capabilities != nil && !caps.tasks {
+		return res.Replace("capabilities", caps.capabilities.Replace("tasks", []byte(offeredTasks)))
+	}
+	return m.Result
+}
+
+func (s *Session) upstreamListsTasks() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.upTasksList
 }
 
 // Info returns what the client said about itself.

@@ -15,6 +15,18 @@ import (
 // people, and the client's other messages must not wait meanwhile.
 func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request) {
 	defer c.cancel(nil)
+	if taskRequested(m.Params) {
+		if err := s.tasks.reserve(); err != nil {
+			s.answerError(c, jsonrpc.CodeInvalidRequest, err.Error())
+			return
+		}
+		c.wantTask = true
+		defer func() {
+			if c.task == nil {
+				s.tasks.unreserve() // the gate did not hold it: no live task
+			}
+		}()
+	}
 	s.r.atGate.enter()
 	atGate := true
 	leaveGate := func() {
@@ -24,7 +36,7 @@ func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request
 		}
 	}
 	defer leaveGate()
-	o := s.r.gate.Check(ctx, &broker.Call{
+	call := &broker.Call{
 		Server:           s.up.Name,
 		Transport:        s.up.Transport,
 		TrustAnnotations: s.up.TrustAnnotations,
@@ -34,7 +46,15 @@ func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request
 		Principal:        s.principal,
 		Received:         c.started,
 		Progress:         c.token != "",
-	}, c)
+		Task:             c.wantTask,
+	}
+	o := s.r.gate.Check(ctx, call, c)
+	if c.task != nil {
+		// Held and answered with a task: the outcome ends the task.
+		leaveGate()
+		s.runTask(ctx, c, m, o)
+		return
+	}
 	switch {
 	case o.Forward:
 		leaveGate() // a forwarded call waits for its upstream, not the gate
@@ -42,6 +62,13 @@ func (s *Session) toolsCall(ctx context.Context, c *inflight, m *jsonrpc.Request
 		s.forward(ctx, c, m)
 	case o.Malformed != "":
 		s.answerError(c, jsonrpc.CodeInvalidParams, o.Malformed)
+	case o.Refusal != "" && c.wantTask:
+		// Refused without a hold: a client that asked for a task still
+		// reads one, failed, whose message is the refusal.
+		raw, _ := json.Marshal(toolError(o.Refusal))
+		if s.takeClient(c) {
+			s.send(s.finishedTask(c.clientID, taskFailed, o.Refusal, raw), c.clientID)
+		}
 	case o.Refusal != "":
 		s.answerResult(c, toolError(o.Refusal))
 	}
@@ -60,6 +87,11 @@ func (c *inflight) Definition(ctx context.Context, tool string, fresh bool) (*br
 // Waiting sends a progress notification with the client's token; the
 // upstream's own progress for the call is shifted past these later.
 func (c *inflight) Waiting(message string) {
+	if c.task != nil {
+		// Its client polls the task, and reads the message there.
+		c.session.tasks.update(c.task, message, false)
+		return
+	}
 	n := c.heartbeats.Add(1)
 	params, _ := json.Marshal(map[string]any{
 		"progressToken": json.RawMessage(c.token),

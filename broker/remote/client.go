@@ -171,7 +171,7 @@ func (c *Conn) check(ctx context.Context, call *broker.Call, caller broker.Calle
 	f := &frame{Op: opCheck, ID: id, Call: &wireCall{
 		Server: call.Server, Transport: call.Transport, TrustAnnotations: call.TrustAnnotations,
 		Params: call.Params, Client: call.Client, Session: call.Session, Principal: call.Principal,
-		Received: call.Received.UnixNano(), Progress: call.Progress,
+		Received: call.Received.UnixNano(), Progress: call.Progress, Task: call.Task,
 	}}
 	if resume != "" {
 		f.Op, f.Approval = opResume, resume

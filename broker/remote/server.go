@@ -283,7 +283,7 @@ func (sc *serverConn) check(ctx context.Context, cancel context.CancelCauseFunc,
 	call := &broker.Call{
 		Server: w.Server, Transport: w.Transport, TrustAnnotations: w.TrustAnnotations,
 		Params: json.RawMessage(w.Params), Client: w.Client, Session: w.Session, Principal: w.Principal,
-		Received: time.Unix(0, w.Received), Progress: w.Progress,
+		Received: time.Unix(0, w.Received), Progress: w.Progress, Task: w.Task,
 		Holder: sc.replica,
 	}
 	caller := &remoteCaller{sc: sc, id: f.ID}

@@ -92,6 +92,7 @@ type wireCall struct {
 	Principal        broker.Principal  `json:"principal"`
 	Received         int64             `json:"received"` // Unix nanoseconds
 	Progress         bool              `json:"progress,omitempty"`
+	Task             bool              `json:"task,omitempty"`
 }
 
 // causes names the reasons a held call's context ends, so that the broker

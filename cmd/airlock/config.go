@@ -91,6 +91,11 @@ type Config struct {
 	// the same identified principal join a pending approval (default
 	// false: only a retry in the same session joins).
 	JoinAcrossSessions bool `yaml:"join_across_sessions"`
+	// OfferTasks declares task support (MCP's tasks utility) to clients
+	// for tools whose upstream declares none (default false: capabilities
+	// and tool lists pass untouched). A held call that asks for a task is
+	// answered with one of Airlock's either way.
+	OfferTasks bool `yaml:"offer_tasks"`
 	// ApprovalTimeout applies when the policy names no timeout (default
 	// 10m).
 	ApprovalTimeout time.Duration `yaml:"approval_timeout"`

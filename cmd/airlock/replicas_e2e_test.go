@@ -460,6 +460,11 @@ func TestReplicasUnderLoad(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	if errs.Load() != 0 {
+		for r := range rs.serve {
+			if out := rs.serve[r].stderr.String(); strings.Contains(out, "panic") {
+				t.Logf("replica %d:\n%s", r, out)
+			}
+		}
 		t.Fatalf("%d sessions failed", errs.Load())
 	}
 	t.Logf("%d calls in %s: %.0f calls/s", 3*sessions*calls, elapsed.Round(time.Millisecond), float64(3*sessions*calls)/elapsed.Seconds())

@@ -186,9 +186,7 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 	}
 	if rt.relay = opts.relay; rt.relay == nil {
 		rt.ownRelay = true
-		rt.relay, err = relay.New(relay.Options{Gate: rt.broker, Logger: log, Metrics: rt.metrics,
-			InitTimeout: cfg.InitTimeout, Limits: cfg.Limits.relay()}, ups...)
-		if err != nil {
+		if rt.relay, err = relay.New(cfg.relayOptions(rt.broker, log, rt.metrics), ups...); err != nil {
 			return nil, err
 		}
 	}
@@ -374,6 +372,13 @@ func (rt *runtime) close() {
 	if rt.lock != nil {
 		rt.lock.Close()
 	}
+}
+
+// relayOptions are the relay's options for a gate: the broker, or a
+// wrap's switch between brokers.
+func (c *Config) relayOptions(gate relay.Gate, log *slog.Logger, metrics relay.Metrics) relay.Options {
+	return relay.Options{Gate: gate, Logger: log, Metrics: metrics,
+		InitTimeout: c.InitTimeout, Limits: c.Limits.relay(), OfferTasks: c.OfferTasks}
 }
 
 // handOver stops serving attached wraps, leaving their held calls

@@ -94,8 +94,7 @@ func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen s
 	sw := remote.NewSwitch(w.next)
 	defer sw.Close()
 	var err error
-	w.relay, err = relay.New(relay.Options{Gate: sw, Logger: log, Metrics: w.metrics,
-		InitTimeout: cfg.InitTimeout, Limits: cfg.Limits.relay()}, up)
+	w.relay, err = relay.New(cfg.relayOptions(sw, log, w.metrics), up)
 	if err != nil {
 		return err
 	}
