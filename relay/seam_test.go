@@ -234,6 +234,37 @@ func TestClientCancelEndsTheGatesWait(t *testing.T) {
 			t.Errorf("cause = %v, want %v", cause, broker.ErrClientGone)
 		}
 	})
+	// The go-sdk over HTTP closes the request of a call whose context
+	// ended and says why in notifications/cancelled on another: the
+	// reason reaches the gate, not "disconnected".
+	for name, tc := range map[string]struct {
+		end     func(context.Context) (context.Context, context.CancelFunc)
+		timeout bool
+		want    string
+	}{
+		"HTTP go-sdk deadline": {func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return context.WithTimeout(ctx, 300*time.Millisecond)
+		}, true, "the client cancelled the call: context deadline exceeded"},
+		"HTTP go-sdk cancel": {context.WithCancel, false, "the client cancelled the call: context canceled"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := relaytest.NewHold(0)
+			r := relaytest.NewRelay(t, relay.Options{Gate: &relaytest.Gate{Decide: h.Decide}}, relaytest.NewServer().Upstream("test"))
+			cs := relaytest.HTTPClient(t, r, relaytest.NewClient(relaytest.NewEvents()))
+			ctx, cancel := tc.end(context.Background())
+			defer cancel()
+			go cs.CallTool(ctx, &mcp.CallToolParams{Name: "write", Arguments: map[string]any{"path": "/x"}})
+			brokertest.Wait(t, h.Held, "the call to be held")
+			if !tc.timeout {
+				cancel()
+			}
+			cause := brokertest.Wait(t, h.Ended, "the gate's wait to end")
+			if !errors.Is(cause, broker.ErrClientCancelled) || errors.Is(cause, broker.ErrClientTimedOut) != tc.timeout || cause.Error() != tc.want {
+				t.Errorf("cause = %q, want %q (a timeout: %v)", cause, tc.want, tc.timeout)
+			}
+		})
+	}
 	t.Run("HTTP DELETE", func(t *testing.T) {
 		t.Parallel()
 		c, h, _ := held(t)

@@ -503,13 +503,24 @@ func cancelReason(r string) string {
 // cancelClientRequest gives up on the client's request id: the client will
 // not read an answer (it cancelled, or it went away).
 func (s *Session) cancelClientRequest(ctx context.Context, id jsonrpc.ID, reason string, cause error) {
-	s.mu.Lock()
-	c := s.byClient[id]
-	s.mu.Unlock()
-	if c == nil {
-		return
+	if c := s.inflightOf(id); c != nil {
+		s.cancelInflight(ctx, c, reason, cause)
 	}
+}
+
+// inflightOf is the client's request id in flight, nil if none is.
+func (s *Session) inflightOf(id jsonrpc.ID) *inflight {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byClient[id]
+}
+
+// cancelInflight gives up on c, unless it was answered or cancelled
+// already (its id may be another request's by now).
+func (s *Session) cancelInflight(ctx context.Context, c *inflight, reason string, cause error) {
+	s.mu.Lock()
 	upID := c.upID
+	s.mu.Unlock()
 	if !s.takeClient(c) {
 		return
 	}

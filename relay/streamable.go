@@ -229,12 +229,25 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream,
 		case <-r.Context().Done():
 			// The client went away. Stateful HTTP keeps the handler alive
 			// regardless, so cancel explicitly: its call must not go on
-			// running, nor be released later.
-			hs.s.cancelClientRequest(context.WithoutCancel(r.Context()), req.ID, "client disconnected", broker.ErrClientGone)
+			// running, nor be released later. A client that gave up on the
+			// call (the go-sdk's cancelled or timed-out context) closes this
+			// request and sends notifications/cancelled with its reason on
+			// another, which may arrive just after: it is waited for a
+			// moment, so that the withdrawal says what the client said.
+			if c := hs.s.inflightOf(req.ID); c != nil {
+				time.AfterFunc(cancelNoticeWait, func() {
+					hs.s.cancelInflight(context.Background(), c, "client disconnected", broker.ErrClientGone)
+				})
+			}
 			return
 		}
 	}
 }
+
+// cancelNoticeWait is how long a request that the client closed stays
+// cancellable by the client's own notifications/cancelled before it is
+// cancelled as a disconnection.
+const cancelNoticeWait = time.Second
 
 // get serves the standalone stream for messages that belong to no request.
 func (h *HTTPHandler) get(w http.ResponseWriter, r *http.Request, up *Upstream, p broker.Principal) {
