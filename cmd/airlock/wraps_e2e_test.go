@@ -24,11 +24,15 @@ type sharedWrap struct {
 	logs  *syncBuffer
 }
 
-// startWrap starts a wrap of the test server with cfg and connects a
-// client to it.
-func startWrap(t *testing.T, cfg string) *sharedWrap {
+// startWrap starts a wrap of the test server with cfg, named t unless a
+// name is given, and connects a client to it.
+func startWrap(t *testing.T, cfg string, name ...string) *sharedWrap {
 	t.Helper()
-	cmd := airlockCmd(t, append([]string{"wrap", "--name", "t", "-c", cfg, "--"}, testServerArgs("echo")...)...)
+	server := "t"
+	if len(name) > 0 {
+		server = name[0]
+	}
+	cmd := airlockCmd(t, append([]string{"wrap", "--name", server, "-c", cfg, "--"}, testServerArgs("echo")...)...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -79,20 +83,24 @@ func wrapsConfig(t *testing.T) string {
 	return cfg
 }
 
-// Five wraps of one server, as five terminals of one client start them:
-// all start (the first owns the state, the others attach), all hold, and
-// one approvals page lists and releases every call, each run once.
+// Ten wraps of two servers, as the terminals of two clients start them:
+// all start at once (the first owns the state, the others attach), all
+// hold, and one approvals page lists and releases every call, each run
+// once.
 func TestWrapsShareOneBroker(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts five wraps")
+		t.Skip("starts ten wraps")
 	}
 	cfg := wrapsConfig(t)
-	const n = 5
+	n := 10
+	if raceEnabled {
+		n = 5
+	}
 	wraps := make([]*sharedWrap, n)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range n {
-		wg.Go(func() { wraps[i] = startWrap(t, cfg) })
+		wg.Go(func() { wraps[i] = startWrap(t, cfg, []string{"fs", "github"}[i%2]) })
 	}
 	wg.Wait()
 	t.Logf("%d wraps started and initialized in %s", n, time.Since(start).Round(time.Millisecond))
