@@ -67,7 +67,7 @@ const readTimeout = 10 * time.Second
 
 func timeout() <-chan time.Time { return time.After(readTimeout) }
 
-func newRawRelay(t *testing.T) *rawRelay {
+func newRawRelay(t *testing.T, opts ...relay.Options) *rawRelay {
 	rr := &rawRelay{
 		t:        t,
 		toClient: make(chan string, 64),
@@ -94,7 +94,12 @@ func newRawRelay(t *testing.T) *rawRelay {
 		go readLines(upIn, rr.toUp)
 		return wire.NewLineConn(upToRelay, relayToUp, closers{relayToUp, upToRelay}, 0), nil
 	}}
-	r := relaytest.NewRelay(t, relay.Options{Gate: rr.gate}, upstream)
+	var o relay.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.Gate = rr.gate
+	r := relaytest.NewRelay(t, o, upstream)
 	clientIn, relayOut := io.Pipe()
 	relayIn, clientOut := io.Pipe()
 	rr.clientW, rr.relayOut = clientOut, relayOut

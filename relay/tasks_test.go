@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/airlock-mcp/airlock/broker"
+	"github.com/airlock-mcp/airlock/relay"
 )
 
 // Tests of Airlock's own tasks: a held tools/call that asks for a task is
@@ -322,4 +323,63 @@ func TestAllowedTaskCallForwardedAsReceived(t *testing.T) {
 	}
 	rr.upstream(`{"jsonrpc":"2.0","id":` + string(up.ID) + `,"result":{"content":[]}}`)
 	mustGet(t, rr.clientGets, `{"jsonrpc":"2.0","id":2,"result":{"content":[]}}`)
+}
+
+// With OfferTasks, an upstream without tasks is declared to have them, for
+// tools/call, and each tool that says nothing of tasks may be called as
+// one; what the upstream declares itself passes as it is.
+func TestOfferTasks(t *testing.T) {
+	rr := newRawRelay(t, relay.Options{OfferTasks: true})
+	rr.client(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`)
+	up := parseLine(t, nextLine(t, rr.upstreamGets))
+	rr.upstream(`{"jsonrpc":"2.0","id":` + string(up.ID) + `,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}}`)
+	init, _ := rr.clientUntil(answerTo("1"))
+	var caps struct {
+		Capabilities struct {
+			Tasks *struct {
+				Requests struct {
+					Tools struct {
+						Call *struct{} `json:"call"`
+					} `json:"tools"`
+				} `json:"requests"`
+			} `json:"tasks"`
+		} `json:"capabilities"`
+	}
+	if err := json.Unmarshal(init.Result, &caps); err != nil || caps.Capabilities.Tasks == nil || caps.Capabilities.Tasks.Requests.Tools.Call == nil {
+		t.Fatalf("initialize result %s: no tasks for tools/call offered (%v)", init.Result, err)
+	}
+
+	rr.client(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	up = parseLine(t, nextLine(t, rr.upstreamGets))
+	rr.upstream(`{"jsonrpc":"2.0","id":` + string(up.ID) + `,"result":{"tools":[` +
+		`{"name":"write","inputSchema":{"type":"object"}},` +
+		`{"name":"research","inputSchema":{"type":"object"},"execution":{"taskSupport":"required"}}]}}`)
+	list, _ := rr.clientUntil(answerTo("2"))
+	var tools struct {
+		Tools []struct {
+			Name      string `json:"name"`
+			Execution struct {
+				TaskSupport string `json:"taskSupport"`
+			} `json:"execution"`
+		} `json:"tools"`
+	}
+	if err := json.Unmarshal(list.Result, &tools); err != nil || len(tools.Tools) != 2 {
+		t.Fatalf("tools/list result %s: %v", list.Result, err)
+	}
+	if got := tools.Tools[0].Execution.TaskSupport; got != "optional" {
+		t.Errorf("write: taskSupport %q, want optional", got)
+	}
+	if got := tools.Tools[1].Execution.TaskSupport; got != "required" {
+		t.Errorf("research: taskSupport %q, want the upstream's required", got)
+	}
+}
+
+// nextLine is the next line from get.
+func nextLine(t *testing.T, get func() (string, bool)) string {
+	t.Helper()
+	s, ok := get()
+	if !ok {
+		t.Fatal("the relay closed the stream")
+	}
+	return s
 }
