@@ -29,6 +29,17 @@ func serve(t *testing.T, h *brokertest.Harness) (*Server, string) {
 	return s, path
 }
 
+// attach connects to the Server at path as the wrap "wrap-a".
+func attach(t *testing.T, path string) *Conn {
+	t.Helper()
+	c, err := Dial(t.Context(), path, testToken, "wrap-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // dialer is a Switch's next that attaches at path, then, once that
 // broker has gone, takes over with local.
 func dialer(t *testing.T, path, replica string, local func() Backend) func(context.Context) (Backend, error) {
@@ -89,11 +100,7 @@ func TestHeldCallOutlivesTheOwner(t *testing.T) {
 func TestAllowedCallAudited(t *testing.T) {
 	owner := brokertest.NewHarness(t, broker.Options{})
 	_, path := serve(t, owner)
-	c, err := Dial(t.Context(), path, testToken, "wrap-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := attach(t, path)
 	o := c.Check(t.Context(), owner.NewCall("echo", map[string]any{"text": "hi"}), brokertest.NewCaller())
 	if !o.Forward || o.Audited == nil {
 		t.Fatalf("outcome = %+v, want forwarded, with its audit write to await", o)
@@ -111,11 +118,7 @@ func TestAllowedCallAudited(t *testing.T) {
 func TestCancelWithdrawsWithTheClientsReason(t *testing.T) {
 	owner := brokertest.NewHarness(t, broker.Options{})
 	_, path := serve(t, owner)
-	c, err := Dial(t.Context(), path, testToken, "wrap-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := attach(t, path)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	out := make(chan broker.Outcome, 1)
 	go func() { out <- c.Check(ctx, owner.NewCall("write", nil), brokertest.NewCaller()) }()
@@ -139,10 +142,7 @@ func TestCancelWithdrawsWithTheClientsReason(t *testing.T) {
 func TestDetachWithdraws(t *testing.T) {
 	owner := brokertest.NewHarness(t, broker.Options{})
 	_, path := serve(t, owner)
-	c, err := Dial(t.Context(), path, testToken, "wrap-a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := attach(t, path)
 	go c.Check(context.Background(), owner.NewCall("write", nil), brokertest.NewCaller())
 	a := owner.Held()
 	c.Close()
@@ -179,11 +179,7 @@ func TestResumeChecksTheCall(t *testing.T) {
 func TestTimeoutCauseCrossesTheSocket(t *testing.T) {
 	owner := brokertest.NewHarness(t, broker.Options{})
 	_, path := serve(t, owner)
-	c, err := Dial(t.Context(), path, testToken, "wrap-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := attach(t, path)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	out := make(chan broker.Outcome, 1)
 	go func() { out <- c.Check(ctx, owner.NewCall("write", nil), brokertest.NewCaller()) }()
