@@ -1,6 +1,8 @@
 package main
 
 import (
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +22,12 @@ type promMetrics struct {
 	decisions *prometheus.CounterVec
 	policy    prometheus.Histogram
 	refusals  *prometheus.CounterVec
+
+	// usage is what the usage gauges read: the current broker's and
+	// relay's, registered once, since a wrap that takes the state over
+	// starts a broker on metrics it already has.
+	usage     atomic.Pointer[usageCollector]
+	usageOnce sync.Once
 }
 
 func newPromMetrics() *promMetrics {
@@ -73,8 +81,15 @@ func (m *promMetrics) LimitRefused(limit string) { m.refusals.WithLabelValues(li
 // at each scrape; sessions counts the open HTTP sessions (nil: none, as
 // under wrap).
 func (m *promMetrics) watchUsage(b *broker.Broker, r *relay.Relay, sessions func() int) {
-	m.reg.MustRegister(&usageCollector{usage: b.Usage, children: r.Children, sessions: sessions})
+	m.usage.Store(&usageCollector{usage: b.Usage, children: r.Children, sessions: sessions})
+	m.usageOnce.Do(func() { m.reg.MustRegister(currentUsage{m}) })
 }
+
+// currentUsage collects the usage of the broker watched last.
+type currentUsage struct{ m *promMetrics }
+
+func (c currentUsage) Describe(ch chan<- *prometheus.Desc) { c.m.usage.Load().Describe(ch) }
+func (c currentUsage) Collect(ch chan<- prometheus.Metric) { c.m.usage.Load().Collect(ch) }
 
 var (
 	sessionsDesc  = prometheus.NewDesc("airlock_sessions", "Open streamable HTTP sessions.", nil, nil)

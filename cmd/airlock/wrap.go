@@ -266,10 +266,18 @@ func (w *wrapper) own(ctx context.Context, sock string) (*runtime, error) {
 	}
 	// Whoever held the lock before is gone, and its socket with it.
 	os.Remove(sock)
-	if ln, err := net.Listen("unix", sock); err != nil {
+	ln, err := net.Listen("unix", sock)
+	if err == nil {
+		// The directory is this user's alone already; the socket says so too.
+		err = os.Chmod(sock, 0o600)
+	}
+	if err != nil {
 		// This wrap still serves its client; other wraps cannot share the
 		// directory, and say so when they find it locked.
 		w.log.Warn("other wraps cannot attach to this one", "socket", sock, "err", err)
+		if ln != nil {
+			ln.Close()
+		}
 	} else {
 		rt.gate, rt.gatePath = remote.NewServer(rt.broker, rt.broker, rt.token, w.log), sock
 		go func() {

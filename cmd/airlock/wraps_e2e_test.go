@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/airlock-mcp/airlock/broker/remote"
 )
 
 // sharedWrap is one `airlock wrap` with a go-sdk client on its stdio.
@@ -112,6 +114,11 @@ func TestWrapsShareOneBroker(t *testing.T) {
 	refs, err := findBrokers(filepath.Join(testStateHome(t), "airlock"), true)
 	if err != nil || len(refs) != 1 {
 		t.Fatalf("running brokers = %d (%v), want one for every wrap", len(refs), err)
+	}
+	if fi, err := os.Stat(filepath.Join(refs[0].Dir, remote.SocketName)); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("the wraps' socket has mode %v, want 0600", fi.Mode().Perm())
 	}
 	for _, a := range held {
 		if _, err := cli(t, "approve", a.ID); err != nil {
