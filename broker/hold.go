@@ -248,7 +248,7 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall, caller Caller) 
 	// Known here before it is stored, so that a decision made at once (in
 	// another process sharing the store) finds its waiter; stored before
 	// anyone hears of it, since a decision can only be about an approval
-	// that exists.
+	// that exists. Its caller alone hears of it first (see above).
 	if heldCaller != nil {
 		heldCaller.Held(Pending{ApprovalID: a.ID, Reason: a.Decision.Reason, Left: timeout})
 	}
