@@ -4,12 +4,10 @@ package ui
 
 //lint:file-ignore SA4006 This context is only used if a nested component is present.
 
-import (
-	"github.com/a-h/templ"
-	templruntime "github.com/a-h/templ/runtime"
+import "github.com/a-h/templ"
+import templruntime "github.com/a-h/templ/runtime"
 
-	"github.com/airlock-mcp/airlock/broker"
-)
+import "github.com/airlock-mcp/airlock/broker"
 
 // grantsPage lists the grants, active ones by default, each with a Revoke
 // button.
