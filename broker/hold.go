@@ -460,8 +460,8 @@ func (b *Broker) track(a *Approval) {
 	b.live.mu.Lock()
 	defer b.live.mu.Unlock()
 	la := b.live.byID[a.ID]
-	if la == nil {
-		return
+	if la == nil || (la.closed && a.Status == StatusPending) {
+		return // a decided approval is never pending again
 	}
 	la.approval = a
 	if a.Status != StatusPending && !la.closed {

@@ -95,8 +95,10 @@ func (b *Broker) adopt(ctx context.Context, id string, call *Call, digest string
 	b.live.mu.Unlock()
 	b.metrics.Held(1)
 	// A decision may have landed between the read and the registration:
-	// read again. The wait sees a decision either way.
-	if now, err := b.store.Approval(ctx, id); err == nil {
+	// read again. The wait sees a decision either way. (A pending read
+	// says nothing new, and may be older than a decision the store's feed
+	// brought meanwhile.)
+	if now, err := b.store.Approval(ctx, id); err == nil && now.Status != StatusPending {
 		b.track(now)
 	}
 	return la, nil
