@@ -37,9 +37,6 @@ func TestClientCompat(t *testing.T) {
 					}
 					t.Run(client+"/"+transport, func(t *testing.T) {
 						t.Parallel()
-						if why := sc.known[client+"/"+transport]; why != "" {
-							t.Skip("known: " + why)
-						}
 						sc.run(t, startCompat(t, client, transport, sc.settings))
 					})
 				}
@@ -61,9 +58,7 @@ var compatScenarios = []struct {
 	settings  compatSettings
 	stdioOnly bool
 	tsOnly    bool
-	// known skips a row, client/transport, for a bug reported but not fixed.
-	known map[string]string
-	run   func(t *testing.T, r *compatRig)
+	run       func(t *testing.T, r *compatRig)
 }{
 	// No progress token, and a client timeout longer than hold_wait: the
 	// first call is answered "Approval pending" and the retry runs it.
@@ -117,10 +112,7 @@ var compatScenarios = []struct {
 	// A client timeout below hold_wait: the client cancels, saying it
 	// timed out; the approval stays open (cancel_grace) and the retry
 	// joins it.
-	{name: "client-timeout-then-retry", known: map[string]string{
-		"go/http": "the go-sdk's streamable client closes the POST when its context ends and sends notifications/cancelled (\"context deadline exceeded\") just after; " +
-			"relay/streamable.go withdraws on the disconnect first (\"the client disconnected\"), so a timed-out call gets no cancel_grace",
-	}, run: func(t *testing.T, r *compatRig) {
+	{name: "client-timeout-then-retry", run: func(t *testing.T, r *compatRig) {
 		r.call(compatCall{ID: "first", Timeout: time.Second})
 		first := r.next(t)
 		if !strings.Contains(first.Error, "timed out") && !strings.Contains(first.Error, "deadline exceeded") {
@@ -137,9 +129,8 @@ var compatScenarios = []struct {
 		r.oneWrite(t)
 	}},
 	// A plain cancel (AbortController; the go-sdk's context) withdraws
-	// the approval. The go-sdk over HTTP closes the request's stream
-	// before its notifications/cancelled arrives: Airlock sees a
-	// disconnect first.
+	// the approval. (The go-sdk over HTTP closes the request's stream
+	// before its notifications/cancelled arrives; the relay waits for it.)
 	{name: "cancel-withdraws", settings: compatSettings{holdWait: "30s"}, run: func(t *testing.T, r *compatRig) {
 		r.call(compatCall{ID: "call", Timeout: 30 * time.Second})
 		p := pending(t, 1)[0]
@@ -149,11 +140,7 @@ var compatScenarios = []struct {
 		}
 		pending(t, 0)
 		a := r.audit(t)
-		why := strings.Contains(a, `"reason":"the client cancelled the call`)
-		if strings.HasSuffix(t.Name(), "/go/http") {
-			why = why || strings.Contains(a, `"reason":"the client disconnected"`)
-		}
-		if !strings.Contains(a, `"approval.withdrawn"`) || !why || !strings.Contains(a, p.ID) {
+		if !strings.Contains(a, `"approval.withdrawn"`) || !strings.Contains(a, `"reason":"the client cancelled the call`) || !strings.Contains(a, p.ID) {
 			t.Errorf("the audit log does not say the client cancelled:\n%s", a)
 		}
 		r.noWrite(t, a)
