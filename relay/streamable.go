@@ -29,11 +29,6 @@ const DefaultIdleTimeout = time.Hour
 // and clients do not drop a stream while a call is held.
 const keepAliveInterval = 25 * time.Second
 
-// cancelAfterDisconnect is how long a request whose client disconnected
-// waits for the client's notifications/cancelled, which says why, before
-// it is cancelled as the client gone.
-const cancelAfterDisconnect = 500 * time.Millisecond
-
 // backlogLimit bounds messages kept for a client that has no stream open to
 // receive them.
 const backlogLimit = 256
@@ -234,18 +229,7 @@ func (h *HTTPHandler) post(w http.ResponseWriter, r *http.Request, up *Upstream,
 		case <-r.Context().Done():
 			// The client went away. Stateful HTTP keeps the handler alive
 			// regardless, so cancel explicitly: its call must not go on
-			// running, nor be released later. A client whose request's
-			// context ended (the go-sdk's) closes the stream first and
-			// sends notifications/cancelled just after: its reason says
-			// whether the client timed out and will call again, which
-			// keeps a held call's approval for cancel_grace, so it is
-			// waited for a moment; the first cancellation stands.
-			wait := time.NewTimer(cancelAfterDisconnect)
-			select {
-			case <-wait.C:
-			case <-ps.done:
-			}
-			wait.Stop()
+			// running, nor be released later.
 			hs.s.cancelClientRequest(context.WithoutCancel(r.Context()), req.ID, "client disconnected", broker.ErrClientGone)
 			return
 		}

@@ -130,7 +130,8 @@ var compatScenarios = []struct {
 	}},
 	// A plain cancel (AbortController; the go-sdk's context) withdraws
 	// the approval. (The go-sdk over HTTP closes the request's stream
-	// before its notifications/cancelled arrives; the relay waits for it.)
+	// before its notifications/cancelled arrives; the relay waits a moment
+	// for it, in relay/streamable.go.)
 	{name: "cancel-withdraws", settings: compatSettings{holdWait: "30s"}, run: func(t *testing.T, r *compatRig) {
 		r.call(compatCall{ID: "call", Timeout: 30 * time.Second})
 		p := pending(t, 1)[0]
