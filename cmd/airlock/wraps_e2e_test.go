@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -105,6 +106,9 @@ func TestWrapsShareOneBroker(t *testing.T) {
 		wg.Go(func() { wraps[i] = startWrap(t, cfg, []string{"fs", "github"}[i%2]) })
 	}
 	wg.Wait()
+	if slices.Contains(wraps, nil) {
+		t.FailNow() // a wrap that did not start said why
+	}
 	t.Logf("%d wraps started and initialized in %s", n, time.Since(start).Round(time.Millisecond))
 	results := make([]<-chan string, n)
 	for i, w := range wraps {
