@@ -92,20 +92,25 @@ func wrap(ctx context.Context, cfg *Config, log *slog.Logger, stateDir, listen s
 	}
 	w := &wrapper{cfg: cfg, log: log, stateDir: stateDir, listen: listen, up: up, replica: newReplicaID(), metrics: newPromMetrics()}
 	sw := remote.NewSwitch(w.next)
-	defer sw.Close()
 	var err error
 	w.relay, err = relay.New(cfg.relayOptions(sw, log, w.metrics), up)
 	if err != nil {
+		sw.Close()
 		return err
 	}
-	defer w.relay.Close()
+	defer func() {
+		// No broker is looked for once the wrap is leaving, and one that
+		// was being started is stopped with the rest.
+		sw.Close()
+		w.close()
+		w.relay.Close()
+	}()
 	// The first broker is found before the client is served: a state
 	// directory that cannot be opened, or a policy that does not load,
 	// is an error now rather than a refusal of every call.
 	if _, err := sw.Backend(ctx); err != nil {
 		return err
 	}
-	defer w.close()
 	conn := wire.NewLineConn(os.Stdin, os.Stdout, os.Stdin, 0)
 	// The session outlives ctx (a signal) until the held calls have had
 	// their answers: ending it first would answer them "session closed".
@@ -147,6 +152,7 @@ type wrapper struct {
 	rt       *runtime // set while this wrap owns the state
 	attached bool     // announced the owner's UI once
 	started  bool     // had a broker once: from then on, next waits for one
+	closed   bool     // leaving: a runtime started now is closed at once
 }
 
 // attachWait bounds how long a wrap waits for a state directory whose
@@ -294,6 +300,10 @@ func (w *wrapper) own(ctx context.Context, sock string) (*runtime, error) {
 	w.log.Info("approval API ready", "url", rt.baseURL()+"/api/v1/", "state_dir", w.stateDir)
 	rt.announceUI(os.Stderr, true)
 	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil, errors.New("wrap: exiting")
+	}
 	w.rt = rt
 	w.mu.Unlock()
 	ok = true
@@ -318,7 +328,7 @@ func (w *wrapper) answerHeld() {
 func (w *wrapper) close() {
 	w.mu.Lock()
 	rt := w.rt
-	w.rt = nil
+	w.rt, w.closed = nil, true
 	w.mu.Unlock()
 	if rt != nil {
 		rt.close()
