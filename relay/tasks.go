@@ -514,19 +514,27 @@ func (s *Session) followTask(ctx context.Context, t *task, upID string, poll tim
 		defer cancel()
 		s.requestRaw(cctx, "tasks/cancel", idParams)
 	}
-	for range 100000 { // a bound on polls, against an upstream whose task never ends
-		resp, err := s.requestRaw(ctx, "tasks/get", idParams)
-		if ctx.Err() != nil {
+	// ask asks the upstream about its task. Once the call's context has
+	// ended it cancels the upstream's task and returns nothing.
+	ask := func(method string) (json.RawMessage, error) {
+		resp, err := s.requestRaw(ctx, method, idParams)
+		switch {
+		case ctx.Err() != nil:
 			cancelUpstream()
 			return nil, nil
-		}
-		if err != nil {
+		case err != nil:
 			return nil, upstreamError(s, err)
-		}
-		if resp.Error != nil {
+		case resp.Error != nil:
 			return nil, resp.Error
 		}
-		_, status, message, _, err := readTask(resp.Result)
+		return resp.Result, nil
+	}
+	for range 100000 { // a bound on polls, against an upstream whose task never ends
+		got, err := ask("tasks/get")
+		if err != nil || ctx.Err() != nil {
+			return nil, err
+		}
+		_, status, message, _, err := readTask(got)
 		if err != nil {
 			return nil, upstreamError(s, fmt.Errorf("tasks/get: %w", err))
 		}
@@ -545,18 +553,7 @@ func (s *Session) followTask(ctx context.Context, t *task, upID string, poll tim
 			return nil, nil
 		}
 	}
-	resp, err := s.requestRaw(ctx, "tasks/result", idParams)
-	if ctx.Err() != nil {
-		cancelUpstream()
-		return nil, nil
-	}
-	if err != nil {
-		return nil, upstreamError(s, err)
-	}
-	if resp.Error != nil {
-		return nil, resp.Error
-	}
-	return resp.Result, nil
+	return ask("tasks/result")
 }
 
 // tasksRequest serves tasks/get, tasks/result and tasks/cancel for
