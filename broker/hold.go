@@ -212,6 +212,14 @@ func (b *Broker) openApproval(ctx context.Context, hc *heldCall, caller Caller) 
 		return la, nil
 	}
 	b.live.mu.Unlock()
+	if la := b.joinStored(ctx, hc.call, key, hc.in.ArgumentsDigest); la != nil {
+		a := b.current(la)
+		if heldCaller != nil {
+			heldCaller.Held(Pending{ApprovalID: a.ID, Reason: a.Decision.Reason, Left: a.ExpiresAt.Sub(b.now())})
+		}
+		b.log.Info("retry joined its approval, opened before this process owned the state", "approval_id", a.ID)
+		return la, nil
+	}
 
 	now := b.now()
 	timeout := time.Duration(hc.decision.Timeout)

@@ -103,3 +103,32 @@ func (b *Broker) adopt(ctx context.Context, id string, call *Call, digest string
 	}
 	return la, nil
 }
+
+// joinStored finds the pending approval of an identical earlier call that
+// this broker does not hold live: one its caller's wrap opened through the
+// broker that owned the state before this one, which stopped after the
+// caller was told to call again. Without it, the retry would ask people a
+// second time. Only the caller's own (the same holder) is joined.
+func (b *Broker) joinStored(ctx context.Context, call *Call, key holdKey, digest string) *liveApproval {
+	holder := cmp.Or(call.Holder, b.replica)
+	pending, err := b.store.Approvals(ctx, ApprovalQuery{Status: []Status{StatusPending}, Server: call.Server, Tool: call.Tool, Limit: 100})
+	if err != nil {
+		return nil
+	}
+	for _, a := range pending {
+		stored := &Call{Server: a.Server, Tool: a.Tool, Principal: a.Principal, Session: a.Session}
+		if a.Holder != holder || b.holdKey(stored, a.ArgumentsDigest) != key {
+			continue
+		}
+		b.live.mu.Lock()
+		_, live := b.live.byID[a.ID]
+		b.live.mu.Unlock()
+		if live {
+			continue // waited on here: the live join decides
+		}
+		if la, err := b.adopt(ctx, a.ID, call, digest); err == nil && la != nil {
+			return la
+		}
+	}
+	return nil
+}
