@@ -694,16 +694,19 @@ func mergeTasks(page json.RawMessage, own []taskJSON) json.RawMessage {
 		all = append(all, raw)
 	}
 	all = append(all, theirs...)
-	var b bytes.Buffer
-	b.WriteByte('[')
-	for i, raw := range all {
+	return p.Replace("tasks", rawArray(all))
+}
+
+// rawArray is the JSON array of items, each kept byte for byte.
+func rawArray(items []json.RawMessage) []byte {
+	b := []byte{'['}
+	for i, raw := range items {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		b.Write(raw)
+		b = append(b, raw...)
 	}
-	b.WriteByte(']')
-	return p.Replace("tasks", b.Bytes())
+	return append(b, ']')
 }
 
 func orEmpty(raw json.RawMessage) json.RawMessage {
@@ -794,16 +797,7 @@ func offerTaskSupport(page json.RawMessage) json.RawMessage {
 	if !changed {
 		return page
 	}
-	var b bytes.Buffer
-	b.WriteByte('[')
-	for i, tool := range tools {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.Write(tool)
-	}
-	b.WriteByte(']')
-	return p.Replace("tools", b.Bytes())
+	return p.Replace("tools", rawArray(tools))
 }
 
 // A tools/call in flight is told when the gate holds it.

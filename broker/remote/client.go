@@ -48,6 +48,9 @@ func Dial(ctx context.Context, path, token, replica string) (*Conn, error) {
 		return nil, err
 	}
 	enc := json.NewEncoder(c)
+	// The owner's frames: the same user's Airlock, which held the admin
+	// token first. What the MCP client and server wrote travels in them as
+	// bytes (see frame).
 	dec := json.NewDecoder(bufio.NewReader(c))
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	var ok frame

@@ -175,6 +175,9 @@ func (sc *serverConn) serve() {
 		sc.s.mu.Unlock()
 		sc.s.wg.Done()
 	}()
+	// Frames are read as structs only from a peer that showed the admin
+	// token (the hello is compared byte for byte); what the MCP client and
+	// server wrote travels in them as bytes (see frame).
 	dec := json.NewDecoder(bufio.NewReader(sc.c))
 	sc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var hello frame

@@ -58,7 +58,6 @@ type runtime struct {
 
 	ownRelay bool           // the relay is the runtime's, not a wrap's
 	gate     *remote.Server // serves the wraps attached to this one; nil for none
-	gatePath string         // its socket
 }
 
 // runtimeOptions are what a wrap brings to the runtime it starts: its
@@ -68,9 +67,9 @@ type runtimeOptions struct {
 	relay   *relay.Relay
 	metrics *promMetrics
 	replica string
-	// gone names a replica known to have stopped: the process that held
+	// gone names replicas known to have stopped: the process that held
 	// the state directory before.
-	gone string
+	gone []string
 	// lockWait is how long to wait for a bbolt file another process
 	// holds; 0 means a second.
 	lockWait time.Duration
@@ -177,7 +176,7 @@ func startRuntime(ctx context.Context, cfg *Config, log *slog.Logger, stateDir s
 		People:              cfg.people(),
 		Servers:             servers,
 		Replica:             rt.replica,
-		Gone:                slices.DeleteFunc([]string{opts.gone}, func(s string) bool { return s == "" }),
+		Gone:                opts.gone,
 		LeaseTTL:            cfg.State.Lease,
 		Now:                 now,
 	})
@@ -382,11 +381,11 @@ func (c *Config) relayOptions(gate relay.Gate, log *slog.Logger, metrics relay.M
 }
 
 // handOver stops serving attached wraps, leaving their held calls
-// pending for the wrap that takes the state over next.
+// pending for the wrap that takes the state over next. Closing the
+// listener removes its socket.
 func (rt *runtime) handOver() {
 	if rt.gate != nil {
 		rt.gate.Close()
-		os.Remove(rt.gatePath)
 		rt.gate = nil
 	}
 }

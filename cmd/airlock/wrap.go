@@ -249,11 +249,12 @@ func (w *wrapper) own(ctx context.Context, sock string) (*runtime, error) {
 	// A process that held the lock before and left its api.json behind
 	// died without abandoning its calls: its own are abandoned now, with
 	// the wait they had, not when its lease runs out.
-	var gone string
+	var gone []string
 	if data, err := os.ReadFile(filepath.Join(w.stateDir, apiInfoFile)); err == nil {
 		var info apiInfo
-		if json.Unmarshal(data, &info) == nil && info.Replica != w.replica {
-			gone = info.Replica
+		// Airlock's own state file, written by the process that had the lock.
+		if json.Unmarshal(data, &info) == nil && info.Replica != "" && info.Replica != w.replica {
+			gone = []string{info.Replica}
 		}
 	}
 	rt, err := startRuntime(ctx, w.cfg, w.log, w.stateDir, []*relay.Upstream{w.up},
@@ -285,7 +286,7 @@ func (w *wrapper) own(ctx context.Context, sock string) (*runtime, error) {
 			ln.Close()
 		}
 	} else {
-		rt.gate, rt.gatePath = remote.NewServer(rt.broker, rt.broker, rt.token, w.log), sock
+		rt.gate = remote.NewServer(rt.broker, rt.broker, rt.token, w.log)
 		go func() {
 			if err := rt.gate.Serve(ln); err != nil {
 				w.log.Error("serving other wraps stopped", "err", err)
